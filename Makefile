@@ -1,0 +1,50 @@
+# trailwatch — the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SAMVENV := .venv-sam
+SAMSTAMP := $(SAMVENV)/.installed
+
+.PHONY: help venv demo test bench sam-venv sam-build sam-validate lint-template clean
+
+help:
+	@echo "make demo      set up and run the end-to-end demo on an embedded local AWS (no account needed)"
+	@echo "make test      set up and run the test suite"
+	@echo "make bench     run the handler benchmark (corpus in ../shared/corpus, else events/)"
+	@echo "make sam-venv  install the AWS SAM CLI in its own virtualenv ($(SAMVENV))"
+	@echo "make sam-build / sam-validate   build / lint the SAM template with that SAM CLI"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,sam]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trailwatch demo
+
+test: $(STAMP)
+	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_handler.py
+
+$(SAMSTAMP):
+	$(PYTHON) -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install -q --upgrade pip
+	$(SAMVENV)/bin/pip install -q aws-sam-cli
+	touch $(SAMSTAMP)
+
+sam-venv: $(SAMSTAMP)
+
+sam-build: $(SAMSTAMP)
+	$(SAMVENV)/bin/sam build --template-file template.yaml
+
+sam-validate: $(SAMSTAMP)
+	$(SAMVENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
+
+clean:
+	rm -rf $(VENV) $(SAMVENV) .aws-sam build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,413 @@
+"""A CloudWatch Logs *JSON* filter-pattern engine, compiled once and fast per event.
+
+Follows AWS's "Filter and pattern syntax" for JSON log events:
+
+* ``{ SELECTOR OP VALUE }`` with selectors ``$.a.b``, ``$.a[0]``, ``$.a[0].b`` (property names are
+  letters, digits, ``-`` and ``_``; ``@`` is accepted too for ``@aws``-style system fields).
+* ``=`` and ``!=`` with a quoted (``"..."``) or bare value; ``*`` at the start and/or end of a value
+  is a wildcard (``"*UnauthorizedOperation"``, ``AccessDenied*``, ``123.123.*``); a lone ``*``
+  matches any value. As documented, a ``*`` in the middle is literal.
+* ``<``, ``>``, ``<=``, ``>=`` (and ``=``/``!=``) with a number compare numerically.
+* ``EXISTS``, ``NOT EXISTS``, ``IS NULL``, ``IS TRUE``, ``IS FALSE``.
+* ``&&``, ``||`` and parentheses. Precedence is AWS's documented order ``()`` > ``&&`` > ``||``, so
+  the published CIS 4.1 text ``A || B && C && D`` means ``A || (B && C && D)``.
+
+Semantics where AWS is terse (documented choices, tested):
+
+* A selector must reach a *value node* (string, number, boolean). If it is missing or reaches an
+  object or array, both ``=`` and ``!=`` are false (AWS: "both {$.users = 1} and {$.users != 1}
+  fail to match"). So ``$.additionalEventData.MFAUsed != "Yes"`` does not match a record without
+  that field.
+* ``null`` is not a value node for comparisons (use ``IS NULL``).
+* A numeric literal compared with a JSON string compares the text (``$.recipientAccountId =
+  123456789012`` matches the string ``"123456789012"``); with a JSON number it compares numbers.
+* Booleans compare as the text ``true``/``false`` with ``=``/``!=``.
+
+No ``eval``: patterns compile to plain closures. Errors carry the 0-based position.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Record = dict[str, Any]
+Predicate = Callable[[Record], bool]
+
+_MISSING = object()
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_IDENT_RE = re.compile(r"[A-Za-z0-9_\-@]+")
+_BARE_STOP = set(" \t\r\n(){}")
+
+
+class PatternError(ValueError):
+    """A filter pattern that does not parse. ``position`` is a 0-based offset into the text."""
+
+    def __init__(self, message: str, position: int, pattern: str = "") -> None:
+        self.reason = message
+        self.position = position
+        self.pattern = pattern
+        super().__init__(f"{message} at position {position}")
+
+    def pointer(self) -> str:
+        """The pattern with a caret under the error position (for CLI and load errors)."""
+        return f"{self.pattern}\n{' ' * self.position}^"
+
+
+# ----------------------------------------------------------------------------------- tokens
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # LBRACE RBRACE LPAREN RPAREN AND OR OP SELECTOR STRING BARE KEYWORD END
+    text: str
+    pos: int
+    path: tuple = ()
+
+
+def _tokenize(src: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    i, n = 0, len(src)
+    while i < n:
+        c = src[i]
+        if c in " \t\r\n":
+            i += 1
+        elif c in "{}()":
+            toks.append(_Tok({"{": "LBRACE", "}": "RBRACE", "(": "LPAREN", ")": "RPAREN"}[c], c, i))
+            i += 1
+        elif src.startswith("&&", i):
+            toks.append(_Tok("AND", "&&", i))
+            i += 2
+        elif src.startswith("||", i):
+            toks.append(_Tok("OR", "||", i))
+            i += 2
+        elif c in "=!<>":
+            two = src[i : i + 2]
+            if two in ("!=", "<=", ">="):
+                toks.append(_Tok("OP", two, i))
+                i += 2
+            elif c == "!":
+                raise PatternError("'!' must be followed by '='", i, src)
+            else:
+                toks.append(_Tok("OP", c, i))
+                i += 1
+        elif c == "$":
+            start = i
+            path, i = _scan_selector(src, i)
+            toks.append(_Tok("SELECTOR", src[start:i], start, path))
+        elif c == '"':
+            start = i
+            i += 1
+            buf = []
+            while True:
+                if i >= n:
+                    raise PatternError("unterminated quoted string", start, src)
+                ch = src[i]
+                if ch == "\\" and i + 1 < n:
+                    buf.append(src[i + 1])
+                    i += 2
+                    continue
+                if ch == '"':
+                    i += 1
+                    break
+                buf.append(ch)
+                i += 1
+            toks.append(_Tok("STRING", "".join(buf), start))
+        else:
+            start = i
+            while i < n and src[i] not in _BARE_STOP and not src.startswith("&&", i) \
+                    and not src.startswith("||", i) and src[i] not in "=!<>":
+                i += 1
+            word = src[start:i]
+            if word in ("EXISTS", "NOT", "IS", "NULL", "TRUE", "FALSE"):
+                toks.append(_Tok("KEYWORD", word, start))
+            else:
+                toks.append(_Tok("BARE", word, start))
+    toks.append(_Tok("END", "", n))
+    return toks
+
+
+def _scan_selector(src: str, i: int) -> tuple[tuple, int]:
+    start = i
+    i += 1  # '$'
+    path: list[Any] = []
+    n = len(src)
+    while i < n and src[i] in ".[":
+        if src[i] == ".":
+            m = _IDENT_RE.match(src, i + 1)
+            if not m:
+                raise PatternError("expected a property name after '.'", i + 1, src)
+            path.append(m.group(0))
+            i = m.end()
+        else:
+            j = src.find("]", i)
+            inner = src[i + 1 : j] if j > 0 else ""
+            if j < 0 or not inner.isdigit():
+                raise PatternError("expected an array index like [0]", i, src)
+            if not path:
+                raise PatternError("an array index must follow a property", i, src)
+            path.append(int(inner))
+            i = j + 1
+    if not path:
+        raise PatternError("a selector needs at least one property, e.g. $.eventName", start, src)
+    return tuple(path), i
+
+
+# ----------------------------------------------------------------------------------- nodes
+
+def _resolver(path: tuple) -> Callable[[Record], Any]:
+    """Return a fast function that walks ``path`` into a record, or yields _MISSING."""
+    if len(path) == 1 and isinstance(path[0], str):
+        k0 = path[0]
+        return lambda r: r.get(k0, _MISSING)
+    if len(path) == 2 and isinstance(path[0], str) and isinstance(path[1], str):
+        k0, k1 = path
+
+        def get2(r: Record) -> Any:
+            v = r.get(k0, _MISSING)
+            if type(v) is dict:
+                return v.get(k1, _MISSING)
+            return _MISSING
+
+        return get2
+
+    def getn(r: Record) -> Any:
+        v: Any = r
+        for step in path:
+            if type(step) is int:
+                if type(v) is list and -1 < step < len(v):
+                    v = v[step]
+                else:
+                    return _MISSING
+            elif type(v) is dict:
+                v = v.get(step, _MISSING)
+                if v is _MISSING:
+                    return v
+            else:
+                return _MISSING
+        return v
+
+    return getn
+
+
+def _text_matcher(literal: str, quoted: bool) -> Callable[[str], bool]:
+    if literal == "*":
+        return lambda s: True
+    lead = literal.startswith("*")
+    trail = literal.endswith("*") and len(literal) > 1
+    core = literal[1 if lead else 0 : len(literal) - (1 if trail else 0)]
+    if lead and trail:
+        return lambda s: core in s
+    if lead:
+        return lambda s: s.endswith(core)
+    if trail:
+        return lambda s: s.startswith(core)
+    return lambda s: s == literal
+
+
+def _value_text(v: Any) -> str | None:
+    """Text of a JSON value node for string comparison, or None when it is not a value node."""
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "true" if v else "false"
+    if t is int or t is float:
+        return repr(v) if t is float else str(v)
+    return None
+
+
+def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
+                       src: str, pos: int) -> Predicate:
+    get = _resolver(path)
+    if op == "EXISTS":
+        return lambda r: get(r) is not _MISSING
+    if op == "NOT EXISTS":
+        return lambda r: get(r) is _MISSING
+    if op == "IS NULL":
+        return lambda r: get(r) is None
+    if op == "IS TRUE":
+        return lambda r: get(r) is True
+    if op == "IS FALSE":
+        return lambda r: get(r) is False
+
+    assert literal is not None
+    numeric = None if quoted else (float(literal) if _NUMBER_RE.match(literal) else None)
+
+    if op in ("<", ">", "<=", ">="):
+        if numeric is None:
+            raise PatternError(f"operator {op} needs a number, got {literal!r}", pos, src)
+        x = numeric
+        cmp = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__}[op]
+
+        def num_cmp(r: Record) -> bool:
+            v = get(r)
+            t = type(v)
+            return (t is int or t is float) and cmp(float(v), x)
+
+        return num_cmp
+
+    text_match = _text_matcher(literal, quoted)
+
+    def equals(r: Record) -> bool | None:
+        v = get(r)
+        t = type(v)
+        if numeric is not None and (t is int or t is float):
+            return float(v) == numeric
+        s = _value_text(v) if t is not str else v
+        if s is None:
+            return None  # not a value node: neither = nor != applies
+        return text_match(s)
+
+    if op == "=":
+        return lambda r: equals(r) is True
+    if op == "!=":
+        return lambda r: equals(r) is False
+    raise PatternError(f"unknown operator {op!r}", pos, src)  # pragma: no cover - tokenizer guards
+
+
+# ----------------------------------------------------------------------------------- parser
+
+class _Parser:
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.toks = _tokenize(src)
+        self.i = 0
+
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self, kind: str, what: str) -> _Tok:
+        t = self.toks[self.i]
+        if t.kind != kind:
+            found = "end of pattern" if t.kind == "END" else repr(t.text)
+            raise PatternError(f"expected {what}, found {found}", t.pos, self.src)
+        self.i += 1
+        return t
+
+    def parse(self) -> tuple[Predicate, frozenset[str] | None]:
+        self.take("LBRACE", "'{' (only JSON filter patterns are supported)")
+        node = self.expr()
+        self.take("RBRACE", "'&&', '||' or '}'")
+        self.take("END", "end of pattern after '}'")
+        return node
+
+    # Each node is (predicate, required eventName set or None)
+    def expr(self) -> tuple[Predicate, frozenset[str] | None]:
+        parts = [self.and_expr()]
+        while self.peek().kind == "OR":
+            self.i += 1
+            parts.append(self.and_expr())
+        if len(parts) == 1:
+            return parts[0]
+        fns = tuple(p[0] for p in parts)
+        names = None
+        if all(p[1] is not None for p in parts):
+            names = frozenset().union(*(p[1] for p in parts))  # type: ignore[arg-type]
+        return (lambda r: any(f(r) for f in fns)), names
+
+    def and_expr(self) -> tuple[Predicate, frozenset[str] | None]:
+        parts = [self.term()]
+        while self.peek().kind == "AND":
+            self.i += 1
+            parts.append(self.term())
+        if len(parts) == 1:
+            return parts[0]
+        fns = tuple(p[0] for p in parts)
+        sets = [p[1] for p in parts if p[1] is not None]
+        names = frozenset.intersection(*sets) if sets else None
+        if len(fns) == 2:
+            a, b = fns
+            return (lambda r: a(r) and b(r)), names
+        return (lambda r: all(f(r) for f in fns)), names
+
+    def term(self) -> tuple[Predicate, frozenset[str] | None]:
+        t = self.peek()
+        if t.kind == "LPAREN":
+            self.i += 1
+            node = self.expr()
+            self.take("RPAREN", "')'")
+            return node
+        sel = self.take("SELECTOR", "a selector like $.eventName or '('")
+        t = self.peek()
+        if t.kind == "KEYWORD":
+            self.i += 1
+            if t.text == "EXISTS":
+                op = "EXISTS"
+            elif t.text == "NOT":
+                self.take_keyword("EXISTS")
+                op = "NOT EXISTS"
+            elif t.text == "IS":
+                kw = self.take("KEYWORD", "NULL, TRUE or FALSE after IS")
+                if kw.text not in ("NULL", "TRUE", "FALSE"):
+                    raise PatternError("expected NULL, TRUE or FALSE after IS", kw.pos, self.src)
+                op = f"IS {kw.text}"
+            else:
+                raise PatternError(f"unexpected keyword {t.text}", t.pos, self.src)
+            return _compile_condition(sel.path, op, None, False, self.src, t.pos), None
+        opt = self.take("OP", "an operator (=, !=, <, >, <=, >=), EXISTS, NOT EXISTS or IS")
+        val = self.peek()
+        if val.kind == "STRING":
+            quoted = True
+        elif val.kind in ("BARE", "KEYWORD"):
+            quoted = False
+        else:
+            raise PatternError("expected a value", val.pos, self.src)
+        self.i += 1
+        fn = _compile_condition(sel.path, opt.text, val.text, quoted, self.src, val.pos)
+        names = None
+        if sel.path == ("eventName",) and opt.text == "=" and "*" not in val.text:
+            names = frozenset([val.text])
+        return fn, names
+
+    def take_keyword(self, word: str) -> None:
+        t = self.peek()
+        if t.kind != "KEYWORD" or t.text != word:
+            raise PatternError(f"expected {word}", t.pos, self.src)
+        self.i += 1
+
+
+@dataclass(frozen=True)
+class CompiledPattern:
+    text: str
+    match: Predicate
+    event_names: frozenset[str] | None
+    """When not None, the pattern can only match records whose eventName is in this set."""
+
+
+def compile_pattern(text: str) -> CompiledPattern:
+    """Compile a JSON filter pattern; raises :class:`PatternError` with the position."""
+    if not isinstance(text, str) or not text.strip():
+        raise PatternError("empty filter pattern", 0, str(text))
+    fn, names = _Parser(text).parse()
+    return CompiledPattern(text=text, match=fn, event_names=names)
+
+
+class PatternIndex:
+    """Evaluates many patterns per record, visiting only those that can match its eventName."""
+
+    def __init__(self, items: Iterable[tuple[Any, CompiledPattern]]) -> None:
+        self._by_name: dict[str, list[tuple[Any, Predicate]]] = {}
+        self._always: list[tuple[Any, Predicate]] = []
+        order: list[Any] = []
+        for key, pat in items:
+            order.append(key)
+            if pat.event_names is None:
+                self._always.append((key, pat.match))
+            else:
+                for name in pat.event_names:
+                    self._by_name.setdefault(name, []).append((key, pat.match))
+        self._rank = {k: i for i, k in enumerate(order)}
+        self._empty: list[tuple[Any, Predicate]] = []
+
+    def matches(self, record: Record) -> list[Any]:
+        out = [k for k, f in self._always if f(record)]
+        name = record.get("eventName")
+        if type(name) is str:
+            cands = self._by_name.get(name, self._empty)
+            if cands:
+                out.extend(k for k, f in cands if f(record))
+                if self._always:
+                    out.sort(key=self._rank.__getitem__)
+        return out

@@ -1,0 +1,247 @@
+"""The pure pipeline: decode -> records -> rules -> alerts. No AWS calls, no globals.
+
+``decode_*`` turn an invocation's input into subscription envelopes; :class:`Pipeline` turns one
+envelope into a :class:`BatchResult` (counts, lag samples, alerts, and the records that must go to
+the failure queue). Sinks and metrics live in :mod:`handlers.processor`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from handlers import alerts as A
+from handlers.rules import Rule, build_index
+
+CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
+DEFAULT_MAX_DECOMPRESSED = 8 * 1024 * 1024
+DEFAULT_LAG_THRESHOLD = 900.0
+DEFAULT_SKEW_TOLERANCE = 60.0
+_CLOUDTRAIL_KEYS = ("eventVersion", "eventID", "eventType", "eventSource")
+_UTC = timezone.utc
+
+
+class PayloadError(ValueError):
+    """A subscription payload that cannot be decoded. ``kind`` is a stable machine-readable name."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{kind}: {detail}")
+
+
+# ----------------------------------------------------------------------------------- decode
+
+def decompress(raw: bytes, max_bytes: int) -> bytes:
+    """gzip or zlib (header auto-detected), refusing output larger than ``max_bytes``."""
+    d = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    try:
+        out = d.decompress(raw, max_bytes + 1)
+    except zlib.error as e:
+        raise PayloadError("not_compressed", f"data is not gzip or zlib: {e}") from None
+    if len(out) > max_bytes or d.unconsumed_tail:
+        raise PayloadError("too_large", f"decompressed data exceeds the {max_bytes}-byte cap "
+                           f"(MAX_DECOMPRESSED_BYTES); refusing a possible decompression bomb")
+    if not d.eof:
+        raise PayloadError("truncated", f"compressed stream ends early after {len(out)} bytes")
+    return out
+
+
+def decode_subscription_data(data: Any, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> dict[str, Any]:
+    """``awslogs.data`` (or a Kinesis record's data) -> the subscription envelope dict."""
+    if not isinstance(data, str | bytes) or not data:
+        raise PayloadError("bad_envelope", "missing data")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise PayloadError("bad_base64", f"data is not valid base64: {e}") from None
+    body = decompress(raw, max_bytes)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise PayloadError("bad_json", f"decompressed data is not JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("messageType"), str):
+        raise PayloadError("bad_envelope", "not a CloudWatch Logs subscription payload "
+                           "(no messageType)")
+    if doc["messageType"] == "DATA_MESSAGE" and not isinstance(doc.get("logEvents"), list):
+        raise PayloadError("bad_envelope", "DATA_MESSAGE without a logEvents list")
+    return doc
+
+
+def iter_sources(event: Any) -> tuple[str, list[tuple[str, Any]]]:
+    """Split an invocation event into (mode, [(source_id, base64 data), ...])."""
+    if isinstance(event, dict):
+        awslogs = event.get("awslogs")
+        if isinstance(awslogs, dict):
+            return "awslogs", [("awslogs", awslogs.get("data"))]
+        records = event.get("Records")
+        if isinstance(records, list) and records and all(
+                isinstance(r, dict) and isinstance(r.get("kinesis"), dict) for r in records):
+            return "kinesis", [(str(r["kinesis"].get("sequenceNumber")), r["kinesis"].get("data"))
+                               for r in records]
+    raise PayloadError("unsupported_event", "expected {'awslogs': {'data': ...}} or Kinesis "
+                       "'Records' carrying CloudWatch Logs subscription data")
+
+
+# ----------------------------------------------------------------------------------- records
+
+def is_cloudtrail(rec: Any) -> bool:
+    if type(rec) is not dict:
+        return False
+    for k in _CLOUDTRAIL_KEYS:
+        if k in rec:
+            return True
+    return False
+
+
+def parse_event_time(value: Any) -> float | None:
+    """CloudTrail eventTime ("2023-07-10T09:41:14Z") -> epoch seconds, or None."""
+    if type(value) is not str:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_UTC)
+    return dt.timestamp()
+
+
+def utf8_size(message: str) -> int:
+    if message.isascii():
+        return len(message)
+    return len(message.encode("utf-8", "surrogatepass"))
+
+
+@dataclass
+class Settings:
+    max_event_bytes: int = CLOUDTRAIL_MAX_EVENT_BYTES
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED
+    lag_threshold: float = DEFAULT_LAG_THRESHOLD
+    skew_tolerance: float = DEFAULT_SKEW_TOLERANCE
+
+
+@dataclass
+class BatchResult:
+    log_group: str | None = None
+    log_stream: str | None = None
+    log_events: int = 0
+    records: int = 0
+    oversize: int = 0
+    malformed: int = 0
+    skewed: int = 0
+    no_event_time: int = 0
+    delivery_lags: list[float] = field(default_factory=list)
+    receipt_lags: list[float] = field(default_factory=list)
+    delayed: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, rules: list[Rule], settings: Settings | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rules = rules
+        self.index = build_index(rules)
+        self.settings = settings or Settings()
+        self.clock = clock
+
+    def _failure(self, result: BatchResult, env: dict[str, Any], ev: Any, reason: str,
+                 detail: str) -> None:
+        result.malformed += 1
+        ev = ev if isinstance(ev, dict) else {"message": ev}
+        msg = ev.get("message")
+        result.failures.append({
+            "reason": reason,
+            "detail": detail,
+            "owner": env.get("owner"),
+            "log_group": env.get("logGroup"),
+            "log_stream": env.get("logStream"),
+            "log_event_id": ev.get("id"),
+            "timestamp": ev.get("timestamp"),
+            "message": msg if isinstance(msg, str) else None,
+        })
+
+    def process_envelope(self, env: dict[str, Any]) -> BatchResult:
+        """Process one DATA_MESSAGE envelope."""
+        s = self.settings
+        limit = s.max_event_bytes
+        quick = limit // 4          # a str of <= limit/4 chars is <= limit UTF-8 bytes
+        threshold = s.lag_threshold
+        skew = -s.skew_tolerance
+        now = self.clock()
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        matches = self.index.matches
+        result = BatchResult(log_group=env.get("logGroup"), log_stream=env.get("logStream"))
+        delivery_lags = result.delivery_lags
+        receipt_lags = result.receipt_lags
+        seen: set[str] = set()
+
+        for ev in env.get("logEvents") or ():
+            result.log_events += 1
+            msg = ev.get("message") if type(ev) is dict else None
+            ts = ev.get("timestamp") if type(ev) is dict else None
+            if type(msg) is not str or type(ts) not in (int, float):
+                self._failure(result, env, ev, "bad_log_event",
+                              "log event needs a string message and a numeric timestamp")
+                continue
+            if len(msg) > quick:
+                size = utf8_size(msg)
+                if size > limit:
+                    result.oversize += 1
+                    result.alerts.append(A.oversize_alert(env, ev, size, limit))
+                    continue
+            try:
+                rec = loads(msg)
+            except decode_error as e:
+                self._failure(result, env, ev, "invalid_json", str(e))
+                continue
+            if not is_cloudtrail(rec):
+                self._failure(result, env, ev, "not_cloudtrail",
+                              "JSON is not a CloudTrail record (no eventVersion/eventID/"
+                              "eventType/eventSource)")
+                continue
+            result.records += 1
+            delivered = ts / 1000.0
+            receipt_lags.append(now - delivered)
+            t = parse_event_time(rec.get("eventTime"))
+            lag = None
+            if t is None:
+                result.no_event_time += 1
+            else:
+                lag = delivered - t
+                delivery_lags.append(lag)
+                if lag > threshold:
+                    addendum = rec.get("addendum")
+                    result.delayed.append({
+                        "key": A.event_key(rec, ev.get("id")),
+                        "lag": lag,
+                        "reason": addendum.get("reason") if type(addendum) is dict else None,
+                        "log_group": env.get("logGroup"),
+                        "log_stream": env.get("logStream"),
+                    })
+                elif lag < skew:
+                    result.skewed += 1
+            for rule in matches(rec):
+                alert = A.rule_alert(rule, rec, env, ev, lag)
+                if alert["alert_id"] not in seen:
+                    seen.add(alert["alert_id"])
+                    result.alerts.append(alert)
+        return result
+
+
+def iter_cases(rules: list[Rule]) -> Iterator[tuple[Rule, str, dict[str, Any]]]:
+    """(rule, "match"|"no_match", record) for every test case carried by the rules."""
+    for rule in rules:
+        for kind in ("match", "no_match"):
+            for rec in rule.tests.get(kind, ()):
+                yield rule, kind, rec

@@ -1,0 +1,256 @@
+"""Lambda entry point: ``handlers/processor.py::lambda_handler``.
+
+A thin shell around the pure pipeline: it reads configuration from the environment once (cold
+start), routes what cannot be processed to the failure queue, publishes alerts to the configured
+sinks and records Powertools metrics (EMF). Environment (contract names):
+
+``ALERT_TOPIC_ARN``                  SNS topic for alerts (optional)
+``ALERT_BUS_NAME``                   EventBridge bus for alerts (optional; neither -> alerts are logged)
+``FAILURE_QUEUE_URL``                SQS queue for unprocessable payloads/records (optional: logged)
+``DELIVERY_LAG_THRESHOLD_SECONDS``   one ``delivery_delayed`` alert per invocation above it (900)
+``RULES_FILE``                       JSON file with extra rules in the filter-pattern language
+``CLOCK_SKEW_TOLERANCE_SECONDS``     negative lag tolerated before counting clock skew (60)
+``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (8 MiB)
+``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from handlers.alerts import delivery_delayed_alert
+from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
+                               DEFAULT_SKEW_TOLERANCE, PayloadError, Pipeline, Settings,
+                               decode_subscription_data, iter_sources)
+from handlers.rules import cis_rules, load_rules_file
+from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink, FailureQueue, SnsSink,
+                            default_client_factory)
+
+SERVICE = "trailwatch"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch"),
+                  service=SERVICE)
+
+
+class DeliveryFailed(RuntimeError):
+    """Raised so Lambda retries the invocation (alert ids make the retry safe downstream)."""
+
+
+def _num(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from None
+
+
+class App:
+    def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: FailureQueue | None,
+                 metrics_sink: Any = None, log: Any = None) -> None:
+        self.pipeline = pipeline
+        self.sinks = sinks
+        self.failure_queue = failure_queue
+        self.metrics = metrics_sink if metrics_sink is not None else metrics
+        self.log = log if log is not None else logger
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 client_factory: Callable[[str], Any] = default_client_factory,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, **kw: Any) -> App:
+        env = os.environ if env is None else env
+        settings = Settings(
+            lag_threshold=_num(env, "DELIVERY_LAG_THRESHOLD_SECONDS", DEFAULT_LAG_THRESHOLD),
+            skew_tolerance=_num(env, "CLOCK_SKEW_TOLERANCE_SECONDS", DEFAULT_SKEW_TOLERANCE),
+            max_decompressed_bytes=int(_num(env, "MAX_DECOMPRESSED_BYTES",
+                                            DEFAULT_MAX_DECOMPRESSED)),
+        )
+        rules = cis_rules()
+        if env.get("RULES_FILE"):
+            rules += load_rules_file(env["RULES_FILE"])
+        sinks: list[Any] = []
+        if env.get("ALERT_TOPIC_ARN"):
+            sinks.append(SnsSink(env["ALERT_TOPIC_ARN"], client_factory, sleep))
+        if env.get("ALERT_BUS_NAME"):
+            sinks.append(EventBridgeSink(env["ALERT_BUS_NAME"], client_factory, sleep,
+                                         max_entry_bytes=int(_num(env, "EVENTBRIDGE_MAX_ENTRY_BYTES",
+                                                                  EVENTBRIDGE_MAX_ENTRY_BYTES))))
+        fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep) \
+            if env.get("FAILURE_QUEUE_URL") else None
+        return cls(Pipeline(rules, settings, clock), sinks, fq, **kw)
+
+    # ------------------------------------------------------------------------------ handle
+    def handle(self, event: Any) -> dict[str, Any]:
+        try:
+            mode, sources = iter_sources(event)
+        except PayloadError as e:
+            mode, sources = "awslogs", []
+            unsupported = e
+        else:
+            unsupported = None
+
+        counts = dict(payloads=0, payload_errors=0, control_messages=0, log_events=0, records=0,
+                      oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
+                      alerts=0, failures_routed=0)
+        failures: list[tuple[str, dict[str, Any]]] = []
+        alerts: list[tuple[set[str], dict[str, Any]]] = []
+        delayed: list[tuple[str, dict[str, Any]]] = []
+        delivery_lags: list[float] = []
+        receipt_lags: list[float] = []
+
+        if unsupported is not None:
+            counts["payload_errors"] += 1
+            self.log.error("unsupported invocation event", extra={"reason": unsupported.kind,
+                                                                   "detail": unsupported.detail})
+            failures.append(("event", {"reason": unsupported.kind, "detail": unsupported.detail,
+                                       "source": "event", "event_keys": sorted(event)
+                                       if isinstance(event, dict) else None}))
+
+        for source_id, data in sources:
+            counts["payloads"] += 1
+            try:
+                env = decode_subscription_data(data, self.pipeline.settings.max_decompressed_bytes)
+            except PayloadError as e:
+                counts["payload_errors"] += 1
+                self.log.error("undecodable subscription payload",
+                               extra={"source": source_id, "reason": e.kind, "detail": e.detail})
+                failures.append((source_id, {"reason": e.kind, "detail": e.detail,
+                                             "source": source_id,
+                                             "data": data if isinstance(data, str) else None}))
+                continue
+            message_type = env["messageType"]
+            if message_type == "CONTROL_MESSAGE":
+                counts["control_messages"] += 1
+                continue
+            if message_type != "DATA_MESSAGE":
+                counts["payload_errors"] += 1
+                failures.append((source_id, {"reason": "unknown_message_type",
+                                             "detail": message_type, "source": source_id}))
+                continue
+            res = self.pipeline.process_envelope(env)
+            counts["log_events"] += res.log_events
+            counts["records"] += res.records
+            counts["oversize"] += res.oversize
+            counts["malformed"] += res.malformed
+            counts["clock_skew"] += res.skewed
+            counts["no_event_time"] += res.no_event_time
+            counts["delayed"] += len(res.delayed)
+            delivery_lags += res.delivery_lags
+            receipt_lags += res.receipt_lags
+            for f in res.failures:
+                self.log.error("unprocessable log event", extra={
+                    "reason": f["reason"], "detail": f["detail"], "log_event_id": f["log_event_id"],
+                    "log_group": f["log_group"], "log_stream": f["log_stream"]})
+                failures.append((source_id, f))
+            alerts += [({source_id}, a) for a in res.alerts]
+            delayed += [(source_id, d) for d in res.delayed]
+
+        if delayed:
+            alerts.append(({s for s, _ in delayed},
+                           delivery_delayed_alert([d for _, d in delayed],
+                                                  self.pipeline.settings.lag_threshold)))
+
+        failed_sources = self._route_failures(failures)
+        counts["failures_routed"] = len(failures)
+        if failed_sources and mode == "awslogs":
+            self._record_metrics(counts, delivery_lags, receipt_lags)
+            raise DeliveryFailed(f"could not write {len(failures)} unprocessable item(s) to the "
+                                 f"failure queue; failing the invocation so Lambda retries it")
+
+        unique: dict[str, tuple[set[str], dict[str, Any]]] = {}
+        for srcs, alert in alerts:
+            if alert["alert_id"] in unique:
+                unique[alert["alert_id"]][0].update(srcs)
+            else:
+                unique[alert["alert_id"]] = (set(srcs), alert)
+        counts["alerts"] = len(unique)
+        failed_sources |= self._publish(unique)
+        self._record_metrics(counts, delivery_lags, receipt_lags)
+
+        if mode == "kinesis":
+            order = [s for s, _ in sources]
+            return {"batchItemFailures": [{"itemIdentifier": s} for s in order
+                                          if s in failed_sources]}
+        if failed_sources:
+            raise DeliveryFailed("some alerts could not be published after retries; failing the "
+                                 "invocation so Lambda retries it (alert ids make that safe)")
+        counts["lag"] = _lag_summary(delivery_lags)
+        return counts
+
+    def _route_failures(self, failures: list[tuple[str, dict[str, Any]]]) -> set[str]:
+        if not failures:
+            return set()
+        if self.failure_queue is None:
+            for _, f in failures:
+                self.log.error("unprocessable item (no FAILURE_QUEUE_URL configured)",
+                               extra={"failure": f})
+            return set()
+        undelivered = self.failure_queue.send([f for _, f in failures])
+        for u in undelivered:
+            self.log.error("failure queue write failed", extra=u)
+        return {failures[int(u["id"][1:])][0] for u in undelivered}
+
+    def _publish(self, unique: dict[str, tuple[set[str], dict[str, Any]]]) -> set[str]:
+        items = [a for _, a in unique.values()]
+        if not items:
+            return set()
+        if not self.sinks:
+            for alert in items:
+                self.log.warning("alert", extra={"alert": alert})
+            return set()
+        failed: set[str] = set()
+        for sink in self.sinks:
+            for u in sink.publish(items):
+                self.log.error("alert not delivered", extra={"sink": sink.name, **u})
+                failed |= unique[u["id"]][0]
+        return failed
+
+    def _record_metrics(self, counts: dict[str, int], delivery_lags: list[float],
+                        receipt_lags: list[float]) -> None:
+        m = self.metrics
+        count = MetricUnit.Count
+        for name, key in (("Payloads", "payloads"), ("PayloadErrors", "payload_errors"),
+                          ("ControlMessages", "control_messages"), ("LogEvents", "log_events"),
+                          ("CloudTrailRecords", "records"), ("OversizeEvents", "oversize"),
+                          ("MalformedEvents", "malformed"), ("ClockSkewEvents", "clock_skew"),
+                          ("DelayedEvents", "delayed"), ("Alerts", "alerts")):
+            m.add_metric(name=name, unit=count, value=counts[key])
+        seconds = MetricUnit.Seconds
+        for lag in delivery_lags:
+            m.add_metric(name="DeliveryLag", unit=seconds, value=round(lag, 3))
+        for lag in receipt_lags:
+            m.add_metric(name="ReceiptLag", unit=seconds, value=round(lag, 3))
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float] | None:
+    if not lags:
+        return None
+    s = sorted(lags)
+
+    def pct(p: float) -> float:
+        return round(s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))], 3)
+
+    return {"p50": pct(0.50), "p95": pct(0.95), "max": round(s[-1], 3), "count": len(s)}
+
+
+_APP: App | None = None
+
+
+def get_app() -> App:
+    global _APP
+    if _APP is None:
+        _APP = App.from_env()
+    return _APP
+
+
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return get_app().handle(event)

@@ -1,0 +1,100 @@
+"""Detection rules: data (a filter pattern plus metadata), compiled once at cold start.
+
+The CIS catalog (:mod:`handlers.cis`) provides the built-in rules. Users add their own rules in the
+same filter-pattern language through a JSON file (``RULES_FILE``)::
+
+    {"rules": [{"id": "console-login-from-tor", "title": "...", "severity": "HIGH",
+                "pattern": "{ $.eventName = ConsoleLogin && $.sourceIPAddress = 185.220.* }",
+                "tests": {"match": [{...record...}], "no_match": [{...}]}}]}
+
+A rule's optional ``tests`` hold records it must and must not match, beside the rule (as Panther's
+rules carry theirs); the test suite runs them for the built-in and the example rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from handlers.cis import CIS_CONTROLS
+from handlers.patterns import CompiledPattern, PatternError, PatternIndex, compile_pattern
+
+SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+CIS_CASES_FILE = Path(__file__).with_name("cis_cases.json")
+
+
+class RuleLoadError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+    severity: str
+    pattern: CompiledPattern
+    cis: str | None = None
+    securityhub: str | None = None
+    tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict, compare=False, hash=False)
+
+
+def cis_rules() -> list[Rule]:
+    cases = orjson.loads(CIS_CASES_FILE.read_bytes()) if CIS_CASES_FILE.exists() else {}
+    return [Rule(id=c.rule_id, title=c.title, severity=c.severity,
+                 pattern=compile_pattern(c.pattern), cis=c.cis, securityhub=c.securityhub,
+                 tests=cases.get(c.rule_id, {}))
+            for c in CIS_CONTROLS]
+
+
+def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
+    items = doc.get("rules") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise RuleLoadError(f"{source}: expected a list of rules or {{\"rules\": [...]}}")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for n, item in enumerate(items):
+        where = f"{source}: rule #{n + 1}"
+        if not isinstance(item, dict):
+            raise RuleLoadError(f"{where}: expected an object")
+        rid = item.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise RuleLoadError(f"{where}: missing 'id'")
+        where = f"{source}: rule {rid!r}"
+        if rid in seen:
+            raise RuleLoadError(f"{where}: duplicate id")
+        seen.add(rid)
+        severity = str(item.get("severity", "MEDIUM")).upper()
+        if severity not in SEVERITIES:
+            raise RuleLoadError(f"{where}: severity must be one of {', '.join(SEVERITIES)}")
+        text = item.get("pattern")
+        try:
+            pattern = compile_pattern(text)
+        except PatternError as e:
+            raise RuleLoadError(f"{where}: bad pattern: {e.reason} at position {e.position}\n"
+                                f"{e.pointer()}") from e
+        rules.append(Rule(id=rid, title=str(item.get("title", rid)), severity=severity,
+                          pattern=pattern, cis=item.get("cis"), securityhub=item.get("securityhub"),
+                          tests=item.get("tests") or {}))
+    return rules
+
+
+def load_rules_file(path: str | Path) -> list[Rule]:
+    p = Path(path)
+    try:
+        doc = orjson.loads(p.read_bytes())
+    except FileNotFoundError as e:
+        raise RuleLoadError(f"{p}: rules file not found") from e
+    except orjson.JSONDecodeError as e:
+        raise RuleLoadError(f"{p}: not valid JSON: {e}") from e
+    return parse_rules(doc, str(p))
+
+
+def build_index(rules: list[Rule]) -> PatternIndex:
+    ids = [r.id for r in rules]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise RuleLoadError(f"duplicate rule ids: {', '.join(sorted(dup))}")
+    return PatternIndex((r, r.pattern) for r in rules)

@@ -1,0 +1,257 @@
+"""Where alerts and unprocessable records go: SNS, EventBridge, the failure queue, or the log.
+
+Every sink packs its requests within the service's documented limits *in bytes* (moto does not
+enforce them, so these functions do), retries partial failures with bounded backoff, and returns
+the ids it could not deliver so the caller can fail the invocation (or the Kinesis record).
+
+boto3 is imported lazily, on the first publish: a cold start that raises no alert never pays
+for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from handlers import __version__
+from handlers.alerts import fit
+
+SNS_MAX_BYTES = 262_144          # Publish / PublishBatch: message + attributes, and batch total
+SNS_MAX_BATCH = 10
+EVENTBRIDGE_MAX_ENTRY_BYTES = 262_144   # API text; AWS raised event size to 1 MB in 2026: configurable
+EVENTBRIDGE_MAX_REQUEST_BYTES = 262_144
+EVENTBRIDGE_MAX_BATCH = 10
+SQS_MAX_BYTES = 262_144          # conservative: queues created with an explicit 256 KiB keep it
+SQS_MAX_BATCH = 10
+EVENT_SOURCE = "trailwatch"
+DETAIL_TYPE = "trailwatch alert"
+
+ClientFactory = Callable[[str], Any]
+
+
+def default_client_factory(service: str) -> Any:
+    import boto3  # deferred: keeps the cold start small
+    from botocore.config import Config
+
+    return boto3.client(service, config=Config(user_agent_extra=f"trailwatch/{__version__}",
+                                               retries={"mode": "standard", "max_attempts": 5}))
+
+
+class _Lazy:
+    def __init__(self, service: str, factory: ClientFactory) -> None:
+        self.service = service
+        self.factory = factory
+        self._client: Any = None
+
+    def __call__(self) -> Any:
+        if self._client is None:
+            self._client = self.factory(self.service)
+        return self._client
+
+
+def pack(items: Sequence[tuple[str, int]], max_count: int, max_total: int) -> list[list[str]]:
+    """Greedy batching of (id, size) pairs so each batch has <= max_count items and total bytes."""
+    batches: list[list[str]] = []
+    cur: list[str] = []
+    total = 0
+    for ident, size in items:
+        if size > max_total:
+            raise ValueError(f"item {ident} is {size} bytes, larger than a whole batch ({max_total})")
+        if cur and (len(cur) == max_count or total + size > max_total):
+            batches.append(cur)
+            cur, total = [], 0
+        cur.append(ident)
+        total += size
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+class _RetryingSink:
+    """Send entries in batches; retry the ones a partial failure reports, with bounded backoff."""
+
+    name = "sink"
+    max_attempts = 4
+    base_delay = 0.2
+    max_delay = 2.0
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.sleep = sleep
+        self.calls = 0
+
+    def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def _deliver(self, entries: dict[str, Any], batches: list[list[str]]) -> list[dict[str, str]]:
+        pending = [i for b in batches for i in b]
+        errors: dict[str, str] = {}
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self.sleep(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+            failed: list[str] = []
+            for batch in self._rebatch(pending, batches, attempt):
+                self.calls += 1
+                for ident, err in self._send_batch(batch, entries):
+                    failed.append(ident)
+                    errors[ident] = err
+            if not failed:
+                return []
+            pending = failed
+        return [{"id": i, "error": errors[i]} for i in pending]
+
+    def _rebatch(self, pending: list[str], batches: list[list[str]], attempt: int) -> list[list[str]]:
+        if attempt == 0:
+            return batches
+        keep = set(pending)
+        return [[i for i in b if i in keep] for b in batches if any(i in keep for i in b)]
+
+
+class SnsSink(_RetryingSink):
+    """Publishes each alert as the SNS message body (the alert JSON itself), via PublishBatch."""
+
+    name = "sns"
+
+    def __init__(self, topic_arn: str, client_factory: ClientFactory = default_client_factory,
+                 sleep: Callable[[float], None] = time.sleep, max_bytes: int = SNS_MAX_BYTES) -> None:
+        super().__init__(sleep)
+        self.topic_arn = topic_arn
+        self.client = _Lazy("sns", client_factory)
+        self.max_bytes = max_bytes
+
+    @staticmethod
+    def attributes(alert: dict[str, Any]) -> dict[str, dict[str, str]]:
+        rule = alert.get("rule") or {}
+        return {
+            "kind": {"DataType": "String", "StringValue": str(alert.get("kind"))},
+            "rule_id": {"DataType": "String", "StringValue": str(rule.get("id"))},
+            "severity": {"DataType": "String", "StringValue": str(rule.get("severity"))},
+            "expected_change": {"DataType": "String",
+                                "StringValue": "true" if alert.get("expected_change") else "false"},
+        }
+
+    @staticmethod
+    def attributes_size(attrs: dict[str, dict[str, str]]) -> int:
+        """SNS counts attribute name, data type and value bytes toward the 256 KB message size."""
+        return sum(len(k.encode()) + len(v["DataType"].encode()) + len(v["StringValue"].encode())
+                   for k, v in attrs.items())
+
+    def prepare(self, alerts: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+        entries: dict[str, Any] = {}
+        sizes: list[tuple[str, int]] = []
+        for alert in alerts:
+            attrs = self.attributes(alert)
+            overhead = self.attributes_size(attrs)
+            body = fit(dict(alert), self.max_bytes - overhead)
+            ident = alert["alert_id"]
+            entries[ident] = {"Id": ident, "Message": body.decode("utf-8"), "MessageAttributes": attrs}
+            sizes.append((ident, len(body) + overhead))
+        return entries, sizes
+
+    def publish(self, alerts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+        if not alerts:
+            return []
+        entries, sizes = self.prepare(alerts)
+        return self._deliver(entries, pack(sizes, SNS_MAX_BATCH, self.max_bytes))
+
+    def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
+        resp = self.client().publish_batch(TopicArn=self.topic_arn,
+                                           PublishBatchRequestEntries=[entries[i] for i in ids])
+        return [(f["Id"], f"{f.get('Code')}: {f.get('Message', '')}") for f in resp.get("Failed", [])]
+
+
+def eventbridge_entry_size(entry: dict[str, Any]) -> int:
+    """AWS's documented PutEvents entry-size calculation."""
+    size = 14 if entry.get("Time") is not None else 0
+    for key in ("Source", "DetailType", "Detail"):
+        if entry.get(key):
+            size += len(entry[key].encode("utf-8"))
+    for res in entry.get("Resources") or ():
+        size += len(res.encode("utf-8"))
+    return size
+
+
+class EventBridgeSink(_RetryingSink):
+    name = "eventbridge"
+
+    def __init__(self, bus_name: str, client_factory: ClientFactory = default_client_factory,
+                 sleep: Callable[[float], None] = time.sleep,
+                 max_entry_bytes: int = EVENTBRIDGE_MAX_ENTRY_BYTES,
+                 max_request_bytes: int = EVENTBRIDGE_MAX_REQUEST_BYTES) -> None:
+        super().__init__(sleep)
+        self.bus_name = bus_name
+        self.client = _Lazy("events", client_factory)
+        self.max_entry_bytes = max_entry_bytes
+        # A request must at least hold one maximal entry.
+        self.max_request_bytes = max(max_request_bytes, max_entry_bytes)
+
+    def prepare(self, alerts: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+        fixed = len(EVENT_SOURCE.encode()) + len(DETAIL_TYPE.encode())
+        entries: dict[str, Any] = {}
+        sizes: list[tuple[str, int]] = []
+        for alert in alerts:
+            body = fit(dict(alert), self.max_entry_bytes - fixed)
+            entry = {"Source": EVENT_SOURCE, "DetailType": DETAIL_TYPE,
+                     "Detail": body.decode("utf-8"), "EventBusName": self.bus_name}
+            entries[alert["alert_id"]] = entry
+            sizes.append((alert["alert_id"], eventbridge_entry_size(entry)))
+        return entries, sizes
+
+    def publish(self, alerts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+        if not alerts:
+            return []
+        entries, sizes = self.prepare(alerts)
+        return self._deliver(entries, pack(sizes, EVENTBRIDGE_MAX_BATCH, self.max_request_bytes))
+
+    def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
+        resp = self.client().put_events(Entries=[entries[i] for i in ids])
+        if not resp.get("FailedEntryCount"):
+            return []
+        # Result entries are in request order.
+        return [(ident, f"{r.get('ErrorCode')}: {r.get('ErrorMessage', '')}")
+                for ident, r in zip(ids, resp.get("Entries", []), strict=False) if r.get("ErrorCode")]
+
+
+class FailureQueue(_RetryingSink):
+    """SQS queue for records and payloads trailwatch could not process (never dropped)."""
+
+    name = "failure_queue"
+    MESSAGE_BUDGET = 200_000  # leaves room for the JSON wrapper within SQS_MAX_BYTES
+
+    def __init__(self, queue_url: str, client_factory: ClientFactory = default_client_factory,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(sleep)
+        self.queue_url = queue_url
+        self.client = _Lazy("sqs", client_factory)
+
+    @classmethod
+    def body(cls, failure: dict[str, Any]) -> bytes:
+        doc = dict(failure)
+        for key in ("message", "data"):
+            val = doc.get(key)
+            if isinstance(val, str):
+                raw = val.encode("utf-8", "surrogatepass")
+                if len(raw) > cls.MESSAGE_BUDGET:
+                    doc[key] = raw[: cls.MESSAGE_BUDGET].decode("utf-8", "ignore")
+                    doc[f"{key}_truncated"] = True
+                    doc[f"{key}_bytes"] = len(raw)
+        return orjson.dumps(doc)
+
+    def send(self, failures: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+        if not failures:
+            return []
+        entries: dict[str, Any] = {}
+        sizes: list[tuple[str, int]] = []
+        for n, failure in enumerate(failures):
+            ident = f"f{n}"
+            body = self.body(failure)
+            entries[ident] = {"Id": ident, "MessageBody": body.decode("utf-8")}
+            sizes.append((ident, len(body)))
+        return self._deliver(entries, pack(sizes, SQS_MAX_BATCH, SQS_MAX_BYTES))
+
+    def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
+        resp = self.client().send_message_batch(QueueUrl=self.queue_url,
+                                                Entries=[entries[i] for i in ids])
+        return [(f["Id"], f"{f.get('Code')}: {f.get('Message', '')}") for f in resp.get("Failed", [])]
