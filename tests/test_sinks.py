@@ -1,0 +1,216 @@
+"""Alert sinks: byte limits enforced by us (moto does not), partial failures, real read-back."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from handlers import alerts as A
+from handlers.sinks import (SNS_MAX_BYTES, EventBridgeSink, FailureQueue, SnsSink,
+                            eventbridge_entry_size, pack)
+
+TOPIC = "arn:aws:sns:us-east-1:111122223333:alerts"
+
+
+class R:  # a minimal rule
+    id, title, severity, cis, securityhub = "r1", "Rule one", "HIGH", "4.5", "CloudWatch.5"
+
+
+def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x"):
+    rec = {"eventVersion": "1.08", "eventID": f"ev-{i}", "eventName": "UpdateTrail",
+           "eventTime": "2026-11-20T10:00:00Z", "userAgent": ua,
+           "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/a", "accountId": "1",
+                            "principalId": "P"},
+           "requestParameters": {"blob": char * request_size},
+           "responseElements": {"blob": char * response_size}}
+    env = {"owner": "1", "logGroup": "g", "logStream": "s"}
+    return A.rule_alert(R, rec, env, {"id": f"le-{i}", "timestamp": 1}, 300.0)
+
+
+def test_alert_id_is_deterministic_per_event_and_rule():
+    a, b = make_alert(1), make_alert(1)
+    assert a["alert_id"] == b["alert_id"]
+    assert make_alert(2)["alert_id"] != a["alert_id"]
+    assert A.alert_id("rule", "other", "eventID:ev-1") != a["alert_id"]
+
+
+def test_alert_contract_keys():
+    a = make_alert()
+    assert a["rule"] == {"id": "r1", "title": "Rule one", "severity": "HIGH", "cis": "4.5",
+                         "securityhub": "CloudWatch.5"}
+    assert a["event"]["eventID"] == "ev-0"
+    assert a["delivery"]["log_event_id"] == "le-0" and a["expected_change"] is False
+    assert make_alert(ua="Boto3/1.35 trailwatch/0.1.0")["expected_change"] is True
+
+
+def test_fit_truncates_bulkiest_first_and_keeps_identity():
+    a = make_alert(request_size=300_000, response_size=50_000)
+    body = A.fit(a, SNS_MAX_BYTES - 200)
+    doc = json.loads(body)
+    assert len(body) <= SNS_MAX_BYTES - 200
+    assert doc["truncated_fields"] == ["requestParameters"]
+    assert doc["event"]["requestParameters"]["trailwatch_truncated"] is True
+    assert doc["event"]["requestParameters"]["original_bytes"] > 300_000
+    assert doc["event"]["responseElements"] == {"blob": "x" * 50_000}
+    assert doc["event"]["userIdentity"]["arn"] == "arn:aws:iam::1:user/a"
+    assert doc["event"]["eventID"] == "ev-0"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 400_000), st.integers(0, 400_000), st.integers(0, 3000),
+       st.sampled_from(["x", "é", "中", "🙂", "\""]))
+def test_every_published_message_fits_sns_limit(req, resp, ua_len, char):
+    alert = make_alert(request_size=req, response_size=resp, ua="u" * ua_len, char=char)
+    sink = SnsSink(TOPIC, client_factory=lambda s: None)
+    entries, sizes = sink.prepare([alert])
+    (ident, size), = sizes
+    entry = entries[ident]
+    real = len(entry["Message"].encode()) + SnsSink.attributes_size(entry["MessageAttributes"])
+    assert real == size <= SNS_MAX_BYTES
+    json.loads(entry["Message"])  # still valid JSON
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 200_000), min_size=1, max_size=25))
+def test_batches_respect_count_and_total_bytes(sizes):
+    items = [(str(i), s) for i, s in enumerate(sizes)]
+    batches = pack(items, 10, SNS_MAX_BYTES)
+    assert [i for b in batches for i in b] == [i for i, _ in items]  # order kept, nothing lost
+    lookup = dict(items)
+    for b in batches:
+        assert len(b) <= 10 and sum(lookup[i] for i in b) <= SNS_MAX_BYTES
+
+
+@pytest.mark.parametrize("limit", [262_144, 1_048_576])
+def test_eventbridge_entries_fit_by_documented_formula(limit):
+    sink = EventBridgeSink("bus", client_factory=lambda s: None, max_entry_bytes=limit)
+    alerts = [make_alert(i, request_size=limit) for i in range(3)]
+    entries, sizes = sink.prepare(alerts)
+    for ident, size in sizes:
+        assert size == eventbridge_entry_size(entries[ident]) <= limit
+    batches = pack(sizes, 10, sink.max_request_bytes)
+    assert all(sum(dict(sizes)[i] for i in b) <= sink.max_request_bytes for b in batches)
+
+
+def test_eventbridge_entry_size_formula():
+    entry = {"Time": "x", "Source": "ab", "DetailType": "é", "Detail": "{}", "Resources": ["r1"]}
+    assert eventbridge_entry_size(entry) == 14 + 2 + 2 + 2 + 2
+
+
+# ------------------------------------------------------------------ partial failures (Stubber)
+
+def _stubbed(service):
+    client = boto3.client(service, region_name="us-east-1")
+    return client, Stubber(client)
+
+
+def test_sns_partial_failure_is_retried_then_succeeds():
+    client, stub = _stubbed("sns")
+    alerts = [make_alert(i) for i in range(3)]
+    ids = [a["alert_id"] for a in alerts]
+    stub.add_response("publish_batch", {
+        "Successful": [{"Id": ids[0], "MessageId": "m0"}, {"Id": ids[2], "MessageId": "m2"}],
+        "Failed": [{"Id": ids[1], "Code": "InternalError", "SenderFault": False}]})
+    stub.add_response("publish_batch", {"Successful": [{"Id": ids[1], "MessageId": "m1"}],
+                                        "Failed": []},
+                      {"TopicArn": TOPIC, "PublishBatchRequestEntries": stub_any_entries(1)})
+    sleeps = []
+    sink = SnsSink(TOPIC, client_factory=lambda s: client, sleep=sleeps.append)
+    with stub:
+        assert sink.publish(alerts) == []
+    assert sleeps == [0.2] and sink.calls == 2
+
+
+def stub_any_entries(n):
+    from botocore.stub import ANY
+    return [ANY] * n
+
+
+def test_sns_persistent_failure_is_bounded_and_reported():
+    client, stub = _stubbed("sns")
+    alert = make_alert()
+    for _ in range(4):
+        stub.add_response("publish_batch", {"Successful": [], "Failed": [
+            {"Id": alert["alert_id"], "Code": "KMSThrottling", "SenderFault": False,
+             "Message": "slow down"}]})
+    sleeps = []
+    sink = SnsSink(TOPIC, client_factory=lambda s: client, sleep=sleeps.append)
+    with stub:
+        failed = sink.publish([alert])
+    assert failed == [{"id": alert["alert_id"], "error": "KMSThrottling: slow down"}]
+    assert sleeps == [0.2, 0.4, 0.8]   # bounded exponential backoff, injected sleep
+    stub.assert_no_pending_responses()
+
+
+def test_eventbridge_failed_entries_are_retried():
+    client, stub = _stubbed("events")
+    alerts = [make_alert(i) for i in range(2)]
+    stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [
+        {"EventId": "e0"}, {"ErrorCode": "ThrottlingException", "ErrorMessage": "x"}]})
+    stub.add_response("put_events", {"FailedEntryCount": 0, "Entries": [{"EventId": "e1"}]})
+    sink = EventBridgeSink("bus", client_factory=lambda s: client, sleep=lambda s: None)
+    with stub:
+        assert sink.publish(alerts) == []
+    stub.assert_no_pending_responses()
+
+
+# ------------------------------------------------------------------ moto: read back for real
+
+@mock_aws
+def test_sns_to_sqs_read_back():
+    sns = boto3.client("sns", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    topic = sns.create_topic(Name="alerts")["TopicArn"]
+    q = sqs.create_queue(QueueName="read")["QueueUrl"]
+    qarn = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=qarn,
+                  Attributes={"RawMessageDelivery": "true"})
+    alerts = [make_alert(i, request_size=30_000 * i) for i in range(12)]
+    sink = SnsSink(topic, client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
+    assert sink.publish(alerts) == []
+    assert sink.calls >= 2   # 12 alerts cannot go in one PublishBatch
+    got = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10).get("Messages", [])
+        if not msgs:
+            break
+        got += [json.loads(m["Body"]) for m in msgs]
+    assert sorted(a["alert_id"] for a in got) == sorted(a["alert_id"] for a in alerts)
+
+
+@mock_aws
+def test_eventbridge_to_sqs_read_back():
+    events = boto3.client("events", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    events.create_event_bus(Name="trailwatch")
+    q = sqs.create_queue(QueueName="eb")["QueueUrl"]
+    qarn = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all", EventBusName="trailwatch",
+                    EventPattern=json.dumps({"source": ["trailwatch"]}))
+    events.put_targets(Rule="all", EventBusName="trailwatch", Targets=[{"Id": "q", "Arn": qarn}])
+    alerts = [make_alert(i) for i in range(3)]
+    sink = EventBridgeSink("trailwatch",
+                           client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
+    assert sink.publish(alerts) == []
+    msgs = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10)["Messages"]
+    details = [json.loads(m["Body"])["detail"] for m in msgs]
+    assert sorted(d["alert_id"] for d in details) == sorted(a["alert_id"] for a in alerts)
+
+
+@mock_aws
+def test_failure_queue_keeps_large_messages_within_sqs_limit():
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    q = sqs.create_queue(QueueName="fail")["QueueUrl"]
+    fq = FailureQueue(q, client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
+    big = "é" * 200_000
+    assert fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": big}]) == []
+    body = json.loads(sqs.receive_message(QueueUrl=q)["Messages"][0]["Body"])
+    assert body["log_event_id"] == "9" and body["message_truncated"] is True
+    assert body["message_bytes"] == 400_000
+    assert len(json.dumps(body, ensure_ascii=False).encode()) <= 262_144
