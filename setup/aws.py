@@ -1,0 +1,63 @@
+"""boto3 clients with trailwatch's user agent, per (service, region), with a call log.
+
+Every client carries ``trailwatch/<version>`` in its user agent so trailwatch's own calls are
+recognisable in CloudTrail (the event processor marks them ``expected_change``). boto3 honours
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` itself, which is how the demo and the
+end-to-end tests point trailwatch at a local moto server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from setup import __version__
+
+USER_AGENT = f"trailwatch/{__version__}"
+READ_PREFIXES = ("Describe", "Get", "List", "Simulate", "Lookup", "Filter")
+
+
+def is_mutating(operation: str) -> bool:
+    return not operation.startswith(READ_PREFIXES)
+
+
+@dataclass
+class AwsClients:
+    profile: str | None = None
+    region: str | None = None
+    session: Any = None
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (service, op, region)
+
+    def __post_init__(self) -> None:
+        if self.session is None:
+            self.session = boto3.Session(profile_name=self.profile, region_name=self.region)
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    @property
+    def default_region(self) -> str:
+        region = self.region or self.session.region_name
+        if not region:
+            raise SystemExit("trailwatch: no AWS region: pass --region or set AWS_REGION")
+        return region
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        region = region or self.default_region
+        key = (service, region)
+        if key not in self._clients:
+            cfg = Config(user_agent_extra=USER_AGENT, retries={"mode": "standard",
+                                                               "max_attempts": 5})
+            client = self.session.client(service, region_name=region, config=cfg)
+            client.meta.events.register("before-call.*.*", self._recorder(service, region))
+            self._clients[key] = client
+        return self._clients[key]
+
+    def _recorder(self, service: str, region: str):
+        def record(model: Any, **_: Any) -> None:
+            self.calls.append((service, model.name, region))
+        return record
+
+    def mutating_calls(self) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if is_mutating(c[1])]

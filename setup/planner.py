@@ -1,0 +1,275 @@
+"""Compare the desired wiring with what exists and emit an ordered plan of API calls.
+
+Pure: it takes a :class:`Target` and a :class:`CurrentState` and returns a :class:`Plan`; nothing
+here talks to AWS, so every branch is testable without it. Each step names the API call, its exact
+parameters, a human message and the IAM actions it needs (for ``--check-permissions``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from setup.models import (POLICY_NAME, TAG_KEY, TAG_VALUE, Target, canonical, is_control_tower,
+                          kms_key_statement, policy_text, stream_policy, trust_policy)
+from setup.policy_eval import _as_list, _glob, evaluate
+from setup.state import CurrentState, SetupError
+
+# Read-only calls every plan/apply makes (reported by the preflight list).
+READ_ACTIONS = ("sts:GetCallerIdentity", "cloudtrail:DescribeTrails", "logs:DescribeLogGroups",
+                "logs:ListTagsForResource", "iam:GetRole", "iam:ListRolePolicies",
+                "iam:GetRolePolicy", "iam:ListAttachedRolePolicies")
+
+
+@dataclass
+class Step:
+    service: str
+    operation: str
+    params: dict[str, Any]
+    message: str
+    iam_actions: tuple[str, ...]
+    region: str
+    diff: str | None = None
+
+    @property
+    def api(self) -> str:
+        return f"{self.service}:{self.operation}"
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"api": self.api, "region": self.region, "params": self.params,
+               "message": self.message, "iam_actions": list(self.iam_actions)}
+        if self.diff:
+            doc["diff"] = self.diff
+        return doc
+
+
+@dataclass
+class Plan:
+    target: Target
+    steps: list[Step]
+    notes: list[str] = field(default_factory=list)
+    trust_policy: dict[str, Any] = field(default_factory=dict)
+    stream_policy: dict[str, Any] = field(default_factory=dict)
+    policy_name: str = POLICY_NAME
+
+    @property
+    def iam_actions(self) -> list[str]:
+        acts = list(READ_ACTIONS)
+        if self.target.trail.is_org:
+            acts.append("organizations:DescribeOrganization")
+        if self.target.kms_key:
+            acts.append("kms:GetKeyPolicy")
+        for s in self.steps:
+            acts += [a for a in s.iam_actions if a not in acts]
+        return acts
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.target
+        return {
+            "trail": {"name": t.trail.name, "arn": t.trail.arn, "home_region": t.region,
+                      "owner_account": t.trail.owner_account,
+                      "is_organization_trail": t.trail.is_org, "org_id": t.org_id,
+                      "is_multi_region": t.trail.is_multi_region},
+            "account": t.account,
+            "log_group": {"name": t.log_group, "arn": t.log_group_arn,
+                          "retention_days": t.retention_days, "kms_key": t.kms_key},
+            "role": {"name": t.role_name, "arn": t.role_arn, "policy_name": self.policy_name},
+            "stream_scope": t.stream_scope,
+            "trust_policy": self.trust_policy,
+            "stream_policy": self.stream_policy,
+            "steps": [s.to_json() for s in self.steps],
+            "iam_actions_required": self.iam_actions,
+            "notes": self.notes,
+        }
+
+
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def _diff(old: Any, new: Any, name: str) -> str:
+    a = policy_text(old).splitlines()
+    b = policy_text(new).splitlines()
+    return "\n".join(difflib.unified_diff(a, b, f"{name} (current)", f"{name} (planned)",
+                                          lineterm=""))
+
+
+def kms_policy_allows_logs(policy: dict[str, Any] | None, target: Target) -> bool:
+    """Does the key policy let ``logs.<region>.amazonaws.com`` use the key for this log group?"""
+    if not policy:
+        return False
+    service = f"logs.{target.region}.amazonaws.com"
+    for stmt in _as_list_of_dicts(policy.get("Statement")):
+        if stmt.get("Effect") != "Allow":
+            continue
+        principal = stmt.get("Principal")
+        services = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        if service not in services:
+            continue
+        if not all(evaluate([{"Statement": [dict(stmt, Condition=None)]}], action).allowed
+                   for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey")):
+            continue
+        cond = stmt.get("Condition") or {}
+        if not cond:
+            return True
+        for op, block in cond.items():
+            values = _as_list((block or {}).get("kms:EncryptionContext:aws:logs:arn"))
+            if op in ("ArnEquals", "StringEquals") and target.log_group_arn_bare in values:
+                return True
+            if op in ("ArnLike", "StringLike") and any(
+                    _glob(v, False).match(target.log_group_arn_bare) for v in values):
+                return True
+    return False
+
+
+def _as_list_of_dicts(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value]
+    return [v for v in (value or []) if isinstance(v, dict)]
+
+
+def _delivery_policy_name(target: Target, state: CurrentState) -> str:
+    """Our policy, or an existing inline policy that already delivers to this log group."""
+    role = state.role
+    if role is None or target.policy_name in role.inline:
+        return target.policy_name
+    prefix = f"{target.log_group_arn_bare}:log-stream:"
+    for name, doc in role.inline.items():
+        for stmt in _as_list_of_dicts(doc.get("Statement")):
+            actions = [a.lower() for a in _as_list(stmt.get("Action"))]
+            if stmt.get("Effect") == "Allow" and "logs:putlogevents" in actions and any(
+                    r.startswith(prefix) for r in _as_list(stmt.get("Resource"))):
+                return name
+    return target.policy_name
+
+
+def build_plan(target: Target, state: CurrentState) -> Plan:
+    region = target.region
+    trust = trust_policy()
+    desired_stream = stream_policy(target)
+    plan = Plan(target=target, steps=[], trust_policy=trust, stream_policy=desired_stream)
+    notes = plan.notes
+
+    # --- refusals: things trailwatch must never modify
+    ct_names = [("trail", target.trail.name, None), ("log group", target.log_group,
+                 state.log_group.tags if state.log_group else None),
+                ("role", target.role_name, state.role.tags if state.role else None)]
+    for kind, name, tags in ct_names:
+        if is_control_tower(name, tags):
+            raise SetupError(
+                f"the {kind} {name!r} is managed by AWS Control Tower; trailwatch will not modify "
+                "Control Tower resources (drift would be reverted or break the landing zone)",
+                "Control Tower already delivers its organization trail to CloudWatch Logs; "
+                "point the event processor at that log group instead, or use a trail you own")
+
+    lg = state.log_group
+    if lg and lg.log_group_class not in ("STANDARD", None):
+        raise SetupError(
+            f"log group {target.log_group!r} has class {lg.log_group_class}: subscription filters "
+            "(and metric filters) are not supported there, and the class cannot be changed",
+            "pass --log-group with a new name; trailwatch creates it as STANDARD")
+
+    if target.kms_key and not kms_policy_allows_logs(state.kms_policy, target):
+        stmt = json.dumps(kms_key_statement(target), indent=2)
+        raise SetupError(
+            f"the key policy of {target.kms_key} does not let CloudWatch Logs "
+            f"(logs.{region}.amazonaws.com) use it for {target.log_group_arn_bare}",
+            f"add this statement to the key policy, then re-run:\n{stmt}")
+
+    # --- log group
+    if lg is None:
+        params: dict[str, Any] = {"logGroupName": target.log_group, "tags": dict(target.tags),
+                                  "logGroupClass": "STANDARD"}
+        if target.kms_key:
+            params["kmsKeyId"] = target.kms_key
+        plan.steps.append(Step("logs", "CreateLogGroup", params,
+                               f"create log group {target.log_group} (STANDARD"
+                               f"{', KMS ' + target.kms_key if target.kms_key else ''}) in {region}",
+                               ("logs:CreateLogGroup", "logs:TagResource"), region))
+    else:
+        owned = lg.tags.get(TAG_KEY) == TAG_VALUE
+        notes.append(f"log group {target.log_group} exists; "
+                     f"{'managed by trailwatch' if owned else 'adopting it (not tagged by trailwatch)'}")
+        if target.kms_key and lg.kms_key != target.kms_key:
+            plan.steps.append(Step("logs", "AssociateKmsKey",
+                                   {"logGroupName": target.log_group, "kmsKeyId": target.kms_key},
+                                   f"encrypt log group {target.log_group} with {target.kms_key} "
+                                   "(takes up to 5 minutes; only new data is encrypted)",
+                                   ("logs:AssociateKmsKey",), region))
+        elif not target.kms_key and not lg.kms_key:
+            notes.append("the log group is not KMS-encrypted (pass --kms-key to encrypt it)")
+    if lg is None or lg.retention != target.retention_days:
+        plan.steps.append(Step("logs", "PutRetentionPolicy",
+                               {"logGroupName": target.log_group,
+                                "retentionInDays": target.retention_days},
+                               f"set retention of {target.log_group} to {target.retention_days} days"
+                               + (f" (was {lg.retention or 'never expire'})" if lg else ""),
+                               ("logs:PutRetentionPolicy",), region))
+
+    # --- role and trust policy
+    role = state.role
+    if role is None:
+        plan.steps.append(Step("iam", "CreateRole",
+                               {"RoleName": target.role_name,
+                                "AssumeRolePolicyDocument": json.dumps(trust),
+                                "Description": f"CloudTrail delivery of trail {target.trail.name} "
+                                               f"to CloudWatch Logs {target.log_group} (trailwatch)",
+                                "Tags": _tag_list(target.tags)},
+                               f"create role {target.role_name} trusted by cloudtrail.amazonaws.com",
+                               ("iam:CreateRole", "iam:TagRole"), region))
+    else:
+        decision = evaluate([role.trust], "sts:AssumeRole", None, "cloudtrail.amazonaws.com")
+        if decision.allowed:
+            pass
+        elif decision.conditional:
+            notes.append(f"role {target.role_name} trusts CloudTrail only under a Condition; field "
+                         "reports say CloudTrail does not send aws:SourceArn/SourceAccount for this "
+                         "role and delivery breaks. trailwatch leaves it; `verify` will tell.")
+        else:
+            merged = dict(role.trust)
+            merged["Statement"] = _as_list_of_dicts(role.trust.get("Statement")) + trust["Statement"]
+            plan.steps.append(Step("iam", "UpdateAssumeRolePolicy",
+                                   {"RoleName": target.role_name,
+                                    "PolicyDocument": json.dumps(merged)},
+                                   f"let cloudtrail.amazonaws.com assume existing role "
+                                   f"{target.role_name} (adds one trust statement)",
+                                   ("iam:UpdateAssumeRolePolicy",), region,
+                                   diff=_diff(role.trust, merged, "trust policy")))
+        if role.tags.get(TAG_KEY) != TAG_VALUE:
+            notes.append(f"role {target.role_name} exists and is not tagged by trailwatch; "
+                         "adopting it (remove --delete-role will not delete it)")
+
+    # --- stream policy
+    pname = _delivery_policy_name(target, state)
+    plan.policy_name = pname
+    current = role.inline.get(pname) if role else None
+    if current is None or canonical(current) != canonical(desired_stream):
+        why = "add" if current is None else "update"
+        scope = ("every stream of the log group" if target.stream_scope == "group" else
+                 "the documented stream prefixes" + (" incl. the organization's o-id"
+                                                     if target.trail.is_org else ""))
+        plan.steps.append(Step("iam", "PutRolePolicy",
+                               {"RoleName": target.role_name, "PolicyName": pname,
+                                "PolicyDocument": json.dumps(desired_stream)},
+                               f"{why} inline policy {pname}: logs:CreateLogStream and "
+                               f"logs:PutLogEvents on {scope}",
+                               ("iam:PutRolePolicy",), region,
+                               diff=None if current is None else _diff(current, desired_stream,
+                                                                       pname)))
+
+    # --- the trail itself, in its home region
+    trail = target.trail
+    if trail.log_group_arn != target.log_group_arn or trail.role_arn != target.role_arn:
+        plan.steps.append(Step("cloudtrail", "UpdateTrail",
+                               {"Name": trail.arn, "CloudWatchLogsLogGroupArn": target.log_group_arn,
+                                "CloudWatchLogsRoleArn": target.role_arn},
+                               f"point trail {trail.name} at {target.log_group_arn} with role "
+                               f"{target.role_name} (in home region {region})",
+                               ("cloudtrail:UpdateTrail", "iam:PassRole"), region,
+                               diff=_diff({"CloudWatchLogsLogGroupArn": trail.log_group_arn,
+                                           "CloudWatchLogsRoleArn": trail.role_arn},
+                                          {"CloudWatchLogsLogGroupArn": target.log_group_arn,
+                                           "CloudWatchLogsRoleArn": target.role_arn}, "trail")))
+    return plan
