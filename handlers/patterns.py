@@ -249,21 +249,47 @@ def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
         return num_cmp
 
     text_match = _text_matcher(literal, quoted)
+    plain = numeric is None and "*" not in literal and literal not in ("true", "false") \
+        and not _NUMBER_RE.match(literal)
 
-    def equals(r: Record) -> bool | None:
-        v = get(r)
+    if op == "=" and plain:
+        # The hot case (every CIS term): only a JSON string can equal a plain string literal.
+        if len(path) == 1 and isinstance(path[0], str):
+            k0 = path[0]
+            return lambda r: r.get(k0) == literal
+        if len(path) == 2 and all(isinstance(k, str) for k in path):
+            k0, k1 = path
+
+            def eq2(r: Record) -> bool:
+                v = r.get(k0)
+                return type(v) is dict and v.get(k1) == literal
+
+            return eq2
+
+    def equals_value(v: Any) -> bool | None:
         t = type(v)
+        if t is str:
+            return text_match(v)
         if numeric is not None and (t is int or t is float):
             return float(v) == numeric
-        s = _value_text(v) if t is not str else v
+        s = _value_text(v)
         if s is None:
             return None  # not a value node: neither = nor != applies
         return text_match(s)
 
     if op == "=":
-        return lambda r: equals(r) is True
+        if numeric is None:
+            def eq_text(r: Record) -> bool:
+                v = get(r)
+                if type(v) is str:
+                    return text_match(v)
+                if v is _MISSING or v is None:
+                    return False
+                return equals_value(v) is True
+            return eq_text
+        return lambda r: equals_value(get(r)) is True
     if op == "!=":
-        return lambda r: equals(r) is False
+        return lambda r: equals_value(get(r)) is False
     raise PatternError(f"unknown operator {op!r}", pos, src)  # pragma: no cover - tokenizer guards
 
 
@@ -286,15 +312,15 @@ class _Parser:
         self.i += 1
         return t
 
-    def parse(self) -> tuple[Predicate, frozenset[str] | None]:
+    def parse(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
         self.take("LBRACE", "'{' (only JSON filter patterns are supported)")
         node = self.expr()
         self.take("RBRACE", "'&&', '||' or '}'")
         self.take("END", "end of pattern after '}'")
         return node
 
-    # Each node is (predicate, required eventName set or None)
-    def expr(self) -> tuple[Predicate, frozenset[str] | None]:
+    # Each node is (predicate, required eventName set or None, required top-level key or None)
+    def expr(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
         parts = [self.and_expr()]
         while self.peek().kind == "OR":
             self.i += 1
@@ -305,9 +331,21 @@ class _Parser:
         names = None
         if all(p[1] is not None for p in parts):
             names = frozenset().union(*(p[1] for p in parts))  # type: ignore[arg-type]
-        return (lambda r: any(f(r) for f in fns)), names
+        reqs = {p[2] for p in parts}
+        req = reqs.pop() if len(reqs) == 1 else None
+        if len(fns) == 2:
+            a, b = fns
+            return (lambda r: a(r) or b(r)), names, req
 
-    def and_expr(self) -> tuple[Predicate, frozenset[str] | None]:
+        def any_of(r: Record) -> bool:
+            for f in fns:
+                if f(r):
+                    return True
+            return False
+
+        return any_of, names, req
+
+    def and_expr(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
         parts = [self.term()]
         while self.peek().kind == "AND":
             self.i += 1
@@ -317,12 +355,19 @@ class _Parser:
         fns = tuple(p[0] for p in parts)
         sets = [p[1] for p in parts if p[1] is not None]
         names = frozenset.intersection(*sets) if sets else None
+        req = next((p[2] for p in parts if p[2] is not None), None)
         if len(fns) == 2:
             a, b = fns
-            return (lambda r: a(r) and b(r)), names
-        return (lambda r: all(f(r) for f in fns)), names
+            return (lambda r: a(r) and b(r)), names, req
+        def all_of(r: Record) -> bool:
+            for f in fns:
+                if not f(r):
+                    return False
+            return True
 
-    def term(self) -> tuple[Predicate, frozenset[str] | None]:
+        return all_of, names, req
+
+    def term(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
         t = self.peek()
         if t.kind == "LPAREN":
             self.i += 1
@@ -345,7 +390,8 @@ class _Parser:
                 op = f"IS {kw.text}"
             else:
                 raise PatternError(f"unexpected keyword {t.text}", t.pos, self.src)
-            return _compile_condition(sel.path, op, None, False, self.src, t.pos), None
+            req = sel.path[0] if op != "NOT EXISTS" and isinstance(sel.path[0], str) else None
+            return _compile_condition(sel.path, op, None, False, self.src, t.pos), None, req
         opt = self.take("OP", "an operator (=, !=, <, >, <=, >=), EXISTS, NOT EXISTS or IS")
         val = self.peek()
         if val.kind == "STRING":
@@ -359,7 +405,7 @@ class _Parser:
         names = None
         if sel.path == ("eventName",) and opt.text == "=" and "*" not in val.text:
             names = frozenset([val.text])
-        return fn, names
+        return fn, names, sel.path[0]
 
     def take_keyword(self, word: str) -> None:
         t = self.peek()
@@ -374,14 +420,16 @@ class CompiledPattern:
     match: Predicate
     event_names: frozenset[str] | None
     """When not None, the pattern can only match records whose eventName is in this set."""
+    required_key: str | None = None
+    """When not None, the pattern can only match records that have this top-level key."""
 
 
 def compile_pattern(text: str) -> CompiledPattern:
     """Compile a JSON filter pattern; raises :class:`PatternError` with the position."""
     if not isinstance(text, str) or not text.strip():
         raise PatternError("empty filter pattern", 0, str(text))
-    fn, names = _Parser(text).parse()
-    return CompiledPattern(text=text, match=fn, event_names=names)
+    fn, names, req = _Parser(text).parse()
+    return CompiledPattern(text=text, match=fn, event_names=names, required_key=req)
 
 
 class PatternIndex:
@@ -389,12 +437,12 @@ class PatternIndex:
 
     def __init__(self, items: Iterable[tuple[Any, CompiledPattern]]) -> None:
         self._by_name: dict[str, list[tuple[Any, Predicate]]] = {}
-        self._always: list[tuple[Any, Predicate]] = []
+        self._always: list[tuple[Any, Predicate, str | None]] = []
         order: list[Any] = []
         for key, pat in items:
             order.append(key)
             if pat.event_names is None:
-                self._always.append((key, pat.match))
+                self._always.append((key, pat.match, pat.required_key))
             else:
                 for name in pat.event_names:
                     self._by_name.setdefault(name, []).append((key, pat.match))
@@ -402,12 +450,17 @@ class PatternIndex:
         self._empty: list[tuple[Any, Predicate]] = []
 
     def matches(self, record: Record) -> list[Any]:
-        out = [k for k, f in self._always if f(record)]
+        out = [k for k, f, req in self._always if (req is None or req in record) and f(record)] \
+            if self._always else []
         name = record.get("eventName")
         if type(name) is str:
-            cands = self._by_name.get(name, self._empty)
+            cands = self._by_name.get(name)
             if cands:
-                out.extend(k for k, f in cands if f(record))
-                if self._always:
+                hit = False
+                for k, f in cands:
+                    if f(record):
+                        out.append(k)
+                        hit = True
+                if hit and len(out) > 1 and self._always:
                     out.sort(key=self._rank.__getitem__)
         return out

@@ -27,6 +27,7 @@ DEFAULT_LAG_THRESHOLD = 900.0
 DEFAULT_SKEW_TOLERANCE = 60.0
 _CLOUDTRAIL_KEYS = ("eventVersion", "eventID", "eventType", "eventSource")
 _UTC = timezone.utc
+_MISSING: Any = object()
 
 
 class PayloadError(ValueError):
@@ -171,7 +172,7 @@ class Pipeline:
         })
 
     def process_envelope(self, env: dict[str, Any]) -> BatchResult:
-        """Process one DATA_MESSAGE envelope."""
+        """Process one DATA_MESSAGE envelope (the hot loop: locals only, no attribute writes)."""
         s = self.settings
         limit = s.max_event_bytes
         quick = limit // 4          # a str of <= limit/4 chars is <= limit UTF-8 bytes
@@ -181,42 +182,53 @@ class Pipeline:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         matches = self.index.matches
+        rule_alert = A.rule_alert
+        times: dict[Any, float | None] = {}   # events of one batch share their seconds
         result = BatchResult(log_group=env.get("logGroup"), log_stream=env.get("logStream"))
         delivery_lags = result.delivery_lags
         receipt_lags = result.receipt_lags
+        alerts = result.alerts
         seen: set[str] = set()
+        n_events = n_records = n_oversize = n_skewed = n_no_time = 0
 
         for ev in env.get("logEvents") or ():
-            result.log_events += 1
-            msg = ev.get("message") if type(ev) is dict else None
-            ts = ev.get("timestamp") if type(ev) is dict else None
-            if type(msg) is not str or type(ts) not in (int, float):
+            n_events += 1
+            try:
+                msg = ev["message"]
+                ts = ev["timestamp"]
+            except (KeyError, TypeError):
+                msg = ts = None
+            if msg.__class__ is not str or ts.__class__ not in (int, float):
                 self._failure(result, env, ev, "bad_log_event",
                               "log event needs a string message and a numeric timestamp")
                 continue
             if len(msg) > quick:
                 size = utf8_size(msg)
                 if size > limit:
-                    result.oversize += 1
-                    result.alerts.append(A.oversize_alert(env, ev, size, limit))
+                    n_oversize += 1
+                    alerts.append(A.oversize_alert(env, ev, size, limit))
                     continue
             try:
                 rec = loads(msg)
             except decode_error as e:
                 self._failure(result, env, ev, "invalid_json", str(e))
                 continue
-            if not is_cloudtrail(rec):
+            if rec.__class__ is not dict or not ("eventVersion" in rec or "eventID" in rec
+                                                  or "eventType" in rec or "eventSource" in rec):
                 self._failure(result, env, ev, "not_cloudtrail",
                               "JSON is not a CloudTrail record (no eventVersion/eventID/"
                               "eventType/eventSource)")
                 continue
-            result.records += 1
+            n_records += 1
             delivered = ts / 1000.0
             receipt_lags.append(now - delivered)
-            t = parse_event_time(rec.get("eventTime"))
-            lag = None
+            et = rec.get("eventTime")
+            t = times.get(et, _MISSING)
+            if t is _MISSING:
+                t = times[et] = parse_event_time(et) if et.__class__ is str else None
             if t is None:
-                result.no_event_time += 1
+                n_no_time += 1
+                lag = None
             else:
                 lag = delivered - t
                 delivery_lags.append(lag)
@@ -226,16 +238,23 @@ class Pipeline:
                         "key": A.event_key(rec, ev.get("id")),
                         "lag": lag,
                         "reason": addendum.get("reason") if type(addendum) is dict else None,
-                        "log_group": env.get("logGroup"),
-                        "log_stream": env.get("logStream"),
+                        "log_group": result.log_group,
+                        "log_stream": result.log_stream,
                     })
                 elif lag < skew:
-                    result.skewed += 1
-            for rule in matches(rec):
-                alert = A.rule_alert(rule, rec, env, ev, lag)
-                if alert["alert_id"] not in seen:
-                    seen.add(alert["alert_id"])
-                    result.alerts.append(alert)
+                    n_skewed += 1
+            hits = matches(rec)
+            if hits:
+                for rule in hits:
+                    alert = rule_alert(rule, rec, env, ev, lag)
+                    if alert["alert_id"] not in seen:
+                        seen.add(alert["alert_id"])
+                        alerts.append(alert)
+        result.log_events = n_events
+        result.records = n_records
+        result.oversize = n_oversize
+        result.skewed = n_skewed
+        result.no_event_time = n_no_time
         return result
 
 

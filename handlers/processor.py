@@ -24,6 +24,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from handlers import emf
 from handlers.alerts import delivery_delayed_alert
 from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
                                DEFAULT_SKEW_TOLERANCE, PayloadError, Pipeline, Settings,
@@ -33,9 +34,9 @@ from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink, Failur
                             default_client_factory)
 
 SERVICE = "trailwatch"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch"),
-                  service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
 class DeliveryFailed(RuntimeError):
@@ -54,12 +55,14 @@ def _num(env: Mapping[str, str], key: str, default: float) -> float:
 
 class App:
     def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: FailureQueue | None,
-                 metrics_sink: Any = None, log: Any = None) -> None:
+                 metrics_sink: Any = None, log: Any = None,
+                 emit: Callable[[bytes], None] | None = None) -> None:
         self.pipeline = pipeline
         self.sinks = sinks
         self.failure_queue = failure_queue
         self.metrics = metrics_sink if metrics_sink is not None else metrics
         self.log = log if log is not None else logger
+        self.emit = emit if emit is not None else emf.stdout_writer()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -222,12 +225,16 @@ class App:
                           ("CloudTrailRecords", "records"), ("OversizeEvents", "oversize"),
                           ("MalformedEvents", "malformed"), ("ClockSkewEvents", "clock_skew"),
                           ("DelayedEvents", "delayed"), ("Alerts", "alerts")):
-            m.add_metric(name=name, unit=count, value=counts[key])
-        seconds = MetricUnit.Seconds
-        for lag in delivery_lags:
-            m.add_metric(name="DeliveryLag", unit=seconds, value=round(lag, 3))
-        for lag in receipt_lags:
-            m.add_metric(name="ReceiptLag", unit=seconds, value=round(lag, 3))
+            # Zero counters are skipped (alarms treat missing data as not breaching); LogEvents
+            # is always sent so the dashboard shows the invocation.
+            if counts[key] or key == "log_events":
+                m.add_metric(name=name, unit=count, value=counts[key])
+        # One sample per record so CloudWatch can compute p50/p95 (DeliveryLag = CloudTrail's
+        # delivery time - eventTime; ReceiptLag = our receive time - delivery time).
+        now_ms = int(self.pipeline.clock() * 1000)
+        for name, values in (("DeliveryLag", delivery_lags), ("ReceiptLag", receipt_lags)):
+            for doc in emf.documents(name, "Seconds", values, NAMESPACE, SERVICE, now_ms):
+                self.emit(doc)
 
 
 def _lag_summary(lags: list[float]) -> dict[str, float] | None:

@@ -309,15 +309,17 @@ def drain(url: str) -> list[dict[str, Any]]:
 def process(invocations: list[dict[str, Any]], topic: str, fail_q: str) -> dict[str, Any]:
     from handlers.processor import App
     metrics = CountingMetrics()
+    lags: list[float] = []
     app = App.from_env({"ALERT_TOPIC_ARN": topic, "FAILURE_QUEUE_URL": fail_q},
-                       metrics_sink=metrics, log=QuietLog())
+                       metrics_sink=metrics, log=QuietLog(),
+                       emit=lambda line: lags.extend(json.loads(line).get("DeliveryLag", [])))
     totals: dict[str, int] = {}
     for event in invocations:
         result = app.handle(event)
         for k, v in result.items():
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
-    return {"totals": totals, "lags": metrics.values.get("DeliveryLag", [])}
+    return {"totals": totals, "lags": lags}
 
 
 def percentile(values: list[float], p: float) -> float | None:

@@ -168,3 +168,15 @@ def test_prefilter_never_changes_the_verdict(expr, record):
     pat = compile_pattern("{ " + expr + " }")
     index = PatternIndex([("p", pat)])
     assert (index.matches(record) == ["p"]) == pat.match(record)
+
+
+@pytest.mark.parametrize("pattern,value,expected", [
+    ('{ $.code = "400" }', 400, True),      # quoted number still compares as text
+    ('{ $.code = "400" }', "400", True),
+    ('{ $.a.b = "x" }', {"b": "x"}, True),
+    ('{ $.a.b = "x" }', "x", False),
+    ('{ $.code = "Root" }', True, False),
+])
+def test_fast_equality_path_keeps_semantics(pattern, value, expected):
+    rec = {"code": value, "a": value}
+    assert compile_pattern(pattern).match(rec) is expected

@@ -21,8 +21,16 @@ NOW = 1_763_640_000.0
 
 
 def make_app(env=None, **kw):
-    return App.from_env(env or {}, clock=lambda: NOW, sleep=lambda s: None,
-                        metrics_sink=ListMetrics(), log=ListLogger(), **kw)
+    emitted: list[dict] = []
+    app = App.from_env(env or {}, clock=lambda: NOW, sleep=lambda s: None,
+                       metrics_sink=ListMetrics(), log=ListLogger(),
+                       emit=lambda line: emitted.append(json.loads(line)), **kw)
+    app.emitted = emitted
+    return app
+
+
+def emf_values(app, name):
+    return [v for doc in app.emitted for v in doc.get(name, [])]
 
 
 @pytest.fixture
@@ -109,8 +117,18 @@ def test_same_invocation_twice_gives_same_alert_ids(aws):
 def test_lag_metrics_are_emitted_per_record(aws):
     app = make_app(aws["env"])
     app.handle(load_event("delayed-delivery"))
-    assert sorted(app.metrics.values["DeliveryLag"]) == [360.0, 1500.0, 5400.0]
-    assert len(app.metrics.values["ReceiptLag"]) == 3
+    assert sorted(emf_values(app, "DeliveryLag")) == [360.0, 1500.0, 5400.0]
+    assert len(emf_values(app, "ReceiptLag")) == 3
+    doc = app.emitted[0]
+    directive = doc["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "Trailwatch" and directive["Dimensions"] == [["service"]]
+    assert doc["service"] == "trailwatch"
+
+
+def test_lag_arrays_are_chunked_at_the_emf_limit():
+    from handlers.emf import documents
+    docs = [json.loads(d) for d in documents("DeliveryLag", "Seconds", list(range(250)), "N", "s")]
+    assert [len(d["DeliveryLag"]) for d in docs] == [100, 100, 50]
 
 
 def test_without_sinks_alerts_are_logged():
