@@ -48,3 +48,7 @@ sam-validate: $(SAMSTAMP)
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .aws-sam build *.egg-info .pytest_cache .hypothesis
+
+# Called by `sam build` (BuildMethod: makefile) with ARTIFACTS_DIR set: arm64, Python 3.13.
+build-ProcessorFunction:
+	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13
