@@ -26,7 +26,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trailwatch demo
 
-test: $(STAMP)
+test: $(STAMP) $(SAMSTAMP)
 	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -41,10 +41,10 @@ $(SAMSTAMP):
 sam-venv: $(SAMSTAMP)
 
 sam-build: $(SAMSTAMP)
-	$(SAMVENV)/bin/sam build --template-file template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --template-file template.yaml
 
 sam-validate: $(SAMSTAMP)
-	$(SAMVENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .aws-sam build *.egg-info .pytest_cache .hypothesis
