@@ -21,6 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from setup import __version__
 from setup.aws import AwsClients
+from setup.cis_alarms import default_topic_arn, plan_cis, read_cis_state
+from setup.cis_alarms import removal_steps as cis_removal_steps
 from setup.executor import Executor, StepFailure
 from setup.models import (RETENTION_DAYS, STREAM_SCOPES, TAG_KEY, TAG_VALUE, ModelError, Target,
                           default_log_group, default_role_name, validate_retention)
@@ -98,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--stream-scope", choices=STREAM_SCOPES, default="documented",
                    help="documented: only the stream prefixes CloudTrail uses (default); "
                         "group: every stream of the log group")
+    w.add_argument("--cis-alarms", action="store_true",
+                   help="also deploy the 15 CIS monitoring controls as metric filters (exact "
+                        "Security Hub strings, namespace CISBenchmark) and alarms")
+    w.add_argument("--alarm-topic", metavar="ARN",
+                   help="SNS topic for the CIS alarms (default: create trailwatch-cis-alarms)")
 
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--output", choices=("text", "json"), default="text", help="output format")
@@ -248,10 +255,19 @@ def check_permissions(clients: AwsClients, region: str, actions: list[str]) -> l
 
 # ----------------------------------------------------------------------------------- commands
 
-def cmd_plan(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> int:
+def make_plan(clients: AwsClients, args: argparse.Namespace) -> tuple[Plan, Target, dict]:
     target, who, notes = resolve_target(clients, args)
     plan = build_plan(target, read_state(clients, target))
     plan.notes[:0] = notes
+    if getattr(args, "cis_alarms", False):
+        topic = args.alarm_topic or default_topic_arn(target)
+        plan.steps += plan_cis(target, read_cis_state(clients, target, topic), topic,
+                               create_topic=not args.alarm_topic)
+    return plan, target, who
+
+
+def cmd_plan(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> int:
+    plan, target, who = make_plan(clients, args)
     missing = check_permissions(clients, target.region, plan.iam_actions) \
         if args.check_permissions else None
     if args.output == "json":
@@ -271,9 +287,7 @@ def cmd_plan(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin: TextIO,
               executor_factory: Callable[[AwsClients, float], Executor]) -> int:
-    target, who, notes = resolve_target(clients, args)
-    plan = build_plan(target, read_state(clients, target))
-    plan.notes[:0] = notes
+    plan, target, who = make_plan(clients, args)
     text = args.output == "text"
     if text:
         describe_target(target, who, out)
@@ -321,8 +335,7 @@ def cmd_verify(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> in
 
 def removal_plan(clients: AwsClients, target: Target, args: argparse.Namespace) -> Plan:
     region = target.region
-    steps: list[Step] = []
-    notes: list[str] = []
+    steps, notes = cis_removal_steps(clients, target)
     t = target.trail
     if t.log_group_arn or t.role_arn:
         steps.append(Step("cloudtrail", "UpdateTrail",

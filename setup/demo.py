@@ -284,13 +284,20 @@ def _wrap(envelope: dict[str, Any]) -> dict[str, Any]:
 
 
 def alert_channel() -> tuple[str, str, str]:
+    """The processor's alert topic with an SQS inbox, the failure queue, and an on-call queue
+    subscribed to the CIS alarm topic that `apply --cis-alarms` created."""
+    from setup.cis_alarms import DEFAULT_TOPIC
     sns, sqs = _client("sns"), _client("sqs")
     topic = sns.create_topic(Name="trailwatch-alerts")["TopicArn"]
     read_q = sqs.create_queue(QueueName="trailwatch-demo-inbox")["QueueUrl"]
     fail_q = sqs.create_queue(QueueName="trailwatch-failures")["QueueUrl"]
+    oncall = sqs.create_queue(QueueName="trailwatch-demo-oncall")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=read_q, AttributeNames=["QueueArn"])["Attributes"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"],
                   Attributes={"RawMessageDelivery": "true"})
+    cis_topic = sns.create_topic(Name=DEFAULT_TOPIC)["TopicArn"]   # exists: returns its ARN
+    oncall_arn = sqs.get_queue_attributes(QueueUrl=oncall, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=cis_topic, Protocol="sqs", Endpoint=oncall_arn["Attributes"]["QueueArn"])
     return topic, read_q, fail_q
 
 
@@ -340,22 +347,22 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         report["organization"] = {"id": world["org_id"], "management": world["account"],
                                   "members": world["members"]}
         args = ["--trail", TRAIL]
-        report["plan"] = run_cli(["plan", *args])
-        report["apply"] = run_cli(["apply", *args, "--yes"])
+        report["plan"] = run_cli(["plan", *args, "--cis-alarms"])
+        report["apply"] = run_cli(["apply", *args, "--cis-alarms", "--yes"])
         if report["apply"][0] != 0:
             print(report["apply"][1] + report["apply"][2], file=sys.stderr)
             return 1
-        plan = json.loads(run_cli(["plan", *args, "--output", "json"])[1])
+        plan = json.loads(run_cli(["plan", *args, "--cis-alarms", "--output", "json"])[1])
         log_group, role = plan["log_group"]["name"], plan["role"]["name"]
         if broken_policy:
             break_policy(world, log_group, role, plan["role"]["policy_name"])
+        topic, read_q, fail_q = alert_channel()
         now = time.time()
         delivery = deliver(world, log_group, role, now)
         code, verify_json, _ = run_cli(["verify", *args, "--output", "json"])
         report["verify"] = json.loads(verify_json)
         report["verify_text"] = run_cli(["verify", *args])[1]
         report["delivery"] = delivery
-        topic, read_q, fail_q = alert_channel()
         invocations = subscription_invocations(log_group, world["account"])
         processed = process(invocations, topic, fail_q)
         alerts = drain(read_q)
@@ -412,9 +419,9 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     print(f"trailwatch demo ({r['scenario']}) on an embedded AWS at {r['endpoint']}", file=out)
     print(f"organization {org['id']}: management {org['management']}, members "
           f"{', '.join(org['members'])}", file=out)
-    section("trailwatch plan --trail org-trail")
+    section("trailwatch plan --trail org-trail --cis-alarms")
     print(r["plan"][1].rstrip(), file=out)
-    section("trailwatch apply --trail org-trail --yes")
+    section("trailwatch apply --trail org-trail --cis-alarms --yes")
     print(r["apply"][2].rstrip(), file=out)   # progress, one line per step
     print(r["apply"][1].rstrip().split("\n\nApplied", 1)[-1].join(["Applied", ""]), file=out)
     section("CloudTrail delivery (simulated)")

@@ -246,6 +246,146 @@ def delivery_recent(ctx: Context) -> CheckResult:
                        f"({age.total_seconds():.0f} s ago)")
 
 
+def _filters(ctx: Context) -> dict[str, Any]:
+    from setup.cis_alarms import read_filters
+    return ctx.get("filters", lambda: read_filters(ctx.clients, ctx.target))
+
+
+def _cis_metrics(ctx: Context) -> dict[str, tuple[str, str]]:
+    """CIS rule id -> (namespace, metric) of the filter that carries its exact pattern."""
+    from handlers.cis import CIS_CONTROLS
+    by_pattern = {f.get("filterPattern"): f for f in _filters(ctx).values()}
+    out = {}
+    for c in CIS_CONTROLS:
+        f = by_pattern.get(c.pattern)
+        if f and f.get("metricTransformations"):
+            t = f["metricTransformations"][0]
+            out[c.cis] = (t.get("metricNamespace"), t.get("metricName"))
+    return out
+
+
+def _cis_alarm_topics(ctx: Context) -> dict[str, list[str]]:
+    from setup.cis_alarms import read_alarms
+
+    def load() -> dict[str, list[str]]:
+        alarms = read_alarms(ctx.clients, ctx.target)
+        by_metric: dict[tuple[str, str], list[str]] = {}
+        for a in alarms.values():
+            by_metric.setdefault((a.get("Namespace"), a.get("MetricName")), []).extend(
+                a.get("AlarmActions", []))
+        return {cis: by_metric.get(metric, []) for cis, metric in _cis_metrics(ctx).items()}
+    return ctx.get("cis_alarm_topics", load)
+
+
+@check
+def cis_metric_filters(ctx: Context) -> CheckResult:
+    from handlers.cis import CIS_CONTROLS
+    found = _cis_metrics(ctx)
+    if not found:
+        return CheckResult("cis.metric_filters", WARN, "no CIS metric filters on the log group "
+                           "(Security Hub CloudWatch.1-14 fail without them)",
+                           "trailwatch apply --cis-alarms")
+    missing = [c.cis for c in CIS_CONTROLS if c.cis not in found]
+    if missing:
+        return CheckResult("cis.metric_filters", FAIL, f"{len(missing)} of {len(CIS_CONTROLS)} "
+                           f"CIS filters missing or not the exact string: {', '.join(missing)}",
+                           "trailwatch apply --cis-alarms (rewrites them with the exact strings)")
+    return CheckResult("cis.metric_filters", PASS, f"all {len(CIS_CONTROLS)} CIS metric filters "
+                       "present with the exact Security Hub / CIS strings")
+
+
+@check
+def cis_alarms(ctx: Context) -> CheckResult:
+    topics = _cis_alarm_topics(ctx)
+    if not topics:
+        return CheckResult("cis.alarms", WARN, "no CIS metric filters, so no alarms to check",
+                           "trailwatch apply --cis-alarms")
+    silent = sorted(cis for cis, actions in topics.items() if not actions)
+    if silent:
+        return CheckResult("cis.alarms", FAIL, f"CIS {', '.join(silent)}: no alarm with an action "
+                           "on the filter's metric", "trailwatch apply --cis-alarms")
+    return CheckResult("cis.alarms", PASS, f"{len(topics)} CIS metrics each have an alarm with an "
+                       "action")
+
+
+@check
+def cis_topic_subscribers(ctx: Context) -> CheckResult:
+    arns = sorted({a for actions in _cis_alarm_topics(ctx).values() for a in actions
+                   if ":sns:" in a})
+    if not arns:
+        return CheckResult("cis.topic_subscribers", WARN, "no SNS topic behind CIS alarms",
+                           "trailwatch apply --cis-alarms")
+    sns = ctx.clients.client("sns", ctx.target.region)
+    empty = [a for a in arns if not sns.list_subscriptions_by_topic(TopicArn=a).get(
+        "Subscriptions")]
+    if empty:
+        return CheckResult("cis.topic_subscribers", WARN, f"topic {empty[0]} has no subscriber: "
+                           "the alarms notify nobody (Security Hub reports WARNING)",
+                           f"aws sns subscribe --topic-arn {empty[0]} --protocol email "
+                           "--notification-endpoint you@example.com")
+    return CheckResult("cis.topic_subscribers", PASS, f"{len(arns)} alarm topic(s) with subscribers")
+
+
+def _lambda_allows_logs(policy: dict[str, Any], target: Target) -> bool:
+    from setup.policy_eval import _as_list, _glob
+    services = {f"logs.{target.region}.amazonaws.com", "logs.amazonaws.com"}
+    for st in policy.get("Statement", []):
+        principal = st.get("Principal")
+        svc = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        if st.get("Effect") != "Allow" or not services & set(svc):
+            continue
+        cond = st.get("Condition") or {}
+        arns = [v for block in cond.values() for k, v in (block or {}).items()
+                if k.lower() == "aws:sourcearn"]
+        if not arns or any(_glob(a, False).match(target.log_group_arn) or
+                           _glob(a, False).match(target.log_group_arn_bare) for a in arns):
+            return True
+    return False
+
+
+@check
+def subscription_filters(ctx: Context) -> CheckResult:
+    import json as _json
+    target = ctx.target
+    logs = ctx.clients.client("logs", target.region)
+    try:
+        subs = logs.describe_subscription_filters(logGroupName=target.log_group).get(
+            "subscriptionFilters", [])
+    except ClientError as e:
+        if error_code(e) == "ResourceNotFoundException":
+            return CheckResult("subscription.filters", FAIL, "no log group", "trailwatch apply")
+        raise
+    if not subs:
+        return CheckResult("subscription.filters", WARN, "no subscription filter: events reach "
+                           "the log group but nothing processes them",
+                           "deploy the SAM template (template.yaml) with TrailLogGroupName "
+                           f"{target.log_group}")
+    problems = []
+    lam = ctx.clients.client("lambda", target.region)
+    for s in subs:
+        dest = s.get("destinationArn", "")
+        if ":lambda:" not in dest:
+            continue
+        try:
+            policy = _json.loads(lam.get_policy(FunctionName=dest)["Policy"])
+        except ClientError as e:
+            problems.append(f"{s['filterName']} -> {dest}: {error_code(e)}")
+            continue
+        if not _lambda_allows_logs(policy, target):
+            problems.append(f"{s['filterName']} -> {dest}: the function's resource policy does not "
+                            f"allow logs.{target.region}.amazonaws.com for this log group")
+    if problems:
+        return CheckResult("subscription.filters", FAIL, "; ".join(problems),
+                           "add the permission: aws lambda add-permission --principal "
+                           f"logs.{target.region}.amazonaws.com --source-arn {target.log_group_arn}")
+    if len(subs) >= 2:
+        return CheckResult("subscription.filters", WARN, f"{len(subs)} of 2 subscription filters "
+                           "used: no room for another consumer",
+                           "fan out through one Kinesis stream instead of more filters")
+    return CheckResult("subscription.filters", PASS, f"{len(subs)} subscription filter(s), "
+                       "destinations reachable")
+
+
 def run_checks(ctx: Context, checks: list[Check] | None = None) -> list[CheckResult]:
     results = []
     for fn in checks or CHECKS:

@@ -65,8 +65,17 @@ def seed_trail(org: bool) -> str:
 @pytest.mark.parametrize("org", [False, True], ids=["single", "org"])
 def test_cli_against_moto_server_checked_with_aws_cli(server, org):
     name = seed_trail(org)
-    applied = cli("apply", "--trail", name, "--yes", "--region", "us-east-1")
-    assert "Applied 5 change(s) with 5 write call(s)." in applied.stdout
+    applied = cli("apply", "--trail", name, "--yes", "--region", "us-east-1", "--cis-alarms")
+    # 5 wiring steps + the CIS topic + 15 metric filters + 15 alarms
+    assert "Applied 36 change(s) with 36 write call(s)." in applied.stdout
+    filters = aws("logs", "describe-metric-filters", "--log-group-name",
+                  f"CloudTrail/{name}")["metricFilters"]
+    from handlers.cis import CIS_CONTROLS
+    assert sorted(f["filterPattern"] for f in filters) == sorted(c.pattern for c in CIS_CONTROLS)
+    alarms = aws("cloudwatch", "describe-alarms", "--alarm-name-prefix",
+                 "trailwatch-cis-")["MetricAlarms"]
+    assert len(alarms) == 15 and all(a["AlarmActions"] and a["Namespace"] == "CISBenchmark"
+                                     for a in alarms)
     trail = aws("cloudtrail", "get-trail", "--name", name)["Trail"]
     account = trail["TrailARN"].split(":")[4]
     assert trail["CloudWatchLogsLogGroupArn"] == \
@@ -78,7 +87,7 @@ def test_cli_against_moto_server_checked_with_aws_cli(server, org):
     assert resources[0].endswith(f":log-stream:{account}_CloudTrail_us-east-1*")
     assert (len(resources) == 2 and resources[1].split(":log-stream:")[1].startswith("o-")) \
         if org else len(resources) == 1
-    again = cli("apply", "--trail", name, "--yes", "--region", "us-east-1")
+    again = cli("apply", "--trail", name, "--yes", "--region", "us-east-1", "--cis-alarms")
     assert "Nothing to do" in again.stdout and "with 0 write call(s)" in again.stdout
     verify = cli("verify", "--trail", name, "--region", "us-east-1", "--output", "json")
     assert json.loads(verify.stdout)["summary"]["fail"] == 0
@@ -120,6 +129,8 @@ def test_demo_healthy_scenario():
     assert report["delivery"]["denied"] == []
     checks = {c["id"]: c["status"] for c in report["verify"]["checks"]}
     assert checks["delivery.error"] == "PASS" and checks["delivery.recent"] == "PASS"
+    assert checks["cis.metric_filters"] == checks["cis.alarms"] == "PASS"
+    assert checks["cis.topic_subscribers"] == "PASS"
     assert report["seconds"] < 30
 
 
