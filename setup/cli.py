@@ -231,6 +231,25 @@ def confirm(question: str, stdin: TextIO, out: TextIO) -> bool | None:
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
+def show_and_confirm(plan: Plan, target: Target, who: dict, args: argparse.Namespace, verb: str,
+                     out: TextIO, stdin: TextIO) -> int | None:
+    """Print the plan (text output) and get consent; an exit code means: stop here."""
+    if args.output == "text":
+        describe_target(target, who, out)
+        print_plan(plan, out)
+    if not plan.steps or args.yes:
+        return None
+    answer = confirm(f"{verb.capitalize()} these {len(plan.steps)} change(s)?", stdin, out)
+    if answer is None:
+        print(f"trailwatch: refusing to {verb} without confirmation: input is not a terminal. "
+              "Review `trailwatch plan` and pass --yes.", file=sys.stderr)
+        return EXIT_USAGE
+    if not answer:
+        print(f"Nothing to {verb}: not confirmed.", file=out)
+        return EXIT_OK
+    return None
+
+
 # ----------------------------------------------------------------------------------- permissions
 
 def check_permissions(clients: AwsClients, region: str, actions: list[str]) -> list[str]:
@@ -289,18 +308,9 @@ def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin:
               executor_factory: Callable[[AwsClients, float], Executor]) -> int:
     plan, target, who = make_plan(clients, args)
     text = args.output == "text"
-    if text:
-        describe_target(target, who, out)
-        print_plan(plan, out)
-    if plan.steps and not args.yes:
-        answer = confirm(f"Apply these {len(plan.steps)} change(s)?", stdin, out)
-        if answer is None:
-            print("trailwatch: refusing to apply without confirmation: input is not a terminal. "
-                  "Review `trailwatch plan` and pass --yes.", file=sys.stderr)
-            return EXIT_USAGE
-        if not answer:
-            print("Nothing applied.", file=out)
-            return EXIT_OK
+    stop = show_and_confirm(plan, target, who, args, "apply", out, stdin)
+    if stop is not None:
+        return stop
     done = executor_factory(clients, args.propagation_timeout).run(plan)
     writes = len(clients.mutating_calls())
     fresh = refresh_target(clients, target)
@@ -380,17 +390,9 @@ def cmd_remove(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin
                executor_factory: Callable[[AwsClients, float], Executor]) -> int:
     target, who, _ = resolve_target(clients, args)
     plan = removal_plan(clients, target, args)
-    if args.output == "text":
-        describe_target(target, who, out)
-        print_plan(plan, out)
-    if plan.steps and not args.yes:
-        answer = confirm(f"Remove ({len(plan.steps)} change(s))?", stdin, out)
-        if answer is None:
-            print("trailwatch: refusing to remove without confirmation: input is not a terminal; "
-                  "pass --yes.", file=sys.stderr)
-            return EXIT_USAGE
-        if not answer:
-            return EXIT_OK
+    stop = show_and_confirm(plan, target, who, args, "remove", out, stdin)
+    if stop is not None:
+        return stop
     done = executor_factory(clients, 0).run(plan)
     if args.output == "json":
         print(json.dumps({"removed": [s.to_json() for s in done], "notes": plan.notes},

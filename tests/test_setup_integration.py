@@ -386,3 +386,17 @@ def test_check_permissions_resolves_assumed_role_and_reports_missing(aws):
         code, out = run(["plan", "--trail", "main", "--check-permissions", "--output", "json"],
                         clients)
     assert code == 0 and json.loads(out)["missing_permissions"] == ["iam:PassRole"]
+
+
+class FakeTty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("answer,applied", [("y\n", True), ("n\n", False)])
+def test_apply_asks_on_a_terminal(aws, answer, applied):
+    ct = make_trail()
+    code, out = run(["apply", "--trail", "main"], AwsClients(region="us-east-1"),
+                    stdin=FakeTty(answer))
+    assert code == 0 and "Apply these 5 change(s)? [y/N]" in out
+    assert bool(ct.get_trail(Name="main")["Trail"].get("CloudWatchLogsRoleArn")) is applied
