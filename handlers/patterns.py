@@ -312,7 +312,7 @@ class _Parser:
         self.i += 1
         return t
 
-    def parse(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
+    def parse(self) -> tuple[Predicate, frozenset[str] | None, str | None, dict]:
         self.take("LBRACE", "'{' (only JSON filter patterns are supported)")
         node = self.expr()
         self.take("RBRACE", "'&&', '||' or '}'")
@@ -333,9 +333,11 @@ class _Parser:
             names = frozenset().union(*(p[1] for p in parts))  # type: ignore[arg-type]
         reqs = {p[2] for p in parts}
         req = reqs.pop() if len(reqs) == 1 else None
+        common = set.intersection(*(set(p[3]) for p in parts))
+        guards = {path: frozenset().union(*(p[3][path] for p in parts)) for path in common}
         if len(fns) == 2:
             a, b = fns
-            return (lambda r: a(r) or b(r)), names, req
+            return (lambda r: a(r) or b(r)), names, req, guards
 
         def any_of(r: Record) -> bool:
             for f in fns:
@@ -343,7 +345,7 @@ class _Parser:
                     return True
             return False
 
-        return any_of, names, req
+        return any_of, names, req, guards
 
     def and_expr(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
         parts = [self.term()]
@@ -356,16 +358,20 @@ class _Parser:
         sets = [p[1] for p in parts if p[1] is not None]
         names = frozenset.intersection(*sets) if sets else None
         req = next((p[2] for p in parts if p[2] is not None), None)
+        guards: dict[tuple, frozenset] = {}
+        for p in parts:
+            for path, values in p[3].items():
+                guards[path] = guards[path] & values if path in guards else values
         if len(fns) == 2:
             a, b = fns
-            return (lambda r: a(r) and b(r)), names, req
+            return (lambda r: a(r) and b(r)), names, req, guards
         def all_of(r: Record) -> bool:
             for f in fns:
                 if not f(r):
                     return False
             return True
 
-        return all_of, names, req
+        return all_of, names, req, guards
 
     def term(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
         t = self.peek()
@@ -391,7 +397,7 @@ class _Parser:
             else:
                 raise PatternError(f"unexpected keyword {t.text}", t.pos, self.src)
             req = sel.path[0] if op != "NOT EXISTS" and isinstance(sel.path[0], str) else None
-            return _compile_condition(sel.path, op, None, False, self.src, t.pos), None, req
+            return _compile_condition(sel.path, op, None, False, self.src, t.pos), None, req, {}
         opt = self.take("OP", "an operator (=, !=, <, >, <=, >=), EXISTS, NOT EXISTS or IS")
         val = self.peek()
         if val.kind == "STRING":
@@ -403,9 +409,14 @@ class _Parser:
         self.i += 1
         fn = _compile_condition(sel.path, opt.text, val.text, quoted, self.src, val.pos)
         names = None
-        if sel.path == ("eventName",) and opt.text == "=" and "*" not in val.text:
-            names = frozenset([val.text])
-        return fn, names, sel.path[0]
+        guards = {}
+        if opt.text == "=" and "*" not in val.text and (quoted or not _NUMBER_RE.match(val.text)) \
+                and val.text not in ("true", "false") and len(sel.path) <= 2 \
+                and all(isinstance(k, str) for k in sel.path):
+            guards = {sel.path: frozenset([val.text])}   # the record's string value must be one of
+            if sel.path == ("eventName",):
+                names = frozenset([val.text])
+        return fn, names, sel.path[0], guards
 
     def take_keyword(self, word: str) -> None:
         t = self.peek()
@@ -422,45 +433,65 @@ class CompiledPattern:
     """When not None, the pattern can only match records whose eventName is in this set."""
     required_key: str | None = None
     """When not None, the pattern can only match records that have this top-level key."""
+    guards: dict = field(default_factory=dict, compare=False, hash=False)
+    """path -> values: the pattern can only match if the string at path is one of the values."""
 
 
 def compile_pattern(text: str) -> CompiledPattern:
     """Compile a JSON filter pattern; raises :class:`PatternError` with the position."""
     if not isinstance(text, str) or not text.strip():
         raise PatternError("empty filter pattern", 0, str(text))
-    fn, names, req = _Parser(text).parse()
-    return CompiledPattern(text=text, match=fn, event_names=names, required_key=req)
+    fn, names, req, guards = _Parser(text).parse()
+    return CompiledPattern(text=text, match=fn, event_names=names, required_key=req, guards=guards)
 
 
 class PatternIndex:
-    """Evaluates many patterns per record, visiting only those that can match its eventName."""
+    """Evaluates many patterns per record, visiting only those that can match it.
+
+    Each pattern is filed under its most selective guard: an exact value it requires at some path
+    (``$.eventName`` first, e.g. ``$.userIdentity.type = "Root"`` otherwise), else a top-level key it
+    requires (``$.errorCode``), else it is evaluated for every record. Guards only skip patterns
+    that cannot match; the verdict always comes from the pattern itself.
+    """
 
     def __init__(self, items: Iterable[tuple[Any, CompiledPattern]]) -> None:
-        self._by_name: dict[str, list[tuple[Any, Predicate]]] = {}
-        self._always: list[tuple[Any, Predicate, str | None]] = []
+        dispatch: dict[tuple, dict[str, list[tuple[Any, Predicate]]]] = {}
+        keyed: dict[str, list[tuple[Any, Predicate]]] = {}
+        self._always: list[tuple[Any, Predicate]] = []
         order: list[Any] = []
         for key, pat in items:
             order.append(key)
-            if pat.event_names is None:
-                self._always.append((key, pat.match, pat.required_key))
+            guards = pat.guards
+            path = ("eventName",) if ("eventName",) in guards else next(iter(guards), None)
+            if path is not None:
+                table = dispatch.setdefault(path, {})
+                for value in guards[path]:
+                    table.setdefault(value, []).append((key, pat.match))
+            elif pat.required_key is not None:
+                keyed.setdefault(pat.required_key, []).append((key, pat.match))
             else:
-                for name in pat.event_names:
-                    self._by_name.setdefault(name, []).append((key, pat.match))
+                self._always.append((key, pat.match))
+        self._dispatch = [(p[0], p[1] if len(p) == 2 else None, t) for p, t in dispatch.items()]
+        self._keyed = list(keyed.items())
         self._rank = {k: i for i, k in enumerate(order)}
-        self._empty: list[tuple[Any, Predicate]] = []
 
     def matches(self, record: Record) -> list[Any]:
-        out = [k for k, f, req in self._always if (req is None or req in record) and f(record)] \
-            if self._always else []
-        name = record.get("eventName")
-        if type(name) is str:
-            cands = self._by_name.get(name)
-            if cands:
-                hit = False
-                for k, f in cands:
+        out = [k for k, f in self._always if f(record)] if self._always else []
+        for req, items in self._keyed:
+            if req in record:
+                for k, f in items:
                     if f(record):
                         out.append(k)
-                        hit = True
-                if hit and len(out) > 1 and self._always:
-                    out.sort(key=self._rank.__getitem__)
+        for k0, k1, table in self._dispatch:
+            v = record.get(k0)
+            if k1 is not None:
+                v = v.get(k1) if type(v) is dict else None
+            if type(v) is str:
+                cands = table.get(v)
+                if cands:
+                    for k, f in cands:
+                        if f(record):
+                            out.append(k)
+        if len(out) > 1:
+            out.sort(key=self._rank.__getitem__)
         return out

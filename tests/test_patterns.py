@@ -147,7 +147,8 @@ def test_index_visits_only_candidate_rules_but_keeps_results_identical():
 _names = st.sampled_from(["A", "B", "C", "D"])
 _atoms = st.one_of(
     _names.map(lambda n: f"$.eventName = {n}"),
-    st.sampled_from(["$.x = 1", "$.x != 1", "$.y EXISTS", "$.y NOT EXISTS", '$.z = "q*"']),
+    st.sampled_from(["$.x = 1", "$.x != 1", "$.y EXISTS", "$.y NOT EXISTS", '$.z = "q*"',
+                     '$.u.t = "Root"', "$.u.t = IAMUser", '$.u.t != "Root"', "$.e = Access*"]),
 )
 
 
@@ -160,14 +161,18 @@ def _exprs(draw, depth=0):
     return "(" + f" {op} ".join(parts) + ")"
 
 
-@given(_exprs(), st.fixed_dictionaries({}, optional={
+@given(st.lists(_exprs(), min_size=1, max_size=4), st.fixed_dictionaries({}, optional={
     "eventName": _names, "x": st.sampled_from([1, "1", 2]), "y": st.none(),
-    "z": st.sampled_from(["q", "qq", "r"])}))
-def test_prefilter_never_changes_the_verdict(expr, record):
-    """Property: the eventName index is an optimisation only; it never hides a match."""
-    pat = compile_pattern("{ " + expr + " }")
-    index = PatternIndex([("p", pat)])
-    assert (index.matches(record) == ["p"]) == pat.match(record)
+    "z": st.sampled_from(["q", "qq", "r"]),
+    "u": st.one_of(st.fixed_dictionaries({}, optional={"t": st.sampled_from(
+        ["Root", "IAMUser", 5])}), st.just("Root")),
+    "e": st.sampled_from(["AccessDenied", "x"])}))
+def test_prefilter_never_changes_the_verdict(exprs, record):
+    """Property: the guard index is an optimisation only; it never hides or adds a match, and
+    keeps the rules' order."""
+    pats = [(i, compile_pattern("{ " + e + " }")) for i, e in enumerate(exprs)]
+    index = PatternIndex(pats)
+    assert index.matches(record) == [i for i, p in pats if p.match(record)]
 
 
 @pytest.mark.parametrize("pattern,value,expected", [
