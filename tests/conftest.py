@@ -85,3 +85,15 @@ class ListLogger:
 
     def info(self, msg, extra=None):
         self._log("info", msg, extra)
+
+
+def drain_queue(sqs, url: str) -> list[dict]:
+    """Receive and delete everything in an SQS queue; return the JSON bodies."""
+    out: list[dict] = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not msgs:
+            return out
+        out += [json.loads(m["Body"]) for m in msgs]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])

@@ -13,8 +13,8 @@ import pytest
 from moto import mock_aws
 
 from handlers.processor import App, DeliveryFailed
-from tests.conftest import EVENTS, ROOT, ListLogger, ListMetrics, awslogs_event, load_event, \
-    load_source
+from tests.conftest import EVENTS, ROOT, ListLogger, ListMetrics, awslogs_event, drain_queue, \
+    load_event, load_source
 
 EVENT_NAMES = sorted(p.stem for p in EVENTS.glob("*.json"))
 NOW = 1_763_640_000.0
@@ -45,18 +45,9 @@ def aws():
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"],
                       Attributes={"RawMessageDelivery": "true"})
 
-        def drain(url):
-            out = []
-            while True:
-                msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages")
-                if not msgs:
-                    return out
-                out += [json.loads(m["Body"]) for m in msgs]
-                sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
-
         yield {"env": {"ALERT_TOPIC_ARN": topic, "FAILURE_QUEUE_URL": fail_q},
-               "alerts": lambda: drain(read_q), "failures": lambda: drain(fail_q)}
+               "alerts": lambda: drain_queue(sqs, read_q),
+               "failures": lambda: drain_queue(sqs, fail_q)}
 
 
 def test_events_are_regenerable():

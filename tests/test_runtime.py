@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from setup.package import build_artifact, size_bytes
-from tests.conftest import load_event
+from tests.conftest import drain_queue, load_event
 from tests.lambda_runtime_emulator import RuntimeApi
 
 pytestmark = pytest.mark.slow
@@ -101,14 +101,7 @@ def test_artifact_runs_under_awslambdaric(artifact, moto_server):
         proc.kill()
         output = proc.communicate(timeout=10)[0]
         api.stop()
-    got = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
-        if not msgs:
-            break
-        got += [json.loads(m["Body"]) for m in msgs]
-        sqs.delete_message_batch(QueueUrl=inbox, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+    got = drain_queue(sqs, inbox)
     assert len(got) == 16, output[-3000:]
     assert {a["rule"]["id"] for a in got} >= {f"cis-4.{n}" for n in range(1, 16)}
     assert '"DeliveryLag"' in output   # EMF reached the function's stdout

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from handlers import alerts as A
+from tests.conftest import drain_queue
 from handlers.sinks import (SNS_MAX_BYTES, EventBridgeSink, FailureQueue, SnsSink,
                             eventbridge_entry_size, pack)
 
@@ -175,12 +176,7 @@ def test_sns_to_sqs_read_back():
     sink = SnsSink(topic, client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
     assert sink.publish(alerts) == []
     assert sink.calls >= 2   # 12 alerts cannot go in one PublishBatch
-    got = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10).get("Messages", [])
-        if not msgs:
-            break
-        got += [json.loads(m["Body"]) for m in msgs]
+    got = drain_queue(sqs, q)
     assert sorted(a["alert_id"] for a in got) == sorted(a["alert_id"] for a in alerts)
 
 
