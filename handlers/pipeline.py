@@ -25,7 +25,6 @@ CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (s
 DEFAULT_MAX_DECOMPRESSED = 8 * 1024 * 1024
 DEFAULT_LAG_THRESHOLD = 900.0
 DEFAULT_SKEW_TOLERANCE = 60.0
-_CLOUDTRAIL_KEYS = ("eventVersion", "eventID", "eventType", "eventSource")
 _UTC = timezone.utc
 _MISSING: Any = object()
 
@@ -93,15 +92,6 @@ def iter_sources(event: Any) -> tuple[str, list[tuple[str, Any]]]:
 
 
 # ----------------------------------------------------------------------------------- records
-
-def is_cloudtrail(rec: Any) -> bool:
-    if type(rec) is not dict:
-        return False
-    for k in _CLOUDTRAIL_KEYS:
-        if k in rec:
-            return True
-    return False
-
 
 def parse_event_time(value: Any) -> float | None:
     """CloudTrail eventTime ("2023-07-10T09:41:14Z") -> epoch seconds, or None."""

@@ -21,7 +21,6 @@ import gzip
 import io
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -301,8 +300,8 @@ def alert_channel() -> tuple[str, str, str]:
     return topic, read_q, fail_q
 
 
-def drain(url: str) -> list[dict[str, Any]]:
-    sqs = _client("sqs")
+def drain_queue(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Receive and delete everything in an SQS queue; return the JSON bodies."""
     out: list[dict[str, Any]] = []
     while True:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
@@ -327,13 +326,6 @@ def process(invocations: list[dict[str, Any]], topic: str, fail_q: str) -> dict[
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
     return {"totals": totals, "lags": lags}
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))], 1)
 
 
 # ----------------------------------------------------------------------------------- main
@@ -365,8 +357,9 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         report["delivery"] = delivery
         invocations = subscription_invocations(log_group, world["account"])
         processed = process(invocations, topic, fail_q)
-        alerts = drain(read_q)
-        failures = drain(fail_q)
+        alerts = drain_queue(_client("sqs"), read_q)
+        failures = drain_queue(_client("sqs"), fail_q)
+    from handlers.processor import lag_summary
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}
@@ -383,9 +376,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         "control_messages": totals.get("control_messages", 0),
         "failure_queue_messages": len(failures),
         "lost_events": delivery["written"] - accounted,
-        "delivery_lag_seconds": {"p50": percentile(lags, 0.5), "p95": percentile(lags, 0.95),
-                                 "max": round(max(lags), 1) if lags else None,
-                                 "count": len(lags)},
+        "delivery_lag_seconds": lag_summary(lags) or {"p50": None, "p95": None, "max": None,
+                                                      "count": 0},
     }
     report["alerts"] = {"count": len(alerts), "by_rule": dict(sorted(by_rule.items())),
                         "expected_changes": sum(1 for a in alerts if a.get("expected_change")),

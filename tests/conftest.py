@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from setup.demo import drain_queue  # noqa: F401  (one helper for tests and the demo)
+
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -86,14 +88,3 @@ class ListLogger:
     def info(self, msg, extra=None):
         self._log("info", msg, extra)
 
-
-def drain_queue(sqs, url: str) -> list[dict]:
-    """Receive and delete everything in an SQS queue; return the JSON bodies."""
-    out: list[dict] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not msgs:
-            return out
-        out += [json.loads(m["Body"]) for m in msgs]
-        sqs.delete_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
