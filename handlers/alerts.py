@@ -46,31 +46,24 @@ def alert_id(kind: str, rule_id: str, event_key: str) -> str:
 def event_key(record: dict[str, Any] | None, log_event_id: str | None) -> str:
     if record is not None:
         eid = record.get("eventID")
-        if isinstance(eid, str) and eid:
+        if eid.__class__ is str and eid:
             return f"eventID:{eid}"
     return f"logEvent:{log_event_id}"
 
 
 def summarize(record: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k in IDENTITY_FIELDS:
-        if k in record:
-            out[k] = record[k]
+    out = {k: record[k] for k in IDENTITY_FIELDS if k in record}
     ui = record.get("userIdentity")
-    if isinstance(ui, dict):
+    if ui.__class__ is dict:
         out["userIdentity"] = {k: ui[k] for k in USER_IDENTITY_FIELDS if k in ui}
     for k in BULKY_FIELDS:
-        if record.get(k) is not None:
-            out[k] = record[k]
+        v = record.get(k)
+        if v is not None:
+            out[k] = v
     addendum = record.get("addendum")
-    if isinstance(addendum, dict):
+    if addendum.__class__ is dict:
         out["addendum"] = addendum
     return out
-
-
-def is_expected_change(record: dict[str, Any]) -> bool:
-    ua = record.get("userAgent")
-    return isinstance(ua, str) and EXPECTED_CHANGE_MARKER in ua
 
 
 def delivery_info(envelope: dict[str, Any], log_event: dict[str, Any],
@@ -88,19 +81,15 @@ def delivery_info(envelope: dict[str, Any], log_event: dict[str, Any],
 
 def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
                log_event: dict[str, Any], lag: float | None) -> dict[str, Any]:
-    rule_doc = {"id": rule.id, "title": rule.title, "severity": rule.severity}
-    if rule.cis:
-        rule_doc["cis"] = rule.cis
-    if rule.securityhub:
-        rule_doc["securityhub"] = rule.securityhub
+    ua = record.get("userAgent")   # trailwatch's own calls are expected changes, not incidents
     return {
         "schema": SCHEMA,
         "alert_id": alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
         "kind": "rule_match",
-        "rule": rule_doc,
+        "rule": rule.doc,
         "event": summarize(record),
         "delivery": delivery_info(envelope, log_event, lag),
-        "expected_change": is_expected_change(record),
+        "expected_change": ua.__class__ is str and EXPECTED_CHANGE_MARKER in ua,
         "truncated_fields": [],
     }
 
@@ -156,7 +145,10 @@ def delivery_delayed_alert(delayed: list[dict[str, Any]], threshold: float) -> d
 
 
 def _dumps(doc: Any) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(doc)
+    except TypeError:   # a non-str key (never from orjson.loads; possible in hand-built docs)
+        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _marker(value: Any, size: int) -> dict[str, Any]:
@@ -169,12 +161,13 @@ def fit(alert: dict[str, Any], budget: int) -> bytes:
 
     Bulky context fields are replaced by a marker, bulkiest first, until it fits; identity fields
     are never removed (long free-text ones are shortened only as a last resort). The names of the
-    truncated fields are recorded in ``alert["truncated_fields"]`` (the dict is updated in place so
-    callers see what was cut).
+    truncated fields are recorded in the serialised alert's ``truncated_fields``; ``alert`` itself is
+    never modified (each sink fits the same alert to its own limit).
     """
     body = _dumps(alert)
     if len(body) <= budget:
         return body
+    alert = dict(alert)
     event = alert.get("event")
     if not isinstance(event, dict):
         raise AlertTooLarge(f"alert {alert.get('alert_id')} is {len(body)} bytes > {budget}")

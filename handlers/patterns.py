@@ -471,27 +471,30 @@ class PatternIndex:
                 keyed.setdefault(pat.required_key, []).append((key, pat.match))
             else:
                 self._always.append((key, pat.match))
-        self._dispatch = [(p[0], p[1] if len(p) == 2 else None, t) for p, t in dispatch.items()]
-        self._keyed = list(keyed.items())
+        self._dispatch = tuple((p[0], p[1] if len(p) == 2 else None,
+                                {v: tuple(c) for v, c in t.items()}) for p, t in dispatch.items())
+        self._keyed = tuple((k, tuple(c)) for k, c in keyed.items())
+        self._always_t = tuple(self._always)
         self._rank = {k: i for i, k in enumerate(order)}
 
-    def matches(self, record: Record) -> list[Any]:
-        out = [k for k, f in self._always if f(record)] if self._always else []
+    def matches(self, record: Record) -> list[Any] | tuple[()]:
+        """Keys of the patterns that match ``record``, in the order they were given (an empty
+        tuple, not a new list, when none can: the common case costs no allocation)."""
+        cands = self._always_t
         for req, items in self._keyed:
             if req in record:
-                for k, f in items:
-                    if f(record):
-                        out.append(k)
+                cands += items
         for k0, k1, table in self._dispatch:
             v = record.get(k0)
             if k1 is not None:
-                v = v.get(k1) if type(v) is dict else None
-            if type(v) is str:
-                cands = table.get(v)
-                if cands:
-                    for k, f in cands:
-                        if f(record):
-                            out.append(k)
+                v = v.get(k1) if v.__class__ is dict else None
+            if v.__class__ is str:
+                hit = table.get(v)
+                if hit:
+                    cands += hit
+        if not cands:
+            return ()
+        out = [k for k, f in cands if f(record)]
         if len(out) > 1:
             out.sort(key=self._rank.__getitem__)
         return out

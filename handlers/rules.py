@@ -14,6 +14,7 @@ rules carry theirs); the test suite runs them for the built-in and the example r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,16 @@ class Rule:
     cis: str | None = None
     securityhub: str | None = None
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict, compare=False, hash=False)
+
+    @cached_property
+    def doc(self) -> dict[str, str]:
+        """The alert's ``rule`` object (built once; alerts share it and never modify it)."""
+        out = {"id": self.id, "title": self.title, "severity": self.severity}
+        if self.cis:
+            out["cis"] = self.cis
+        if self.securityhub:
+            out["securityhub"] = self.securityhub
+        return out
 
 
 def cis_rules() -> list[Rule]:

@@ -30,6 +30,7 @@ EVENT_SOURCE = "trailwatch"
 DETAIL_TYPE = "trailwatch alert"
 
 ClientFactory = Callable[[str], Any]
+_ATTRIBUTES: dict[tuple[str, str, str, bool], tuple[dict[str, dict[str, str]], int]] = {}
 
 
 def default_client_factory(service: str) -> Any:
@@ -123,14 +124,29 @@ class SnsSink(_RetryingSink):
 
     @staticmethod
     def attributes(alert: dict[str, Any]) -> dict[str, dict[str, str]]:
+        """Message attributes for SNS subscription filter policies (kind, rule, severity)."""
+        return SnsSink.attributes_with_size(alert)[0]
+
+    @staticmethod
+    def attributes_with_size(alert: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
+        """(attributes, their size in bytes); one per rule and kind, so built once and reused."""
         rule = alert.get("rule") or {}
-        return {
-            "kind": {"DataType": "String", "StringValue": str(alert.get("kind"))},
-            "rule_id": {"DataType": "String", "StringValue": str(rule.get("id"))},
-            "severity": {"DataType": "String", "StringValue": str(rule.get("severity"))},
-            "expected_change": {"DataType": "String",
-                                "StringValue": "true" if alert.get("expected_change") else "false"},
-        }
+        key = (str(alert.get("kind")), str(rule.get("id")), str(rule.get("severity")),
+               bool(alert.get("expected_change")))
+        cached = _ATTRIBUTES.get(key)
+        if cached is None:
+            kind, rule_id, severity, expected = key
+            attrs = {
+                "kind": {"DataType": "String", "StringValue": kind},
+                "rule_id": {"DataType": "String", "StringValue": rule_id},
+                "severity": {"DataType": "String", "StringValue": severity},
+                "expected_change": {"DataType": "String",
+                                    "StringValue": "true" if expected else "false"},
+            }
+            if len(_ATTRIBUTES) >= 4096:   # rules are few; bound it anyway
+                _ATTRIBUTES.clear()
+            cached = _ATTRIBUTES[key] = (attrs, SnsSink.attributes_size(attrs))
+        return cached
 
     @staticmethod
     def attributes_size(attrs: dict[str, dict[str, str]]) -> int:
@@ -142,9 +158,8 @@ class SnsSink(_RetryingSink):
         entries: dict[str, Any] = {}
         sizes: list[tuple[str, int]] = []
         for alert in alerts:
-            attrs = self.attributes(alert)
-            overhead = self.attributes_size(attrs)
-            body = fit(dict(alert), self.max_bytes - overhead)
+            attrs, overhead = self.attributes_with_size(alert)
+            body = fit(alert, self.max_bytes - overhead)
             ident = alert["alert_id"]
             entries[ident] = {"Id": ident, "Message": body.decode("utf-8"), "MessageAttributes": attrs}
             sizes.append((ident, len(body) + overhead))
@@ -192,7 +207,7 @@ class EventBridgeSink(_RetryingSink):
         entries: dict[str, Any] = {}
         sizes: list[tuple[str, int]] = []
         for alert in alerts:
-            body = fit(dict(alert), self.max_entry_bytes - fixed)
+            body = fit(alert, self.max_entry_bytes - fixed)
             entry = {"Source": EVENT_SOURCE, "DetailType": DETAIL_TYPE,
                      "Detail": body.decode("utf-8"), "EventBusName": self.bus_name}
             entries[alert["alert_id"]] = entry

@@ -172,7 +172,7 @@ def test_prefilter_never_changes_the_verdict(exprs, record):
     keeps the rules' order."""
     pats = [(i, compile_pattern("{ " + e + " }")) for i, e in enumerate(exprs)]
     index = PatternIndex(pats)
-    assert index.matches(record) == [i for i, p in pats if p.match(record)]
+    assert list(index.matches(record)) == [i for i, p in pats if p.match(record)]
 
 
 @pytest.mark.parametrize("pattern,value,expected", [

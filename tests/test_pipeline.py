@@ -58,13 +58,48 @@ def test_decode_errors_are_named(data, kind):
     assert info.value.kind == kind
 
 
-def test_decompression_bomb_is_refused_without_inflating_it():
+def _backends():
+    """stdlib zlib always; zlib-ng (what the pipeline uses when installed) when importable."""
+    libs = [zlib]
+    try:
+        from zlib_ng import zlib_ng
+        libs.append(zlib_ng)
+    except ImportError:
+        pass
+    return libs
+
+
+def test_pipeline_uses_zlib_ng_when_installed():
+    import handlers.pipeline as P
+    expected = "zlib_ng.zlib_ng" if len(_backends()) == 2 else "zlib"
+    assert P.INFLATE_BACKEND == expected
+
+
+@pytest.mark.parametrize("lib", _backends(), ids=lambda m: m.__name__)
+def test_decompression_bomb_is_refused_without_inflating_it(lib):
     bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))   # 64 MiB of zeros -> ~64 KB compressed
     assert len(bomb) < 100_000
     with pytest.raises(PayloadError) as info:
-        decompress(bomb, max_bytes=1024 * 1024)
+        decompress(bomb, max_bytes=1024 * 1024, lib=lib)
     assert info.value.kind == "too_large"
-    assert decompress(gzip.compress(b"x" * 1024), max_bytes=1024) == b"x" * 1024
+    assert decompress(gzip.compress(b"x" * 1024), max_bytes=1024, lib=lib) == b"x" * 1024
+    assert decompress(zlib.compress(b"y" * 1024), max_bytes=1024, lib=lib) == b"y" * 1024
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096), st.integers(min_value=0, max_value=64),
+       st.sampled_from(["gzip", "zlib", "raw"]))
+def test_backends_agree_on_every_input(body, cut, wrap):
+    """zlib-ng and stdlib zlib give the same bytes or the same PayloadError kind, truncated or not."""
+    data = {"gzip": gzip.compress, "zlib": zlib.compress, "raw": bytes}[wrap](body)
+    data = data[:len(data) - cut] if cut < len(data) else data
+    outcomes = []
+    for lib in _backends():
+        try:
+            outcomes.append(("ok", decompress(data, max_bytes=2048, lib=lib)))
+        except PayloadError as e:
+            outcomes.append(("error", e.kind))
+    assert all(o == outcomes[0] for o in outcomes)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

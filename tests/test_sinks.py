@@ -12,15 +12,17 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from handlers import alerts as A
-from tests.conftest import drain_queue
+from handlers.patterns import compile_pattern
+from handlers.rules import Rule
 from handlers.sinks import (SNS_MAX_BYTES, EventBridgeSink, FailureQueue, SnsSink,
                             eventbridge_entry_size, pack)
+from tests.conftest import drain_queue
 
 TOPIC = "arn:aws:sns:us-east-1:111122223333:alerts"
 
 
-class R:  # a minimal rule
-    id, title, severity, cis, securityhub = "r1", "Rule one", "HIGH", "4.5", "CloudWatch.5"
+R = Rule(id="r1", title="Rule one", severity="HIGH", cis="4.5", securityhub="CloudWatch.5",
+         pattern=compile_pattern("{ $.eventName = UpdateTrail }"))
 
 
 def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x"):
@@ -61,6 +63,19 @@ def test_fit_truncates_bulkiest_first_and_keeps_identity():
     assert doc["event"]["responseElements"] == {"blob": "x" * 50_000}
     assert doc["event"]["userIdentity"]["arn"] == "arn:aws:iam::1:user/a"
     assert doc["event"]["eventID"] == "ev-0"
+    # the alert itself is untouched: the next sink fits the full alert to its own limit
+    assert a["truncated_fields"] == [] and "blob" in a["event"]["requestParameters"]
+    assert json.loads(A.fit(a, 2_000_000))["truncated_fields"] == []
+
+
+def test_sns_attributes_are_built_once_per_rule_and_sized_in_bytes():
+    a, b = make_alert(1), make_alert(2)
+    (attrs_a, size_a), (attrs_b, size_b) = (SnsSink.attributes_with_size(x) for x in (a, b))
+    assert attrs_a is attrs_b and size_a == size_b == SnsSink.attributes_size(attrs_a)
+    assert attrs_a["rule_id"]["StringValue"] == "r1"
+    assert attrs_a["expected_change"]["StringValue"] == "false"
+    changed = SnsSink.attributes(make_alert(ua="trailwatch/0.1.0"))
+    assert changed["expected_change"]["StringValue"] == "true"
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
