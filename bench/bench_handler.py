@@ -168,7 +168,7 @@ def main() -> int:
         event = make_payload(lines, n, rng)
         for fn in variants.values():   # warm up: imports, caches, rule compilation
             assert fn(event) == n
-        repeat = max(1, 2000 // n)
+        repeat = max(1, 10000 // n)
         samples: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(ROUNDS):
             for name, fn in variants.items():

@@ -10,22 +10,30 @@ sample.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import orjson
 
 MAX_VALUES = 100
 
 
-def documents(name: str, unit: str, values: Sequence[float], namespace: str, service: str,
+def documents(series: Mapping[str, Sequence[float]], unit: str, namespace: str, service: str,
               now_ms: int | None = None) -> list[bytes]:
+    """EMF documents carrying every value of every series, at most 100 values per array.
+
+    The series share documents (DeliveryLag and ReceiptLag of one invocation travel together), so
+    an invocation of up to 100 records writes a single log line.
+    """
     ts = int(time.time() * 1000) if now_ms is None else now_ms
-    directive = {"Namespace": namespace, "Dimensions": [["service"]],
-                 "Metrics": [{"Name": name, "Unit": unit}]}
+    longest = max((len(v) for v in series.values()), default=0)
     out = []
-    for i in range(0, len(values), MAX_VALUES):
+    for i in range(0, longest, MAX_VALUES):
+        chunk = {name: list(values[i:i + MAX_VALUES]) for name, values in series.items()
+                 if len(values) > i}
+        directive = {"Namespace": namespace, "Dimensions": [["service"]],
+                     "Metrics": [{"Name": name, "Unit": unit} for name in chunk]}
         out.append(orjson.dumps({"_aws": {"Timestamp": ts, "CloudWatchMetrics": [directive]},
-                                 "service": service, name: list(values[i:i + MAX_VALUES])}))
+                                 "service": service, **chunk}))
     return out
 
 

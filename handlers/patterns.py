@@ -457,7 +457,7 @@ class PatternIndex:
     def __init__(self, items: Iterable[tuple[Any, CompiledPattern]]) -> None:
         dispatch: dict[tuple, dict[str, list[tuple[Any, Predicate]]]] = {}
         keyed: dict[str, list[tuple[Any, Predicate]]] = {}
-        self._always: list[tuple[Any, Predicate]] = []
+        always: list[tuple[Any, Predicate]] = []
         order: list[Any] = []
         for key, pat in items:
             order.append(key)
@@ -470,28 +470,36 @@ class PatternIndex:
             elif pat.required_key is not None:
                 keyed.setdefault(pat.required_key, []).append((key, pat.match))
             else:
-                self._always.append((key, pat.match))
-        self._dispatch = tuple((p[0], p[1] if len(p) == 2 else None,
-                                {v: tuple(c) for v, c in t.items()}) for p, t in dispatch.items())
+                always.append((key, pat.match))
+        tables = {p: {v: tuple(c) for v, c in t.items()} for p, t in dispatch.items()}
+        self._top = tuple((p[0], t) for p, t in tables.items() if len(p) == 1)
+        self._nested = tuple((p[0], p[1], t) for p, t in tables.items() if len(p) == 2)
         self._keyed = tuple((k, tuple(c)) for k, c in keyed.items())
-        self._always_t = tuple(self._always)
+        self._always = tuple(always)
         self._rank = {k: i for i, k in enumerate(order)}
 
     def matches(self, record: Record) -> list[Any] | tuple[()]:
         """Keys of the patterns that match ``record``, in the order they were given (an empty
         tuple, not a new list, when none can: the common case costs no allocation)."""
-        cands = self._always_t
+        cands = self._always
         for req, items in self._keyed:
             if req in record:
                 cands += items
-        for k0, k1, table in self._dispatch:
-            v = record.get(k0)
-            if k1 is not None:
-                v = v.get(k1) if v.__class__ is dict else None
+        get = record.get
+        for k0, table in self._top:
+            v = get(k0)
             if v.__class__ is str:
                 hit = table.get(v)
                 if hit:
                     cands += hit
+        for k0, k1, table in self._nested:
+            v = get(k0)
+            if v.__class__ is dict:
+                v = v.get(k1)
+                if v.__class__ is str:
+                    hit = table.get(v)
+                    if hit:
+                        cands += hit
         if not cands:
             return ()
         out = [k for k, f in cands if f(record)]

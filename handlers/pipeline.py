@@ -32,6 +32,7 @@ DEFAULT_LAG_THRESHOLD = 900.0
 DEFAULT_SKEW_TOLERANCE = 60.0
 _UTC = timezone.utc
 _MISSING: Any = object()
+_NUMBER = (int, float)
 
 
 class PayloadError(ValueError):
@@ -184,23 +185,24 @@ class Pipeline:
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
         matches = self.index.matches
+        fromisoformat = datetime.fromisoformat
         rule_alert = A.rule_alert
-        times: dict[Any, float | None] = {}   # events of one batch share their seconds
+        times: dict[str, float | None] = {}   # events of one batch share their seconds
         result = BatchResult(log_group=env.get("logGroup"), log_stream=env.get("logStream"))
         delivery_lags = result.delivery_lags
         receipt_lags = result.receipt_lags
         alerts = result.alerts
         seen: set[str] = set()
-        n_events = n_records = n_oversize = n_skewed = n_no_time = 0
+        events = env.get("logEvents") or ()
+        n_oversize = n_skewed = n_no_time = 0
 
-        for ev in env.get("logEvents") or ():
-            n_events += 1
+        for ev in events:
             try:
                 msg = ev["message"]
                 ts = ev["timestamp"]
             except (KeyError, TypeError):
                 msg = ts = None
-            if msg.__class__ is not str or ts.__class__ not in (int, float):
+            if msg.__class__ is not str or ts.__class__ not in _NUMBER:
                 self._failure(result, env, ev, "bad_log_event",
                               "log event needs a string message and a numeric timestamp")
                 continue
@@ -221,13 +223,20 @@ class Pipeline:
                               "JSON is not a CloudTrail record (no eventVersion/eventID/"
                               "eventType/eventSource)")
                 continue
-            n_records += 1
             delivered = ts / 1000.0
             receipt_lags.append(now - delivered)
             et = rec.get("eventTime")
-            t = times.get(et, _MISSING)
-            if t is _MISSING:
-                t = times[et] = parse_event_time(et) if et.__class__ is str else None
+            if et.__class__ is str:
+                t = times.get(et, _MISSING)
+                if t is _MISSING:   # parse_event_time, inlined: this runs for most records
+                    try:
+                        dt = fromisoformat(et)
+                        t = (dt if dt.tzinfo is not None else dt.replace(tzinfo=_UTC)).timestamp()
+                    except ValueError:
+                        t = None
+                    times[et] = t
+            else:
+                t = None
             if t is None:
                 n_no_time += 1
                 lag = None
@@ -239,7 +248,7 @@ class Pipeline:
                     result.delayed.append({
                         "key": A.event_key(rec, ev.get("id")),
                         "lag": lag,
-                        "reason": addendum.get("reason") if type(addendum) is dict else None,
+                        "reason": addendum.get("reason") if addendum.__class__ is dict else None,
                         "log_group": result.log_group,
                         "log_stream": result.log_stream,
                     })
@@ -252,9 +261,9 @@ class Pipeline:
                     if alert["alert_id"] not in seen:
                         seen.add(alert["alert_id"])
                         alerts.append(alert)
-        result.log_events = n_events
-        result.records = n_records
+        result.log_events = len(events)
         result.oversize = n_oversize
+        result.records = result.log_events - n_oversize - result.malformed
         result.skewed = n_skewed
         result.no_event_time = n_no_time
         return result

@@ -328,6 +328,19 @@ def process(invocations: list[dict[str, Any]], topic: str, fail_q: str) -> dict[
     return {"totals": totals, "lags": lags}
 
 
+def lag_summary(lags: list[float]) -> dict[str, float] | None:
+    """Nearest-rank p50/p95 and max of the DeliveryLag samples the handler wrote as EMF
+    (what CloudWatch computes from them)."""
+    if not lags:
+        return None
+    s = sorted(lags)
+
+    def pct(p: float) -> float:
+        return round(s[min(len(s) - 1, max(0, int(round(p * len(s) + 0.5)) - 1))], 3)
+
+    return {"p50": pct(0.50), "p95": pct(0.95), "max": round(s[-1], 3), "count": len(s)}
+
+
 # ----------------------------------------------------------------------------------- main
 
 def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sys.stdout) -> int:
@@ -359,7 +372,6 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         processed = process(invocations, topic, fail_q)
         alerts = drain_queue(_client("sqs"), read_q)
         failures = drain_queue(_client("sqs"), fail_q)
-    from handlers.processor import lag_summary
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}

@@ -227,6 +227,30 @@ def test_records_without_event_time_or_identity_are_valid():
     assert (res.records, res.malformed, res.no_event_time, len(res.delivery_lags)) == (2, 0, 1, 1)
 
 
+_JSON = st.recursive(st.none() | st.booleans() | st.integers()
+                     | st.floats(allow_nan=False, allow_infinity=False)
+                     | st.text(max_size=30), lambda kids: st.lists(kids, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=8)
+_READ_FIELDS = ["eventTime", "eventName", "eventID", "userIdentity", "errorCode", "errorMessage",
+                "addendum", "userAgent", "sourceIPAddress", "requestParameters", "eventSource"]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(_READ_FIELDS), _JSON | st.sampled_from(
+    ["ConsoleLogin", "StopLogging", "AccessDenied", "Root", "2026-11-20T10:00:00Z"])))
+def test_any_json_in_the_fields_we_read_is_a_record_not_a_crash(fields):
+    """A record whose fields hold unexpected JSON types (eventTime a list, userIdentity a string,
+    addendum a number...) is still a record: counted, lag only when eventTime parses, no crash."""
+    rec = {"eventVersion": "1.08", **fields}
+    ev = {"id": "5", "timestamp": 1_763_632_800_000, "message": json.dumps(rec)}
+    res = Pipeline(cis_rules(), Settings(lag_threshold=0.0)).process_envelope(
+        dict(ENV, logEvents=[ev]))
+    assert (res.records, res.malformed) == (1, 0)
+    parsed = parse_event_time(rec.get("eventTime"))
+    assert res.no_event_time == (parsed is None)
+    assert len(res.delivery_lags) == (parsed is not None)
+
+
 @given(st.one_of(st.text(max_size=50), st.integers(), st.lists(st.integers(), max_size=3),
                  st.dictionaries(st.sampled_from(["foo", "level", "msg"]), st.text(max_size=5))))
 def test_non_cloudtrail_messages_are_failures_not_drops(value):

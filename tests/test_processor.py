@@ -118,8 +118,22 @@ def test_lag_metrics_are_emitted_per_record(aws):
 
 def test_lag_arrays_are_chunked_at_the_emf_limit():
     from handlers.emf import documents
-    docs = [json.loads(d) for d in documents("DeliveryLag", "Seconds", list(range(250)), "N", "s")]
+    docs = [json.loads(d) for d in documents({"DeliveryLag": list(range(250)),
+                                              "ReceiptLag": list(range(120))}, "Seconds", "N", "s")]
     assert [len(d["DeliveryLag"]) for d in docs] == [100, 100, 50]
+    assert [len(d.get("ReceiptLag", ())) for d in docs] == [100, 20, 0]
+    # every value is declared by the document that carries it, and no other metric is
+    for d in docs:
+        names = [m["Name"] for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+        assert names == [n for n in ("DeliveryLag", "ReceiptLag") if n in d]
+    assert [v for d in docs for v in d["DeliveryLag"]] == list(range(250))
+    assert documents({"DeliveryLag": []}, "Seconds", "N", "s") == []
+
+
+def test_response_carries_counts_and_the_max_lag(aws):
+    app = make_app(aws["env"])
+    result = app.handle(load_event("delayed-delivery"))
+    assert result["max_delivery_lag_seconds"] == 5400.0 and result["records"] == 3
 
 
 def test_without_sinks_alerts_are_logged():
