@@ -29,15 +29,23 @@ No ``eval``: patterns compile to plain closures. Errors carry the 0-based positi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Record = dict[str, Any]
 Predicate = Callable[[Record], bool]
 
 _MISSING = object()
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _string_only(literal: str) -> bool:
+    """True when ``= literal`` can only be satisfied by a JSON string equal to it: no wildcard,
+    not number-like (a number node compares as text/number, quoted or not) and not true/false."""
+    return "*" not in literal and literal not in ("true", "false") \
+        and not _NUMBER_RE.match(literal)
 _IDENT_RE = re.compile(r"[A-Za-z0-9_\-@]+")
 _BARE_STOP = set(" \t\r\n(){}")
 
@@ -249,10 +257,8 @@ def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
         return num_cmp
 
     text_match = _text_matcher(literal, quoted)
-    plain = numeric is None and "*" not in literal and literal not in ("true", "false") \
-        and not _NUMBER_RE.match(literal)
 
-    if op == "=" and plain:
+    if op == "=" and _string_only(literal):
         # The hot case (every CIS term): only a JSON string can equal a plain string literal.
         if len(path) == 1 and isinstance(path[0], str):
             k0 = path[0]
@@ -293,6 +299,42 @@ def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
     raise PatternError(f"unknown operator {op!r}", pos, src)  # pragma: no cover - tokenizer guards
 
 
+def _member_of(path: tuple, values: frozenset[str]) -> Predicate:
+    """The string at ``path`` (one or two property names) is one of ``values``."""
+    if len(path) == 1:
+        (k0,) = path
+
+        def member1(r: Record) -> bool:
+            v = r.get(k0)
+            return v.__class__ is str and v in values
+
+        return member1
+    k0, k1 = path
+
+    def member2(r: Record) -> bool:
+        v = r.get(k0)
+        if v.__class__ is not dict:
+            return False
+        v = v.get(k1)
+        return v.__class__ is str and v in values
+
+    return member2
+
+
+class _Node(NamedTuple):
+    """A compiled (sub)pattern and what is known about every record it can match."""
+
+    fn: Predicate
+    names: frozenset[str] | None = None
+    """When not None, only records whose eventName is one of these can match."""
+    required_key: str | None = None
+    """When not None, only records with this top-level key can match."""
+    guards: Mapping[tuple, frozenset[str]] = MappingProxyType({})
+    """path -> the strings the value at path must be one of."""
+    exact: tuple[tuple, frozenset[str]] | None = None
+    """When not None, the node matches exactly when the string at path is one of the values."""
+
+
 # ----------------------------------------------------------------------------------- parser
 
 class _Parser:
@@ -312,32 +354,36 @@ class _Parser:
         self.i += 1
         return t
 
-    def parse(self) -> tuple[Predicate, frozenset[str] | None, str | None, dict]:
+    def parse(self) -> _Node:
         self.take("LBRACE", "'{' (only JSON filter patterns are supported)")
         node = self.expr()
         self.take("RBRACE", "'&&', '||' or '}'")
         self.take("END", "end of pattern after '}'")
         return node
 
-    # Each node is (predicate, required eventName set or None, required top-level key or None)
-    def expr(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
+    def expr(self) -> _Node:
         parts = [self.and_expr()]
         while self.peek().kind == "OR":
             self.i += 1
             parts.append(self.and_expr())
         if len(parts) == 1:
             return parts[0]
-        fns = tuple(p[0] for p in parts)
         names = None
-        if all(p[1] is not None for p in parts):
-            names = frozenset().union(*(p[1] for p in parts))  # type: ignore[arg-type]
-        reqs = {p[2] for p in parts}
+        if all(p.names is not None for p in parts):
+            names = frozenset().union(*(p.names for p in parts))  # type: ignore[misc]
+        reqs = {p.required_key for p in parts}
         req = reqs.pop() if len(reqs) == 1 else None
-        common = set.intersection(*(set(p[3]) for p in parts))
-        guards = {path: frozenset().union(*(p[3][path] for p in parts)) for path in common}
+        common = set.intersection(*(set(p.guards) for p in parts))
+        guards = {path: frozenset().union(*(p.guards[path] for p in parts)) for path in common}
+        if all(p.exact is not None for p in parts) and len({p.exact[0] for p in parts}) == 1:
+            # ($.eventName = A) || ($.eventName = B) || ...: one set lookup instead of N tests.
+            path = parts[0].exact[0]
+            values = frozenset().union(*(p.exact[1] for p in parts))
+            return _Node(_member_of(path, values), names, req, guards, (path, values))
+        fns = tuple(p.fn for p in parts)
         if len(fns) == 2:
             a, b = fns
-            return (lambda r: a(r) or b(r)), names, req, guards
+            return _Node(lambda r: a(r) or b(r), names, req, guards)
 
         def any_of(r: Record) -> bool:
             for f in fns:
@@ -345,35 +391,36 @@ class _Parser:
                     return True
             return False
 
-        return any_of, names, req, guards
+        return _Node(any_of, names, req, guards)
 
-    def and_expr(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
+    def and_expr(self) -> _Node:
         parts = [self.term()]
         while self.peek().kind == "AND":
             self.i += 1
             parts.append(self.term())
         if len(parts) == 1:
             return parts[0]
-        fns = tuple(p[0] for p in parts)
-        sets = [p[1] for p in parts if p[1] is not None]
+        fns = tuple(p.fn for p in parts)
+        sets = [p.names for p in parts if p.names is not None]
         names = frozenset.intersection(*sets) if sets else None
-        req = next((p[2] for p in parts if p[2] is not None), None)
+        req = next((p.required_key for p in parts if p.required_key is not None), None)
         guards: dict[tuple, frozenset] = {}
         for p in parts:
-            for path, values in p[3].items():
+            for path, values in p.guards.items():
                 guards[path] = guards[path] & values if path in guards else values
         if len(fns) == 2:
             a, b = fns
-            return (lambda r: a(r) and b(r)), names, req, guards
+            return _Node(lambda r: a(r) and b(r), names, req, guards)
+
         def all_of(r: Record) -> bool:
             for f in fns:
                 if not f(r):
                     return False
             return True
 
-        return all_of, names, req, guards
+        return _Node(all_of, names, req, guards)
 
-    def term(self) -> tuple[Predicate, frozenset[str] | None, str | None]:
+    def term(self) -> _Node:
         t = self.peek()
         if t.kind == "LPAREN":
             self.i += 1
@@ -397,7 +444,7 @@ class _Parser:
             else:
                 raise PatternError(f"unexpected keyword {t.text}", t.pos, self.src)
             req = sel.path[0] if op != "NOT EXISTS" and isinstance(sel.path[0], str) else None
-            return _compile_condition(sel.path, op, None, False, self.src, t.pos), None, req, {}
+            return _Node(_compile_condition(sel.path, op, None, False, self.src, t.pos), None, req)
         opt = self.take("OP", "an operator (=, !=, <, >, <=, >=), EXISTS, NOT EXISTS or IS")
         val = self.peek()
         if val.kind == "STRING":
@@ -408,15 +455,13 @@ class _Parser:
             raise PatternError("expected a value", val.pos, self.src)
         self.i += 1
         fn = _compile_condition(sel.path, opt.text, val.text, quoted, self.src, val.pos)
-        names = None
-        guards = {}
-        if opt.text == "=" and "*" not in val.text and (quoted or not _NUMBER_RE.match(val.text)) \
-                and val.text not in ("true", "false") and len(sel.path) <= 2 \
+        if opt.text == "=" and _string_only(val.text) and len(sel.path) <= 2 \
                 and all(isinstance(k, str) for k in sel.path):
-            guards = {sel.path: frozenset([val.text])}   # the record's string value must be one of
-            if sel.path == ("eventName",):
-                names = frozenset([val.text])
-        return fn, names, sel.path[0], guards
+            # Only a JSON string equal to the value matches: an exact guard for the index.
+            values = frozenset([val.text])
+            names = values if sel.path == ("eventName",) else None
+            return _Node(fn, names, sel.path[0], {sel.path: values}, (sel.path, values))
+        return _Node(fn, None, sel.path[0])
 
     def take_keyword(self, word: str) -> None:
         t = self.peek()
@@ -435,14 +480,19 @@ class CompiledPattern:
     """When not None, the pattern can only match records that have this top-level key."""
     guards: dict = field(default_factory=dict, compare=False, hash=False)
     """path -> values: the pattern can only match if the string at path is one of the values."""
+    exact: tuple[tuple, frozenset[str]] | None = field(default=None, compare=False, hash=False)
+    """(path, values) when the pattern matches exactly the records whose string at path is one of
+    the values (``$.eventName = A || $.eventName = B``): the index then needs no predicate call."""
 
 
 def compile_pattern(text: str) -> CompiledPattern:
     """Compile a JSON filter pattern; raises :class:`PatternError` with the position."""
     if not isinstance(text, str) or not text.strip():
         raise PatternError("empty filter pattern", 0, str(text))
-    fn, names, req, guards = _Parser(text).parse()
-    return CompiledPattern(text=text, match=fn, event_names=names, required_key=req, guards=guards)
+    node = _Parser(text).parse()
+    return CompiledPattern(text=text, match=node.fn, event_names=node.names,
+                           required_key=node.required_key, guards=dict(node.guards),
+                           exact=node.exact)
 
 
 class PatternIndex:
@@ -455,7 +505,7 @@ class PatternIndex:
     """
 
     def __init__(self, items: Iterable[tuple[Any, CompiledPattern]]) -> None:
-        dispatch: dict[tuple, dict[str, list[tuple[Any, Predicate]]]] = {}
+        dispatch: dict[tuple, dict[str, list[tuple[Any, Predicate | None]]]] = {}
         keyed: dict[str, list[tuple[Any, Predicate]]] = {}
         always: list[tuple[Any, Predicate]] = []
         order: list[Any] = []
@@ -465,8 +515,10 @@ class PatternIndex:
             path = ("eventName",) if ("eventName",) in guards else next(iter(guards), None)
             if path is not None:
                 table = dispatch.setdefault(path, {})
+                # Found through its exact guard, the pattern has matched: no predicate to call.
+                fn = None if pat.exact is not None and pat.exact[0] == path else pat.match
                 for value in guards[path]:
-                    table.setdefault(value, []).append((key, pat.match))
+                    table.setdefault(value, []).append((key, fn))
             elif pat.required_key is not None:
                 keyed.setdefault(pat.required_key, []).append((key, pat.match))
             else:
@@ -502,7 +554,7 @@ class PatternIndex:
                         cands += hit
         if not cands:
             return ()
-        out = [k for k, f in cands if f(record)]
+        out = [k for k, f in cands if f is None or f(record)]
         if len(out) > 1:
             out.sort(key=self._rank.__getitem__)
         return out

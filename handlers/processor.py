@@ -104,8 +104,11 @@ class App:
                       oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
                       alerts=0, failures_routed=0)
         failures: list[tuple[str, dict[str, Any]]] = []
-        alerts: list[tuple[set[str], dict[str, Any]]] = []
-        delayed: list[tuple[str, dict[str, Any]]] = []
+        alerts: dict[str, dict[str, Any]] = {}        # alert_id -> alert (first one wins)
+        # Kinesis: which records each alert came from, so a failed publish fails only those.
+        origin: dict[str, set[str]] | None = {} if mode == "kinesis" else None
+        delayed: list[dict[str, Any]] = []
+        delayed_sources: set[str] = set()
         delivery_lags: list[float] = []
         receipt_lags: list[float] = []
 
@@ -117,10 +120,11 @@ class App:
                                        "source": "event", "event_keys": sorted(event)
                                        if isinstance(event, dict) else None}))
 
+        max_bytes = self.pipeline.settings.max_decompressed_bytes
         for source_id, data in sources:
             counts["payloads"] += 1
             try:
-                env = decode_subscription_data(data, self.pipeline.settings.max_decompressed_bytes)
+                env = decode_subscription_data(data, max_bytes)
             except PayloadError as e:
                 counts["payload_errors"] += 1
                 self.log.error("undecodable subscription payload",
@@ -145,7 +149,6 @@ class App:
             counts["malformed"] += res.malformed
             counts["clock_skew"] += res.skewed
             counts["no_event_time"] += res.no_event_time
-            counts["delayed"] += len(res.delayed)
             delivery_lags += res.delivery_lags
             receipt_lags += res.receipt_lags
             for f in res.failures:
@@ -153,13 +156,20 @@ class App:
                     "reason": f["reason"], "detail": f["detail"], "log_event_id": f["log_event_id"],
                     "log_group": f["log_group"], "log_stream": f["log_stream"]})
                 failures.append((source_id, f))
-            alerts += [({source_id}, a) for a in res.alerts]
-            delayed += [(source_id, d) for d in res.delayed]
+            for alert in res.alerts:
+                alerts.setdefault(alert["alert_id"], alert)
+                if origin is not None:
+                    origin.setdefault(alert["alert_id"], set()).add(source_id)
+            if res.delayed:
+                delayed += res.delayed
+                delayed_sources.add(source_id)
 
+        counts["delayed"] = len(delayed)
         if delayed:
-            alerts.append(({s for s, _ in delayed},
-                           delivery_delayed_alert([d for _, d in delayed],
-                                                  self.pipeline.settings.lag_threshold)))
+            alert = delivery_delayed_alert(delayed, self.pipeline.settings.lag_threshold)
+            alerts.setdefault(alert["alert_id"], alert)
+            if origin is not None:
+                origin.setdefault(alert["alert_id"], set()).update(delayed_sources)
 
         failed_sources = self._route_failures(failures)
         counts["failures_routed"] = len(failures)
@@ -168,21 +178,17 @@ class App:
             raise DeliveryFailed(f"could not write {len(failures)} unprocessable item(s) to the "
                                  f"failure queue; failing the invocation so Lambda retries it")
 
-        unique: dict[str, tuple[set[str], dict[str, Any]]] = {}
-        for srcs, alert in alerts:
-            if alert["alert_id"] in unique:
-                unique[alert["alert_id"]][0].update(srcs)
-            else:
-                unique[alert["alert_id"]] = (set(srcs), alert)
-        counts["alerts"] = len(unique)
-        failed_sources |= self._publish(unique)
+        counts["alerts"] = len(alerts)
+        undelivered = self._publish(list(alerts.values()))
         self._record_metrics(counts, delivery_lags, receipt_lags)
 
         if mode == "kinesis":
-            order = [s for s, _ in sources]
-            return {"batchItemFailures": [{"itemIdentifier": s} for s in order
+            assert origin is not None
+            for ident in undelivered:
+                failed_sources |= origin[ident]
+            return {"batchItemFailures": [{"itemIdentifier": s} for s, _ in sources
                                           if s in failed_sources]}
-        if failed_sources:
+        if undelivered:
             raise DeliveryFailed("some alerts could not be published after retries; failing the "
                                  "invocation so Lambda retries it (alert ids make that safe)")
         # Percentiles are CloudWatch's job (the EMF samples above); the response carries the max.
@@ -202,19 +208,19 @@ class App:
             self.log.error("failure queue write failed", extra=u)
         return {failures[int(u["id"][1:])][0] for u in undelivered}
 
-    def _publish(self, unique: dict[str, tuple[set[str], dict[str, Any]]]) -> set[str]:
-        items = [a for _, a in unique.values()]
-        if not items:
+    def _publish(self, alerts: list[dict[str, Any]]) -> set[str]:
+        """Send every alert to every sink; return the ids some sink could not deliver."""
+        if not alerts:
             return set()
         if not self.sinks:
-            for alert in items:
+            for alert in alerts:
                 self.log.warning("alert", extra={"alert": alert})
             return set()
         failed: set[str] = set()
         for sink in self.sinks:
-            for u in sink.publish(items):
+            for u in sink.publish(alerts):
                 self.log.error("alert not delivered", extra={"sink": sink.name, **u})
-                failed |= unique[u["id"]][0]
+                failed.add(u["id"])
         return failed
 
     def _record_metrics(self, counts: dict[str, int], delivery_lags: list[float],

@@ -148,7 +148,8 @@ _names = st.sampled_from(["A", "B", "C", "D"])
 _atoms = st.one_of(
     _names.map(lambda n: f"$.eventName = {n}"),
     st.sampled_from(["$.x = 1", "$.x != 1", "$.y EXISTS", "$.y NOT EXISTS", '$.z = "q*"',
-                     '$.u.t = "Root"', "$.u.t = IAMUser", '$.u.t != "Root"', "$.e = Access*"]),
+                     '$.u.t = "Root"', "$.u.t = IAMUser", '$.u.t != "Root"', "$.e = Access*",
+                     '$.x = "1"', '$.b = "true"', "$.b = true", '$.u.t = "5"', "$.z = q"]),
 )
 
 
@@ -162,7 +163,8 @@ def _exprs(draw, depth=0):
 
 
 @given(st.lists(_exprs(), min_size=1, max_size=4), st.fixed_dictionaries({}, optional={
-    "eventName": _names, "x": st.sampled_from([1, "1", 2]), "y": st.none(),
+    "eventName": _names, "x": st.sampled_from([1, "1", 2, 1.0, True]), "y": st.none(),
+    "b": st.sampled_from([True, "true", False, {"t": 1}]),
     "z": st.sampled_from(["q", "qq", "r"]),
     "u": st.one_of(st.fixed_dictionaries({}, optional={"t": st.sampled_from(
         ["Root", "IAMUser", 5])}), st.just("Root")),
@@ -185,3 +187,20 @@ def test_prefilter_never_changes_the_verdict(exprs, record):
 def test_fast_equality_path_keeps_semantics(pattern, value, expected):
     rec = {"code": value, "a": value}
     assert compile_pattern(pattern).match(rec) is expected
+
+
+@given(st.lists(st.sampled_from(["A", "B", "Root", "400", "true", "x*"]), min_size=2, max_size=4),
+       st.sampled_from(["$.eventName", "$.u.t"]),
+       st.one_of(st.sampled_from(["A", "B", "Root", "400", "true", "xy"]), st.integers(399, 401),
+                 st.booleans(), st.none(), st.lists(st.just("A"), max_size=1),
+                 st.fixed_dictionaries({"t": st.just("A")})))
+def test_or_of_equalities_is_one_set_lookup_with_the_same_verdict(values, selector, value):
+    """`$.p = A || $.p = B || ...` compiles to one membership test when every term can only match a
+    string; the verdict equals evaluating the terms one by one, whatever JSON type the field has."""
+    text = "{ " + " || ".join(f'{selector} = "{v}"' for v in values) + " }"
+    pat = compile_pattern(text)
+    record = {"eventName": value} if selector == "$.eventName" else {"u": {"t": value}}
+    one_by_one = any(compile_pattern(f'{{ {selector} = "{v}" }}').match(record) for v in values)
+    assert pat.match(record) is one_by_one
+    assert (pat.exact is not None) == all(v not in ("400", "true", "x*") for v in values)
+    assert list(PatternIndex([(0, pat)]).matches(record)) == ([0] if one_by_one else [])
