@@ -7,7 +7,6 @@ the failure queue). Sinks and metrics live in :mod:`handlers.processor`.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import time
 import zlib
@@ -73,7 +72,7 @@ def decode_subscription_data(data: Any, max_bytes: int = DEFAULT_MAX_DECOMPRESSE
     if not isinstance(data, str | bytes) or not data:
         raise PayloadError("bad_envelope", "missing data")
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = binascii.a2b_base64(data, strict_mode=True)   # = b64decode(validate=True), no copy
     except (binascii.Error, ValueError) as e:
         raise PayloadError("bad_base64", f"data is not valid base64: {e}") from None
     body = decompress(raw, max_bytes)
