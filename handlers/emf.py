@@ -28,7 +28,7 @@ def documents(series: Mapping[str, Sequence[float]], unit: str, namespace: str, 
     longest = max((len(v) for v in series.values()), default=0)
     out = []
     for i in range(0, longest, MAX_VALUES):
-        chunk = {name: list(values[i:i + MAX_VALUES]) for name, values in series.items()
+        chunk = {name: values[i:i + MAX_VALUES] for name, values in series.items()
                  if len(values) > i}
         directive = {"Namespace": namespace, "Dimensions": [["service"]],
                      "Metrics": [{"Name": name, "Unit": unit} for name in chunk]}
