@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 Record = dict[str, Any]
@@ -39,6 +39,8 @@ Predicate = Callable[[Record], bool]
 
 _MISSING = object()
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_IDENT_RE = re.compile(r"[A-Za-z0-9_\-@]+")
+_BARE_STOP = set(" \t\r\n(){}")
 
 
 def _string_only(literal: str) -> bool:
@@ -46,8 +48,6 @@ def _string_only(literal: str) -> bool:
     not number-like (a number node compares as text/number, quoted or not) and not true/false."""
     return "*" not in literal and literal not in ("true", "false") \
         and not _NUMBER_RE.match(literal)
-_IDENT_RE = re.compile(r"[A-Za-z0-9_\-@]+")
-_BARE_STOP = set(" \t\r\n(){}")
 
 
 class PatternError(ValueError):

@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 import zlib
+from datetime import datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -212,6 +213,26 @@ def test_delay_threshold_and_skew_tolerance():
 ])
 def test_parse_event_time(value, expected):
     assert parse_event_time(value) == expected
+
+
+_SINCE_1971 = st.datetimes(min_value=datetime(1971, 1, 1))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    _SINCE_1971.map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")),          # CloudTrail's form
+    _SINCE_1971.map(lambda d: d.isoformat(timespec="seconds")),            # no zone: UTC
+    _SINCE_1971.map(lambda d: d.isoformat(timespec="milliseconds") + "+02:00"),
+    st.text(max_size=25)), min_size=1, max_size=6))
+def test_hot_loop_event_time_agrees_with_parse_event_time(times):
+    """The pipeline inlines parse_event_time (and memoises per batch); same verdict, same lag."""
+    evs = [{"id": str(i), "timestamp": 1_763_632_800_000,
+            "message": json.dumps({"eventVersion": "1.08", "eventTime": t})}
+           for i, t in enumerate(times)]
+    res = Pipeline([]).process_envelope(dict(ENV, logEvents=evs))
+    expected = [1_763_632_800.0 - p for p in map(parse_event_time, times) if p is not None]
+    assert res.delivery_lags == expected
+    assert res.no_event_time == len(times) - len(expected)
 
 
 # ------------------------------------------------------------------------------------ records
