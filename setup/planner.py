@@ -14,7 +14,7 @@ from typing import Any
 
 from setup.models import (POLICY_NAME, TAG_KEY, TAG_VALUE, Target, canonical, is_control_tower,
                           kms_key_statement, policy_text, stream_policy, trust_policy)
-from setup.policy_eval import _as_list, _glob, evaluate
+from setup.policy_eval import as_list, evaluate, matches_any
 from setup.state import CurrentState, SetupError
 
 # Read-only calls every plan/apply makes (reported by the preflight list).
@@ -105,7 +105,7 @@ def kms_policy_allows_logs(policy: dict[str, Any] | None, target: Target) -> boo
         if stmt.get("Effect") != "Allow":
             continue
         principal = stmt.get("Principal")
-        services = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
         if service not in services:
             continue
         if not all(evaluate([{"Statement": [dict(stmt, Condition=None)]}], action).allowed
@@ -115,11 +115,10 @@ def kms_policy_allows_logs(policy: dict[str, Any] | None, target: Target) -> boo
         if not cond:
             return True
         for op, block in cond.items():
-            values = _as_list((block or {}).get("kms:EncryptionContext:aws:logs:arn"))
+            values = as_list((block or {}).get("kms:EncryptionContext:aws:logs:arn"))
             if op in ("ArnEquals", "StringEquals") and target.log_group_arn_bare in values:
                 return True
-            if op in ("ArnLike", "StringLike") and any(
-                    _glob(v, False).match(target.log_group_arn_bare) for v in values):
+            if op in ("ArnLike", "StringLike") and matches_any(values, target.log_group_arn_bare):
                 return True
     return False
 
@@ -138,9 +137,9 @@ def _delivery_policy_name(target: Target, state: CurrentState) -> str:
     prefix = f"{target.log_group_arn_bare}:log-stream:"
     for name, doc in role.inline.items():
         for stmt in _as_list_of_dicts(doc.get("Statement")):
-            actions = [a.lower() for a in _as_list(stmt.get("Action"))]
+            actions = [a.lower() for a in as_list(stmt.get("Action"))]
             if stmt.get("Effect") == "Allow" and "logs:putlogevents" in actions and any(
-                    r.startswith(prefix) for r in _as_list(stmt.get("Resource"))):
+                    r.startswith(prefix) for r in as_list(stmt.get("Resource"))):
                 return name
     return target.policy_name
 

@@ -22,13 +22,15 @@ def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     return re.compile(f"^{rx}$", (re.IGNORECASE if ignore_case else 0) | re.DOTALL)
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
+    """A policy field that may be a string or a list of strings, as a list."""
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
 
 
-def _matches(patterns: list[str], value: str, ignore_case: bool) -> bool:
+def matches_any(patterns: list[str], value: str, ignore_case: bool = False) -> bool:
+    """Does ``value`` match one of the IAM wildcard patterns (``*`` and ``?``)?"""
     return any(_glob(p, ignore_case).match(value) for p in patterns)
 
 
@@ -46,21 +48,21 @@ def _principal_matches(stmt: dict[str, Any], service: str | None) -> bool:
     if principal == "*":
         return True
     if isinstance(principal, dict):
-        return _matches(_as_list(principal.get("Service")), service, True) or \
+        return matches_any(as_list(principal.get("Service")), service, True) or \
             principal.get("AWS") == "*"
     return False
 
 
 def _statement_applies(stmt: dict[str, Any], action: str, resource: str | None,
                        principal_service: str | None) -> bool:
-    if "Action" in stmt and not _matches(_as_list(stmt["Action"]), action, True):
+    if "Action" in stmt and not matches_any(as_list(stmt["Action"]), action, True):
         return False
-    if "NotAction" in stmt and _matches(_as_list(stmt["NotAction"]), action, True):
+    if "NotAction" in stmt and matches_any(as_list(stmt["NotAction"]), action, True):
         return False
     if resource is not None:
-        if "Resource" in stmt and not _matches(_as_list(stmt["Resource"]), resource, False):
+        if "Resource" in stmt and not matches_any(as_list(stmt["Resource"]), resource, False):
             return False
-        if "NotResource" in stmt and _matches(_as_list(stmt["NotResource"]), resource, False):
+        if "NotResource" in stmt and matches_any(as_list(stmt["NotResource"]), resource, False):
             return False
     if principal_service is not None and not _principal_matches(stmt, principal_service):
         return False

@@ -327,18 +327,18 @@ def cis_topic_subscribers(ctx: Context) -> CheckResult:
 
 
 def _lambda_allows_logs(policy: dict[str, Any], target: Target) -> bool:
-    from setup.policy_eval import _as_list, _glob
+    from setup.policy_eval import as_list, matches_any
     services = {f"logs.{target.region}.amazonaws.com", "logs.amazonaws.com"}
     for st in policy.get("Statement", []):
         principal = st.get("Principal")
-        svc = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        svc = as_list(principal.get("Service")) if isinstance(principal, dict) else []
         if st.get("Effect") != "Allow" or not services & set(svc):
             continue
         cond = st.get("Condition") or {}
         arns = [v for block in cond.values() for k, v in (block or {}).items()
                 if k.lower() == "aws:sourcearn"]
-        if not arns or any(_glob(a, False).match(target.log_group_arn) or
-                           _glob(a, False).match(target.log_group_arn_bare) for a in arns):
+        if not arns or matches_any(arns, target.log_group_arn) or \
+                matches_any(arns, target.log_group_arn_bare):
             return True
     return False
 
