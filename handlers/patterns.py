@@ -325,8 +325,6 @@ class _Node(NamedTuple):
     """A compiled (sub)pattern and what is known about every record it can match."""
 
     fn: Predicate
-    names: frozenset[str] | None = None
-    """When not None, only records whose eventName is one of these can match."""
     required_key: str | None = None
     """When not None, only records with this top-level key can match."""
     guards: Mapping[tuple, frozenset[str]] = MappingProxyType({})
@@ -368,9 +366,6 @@ class _Parser:
             parts.append(self.and_expr())
         if len(parts) == 1:
             return parts[0]
-        names = None
-        if all(p.names is not None for p in parts):
-            names = frozenset().union(*(p.names for p in parts))  # type: ignore[misc]
         reqs = {p.required_key for p in parts}
         req = reqs.pop() if len(reqs) == 1 else None
         common = set.intersection(*(set(p.guards) for p in parts))
@@ -379,11 +374,11 @@ class _Parser:
             # ($.eventName = A) || ($.eventName = B) || ...: one set lookup instead of N tests.
             path = parts[0].exact[0]
             values = frozenset().union(*(p.exact[1] for p in parts))
-            return _Node(_member_of(path, values), names, req, guards, (path, values))
+            return _Node(_member_of(path, values), req, guards, (path, values))
         fns = tuple(p.fn for p in parts)
         if len(fns) == 2:
             a, b = fns
-            return _Node(lambda r: a(r) or b(r), names, req, guards)
+            return _Node(lambda r: a(r) or b(r), req, guards)
 
         def any_of(r: Record) -> bool:
             for f in fns:
@@ -391,7 +386,7 @@ class _Parser:
                     return True
             return False
 
-        return _Node(any_of, names, req, guards)
+        return _Node(any_of, req, guards)
 
     def and_expr(self) -> _Node:
         parts = [self.term()]
@@ -401,8 +396,6 @@ class _Parser:
         if len(parts) == 1:
             return parts[0]
         fns = tuple(p.fn for p in parts)
-        sets = [p.names for p in parts if p.names is not None]
-        names = frozenset.intersection(*sets) if sets else None
         req = next((p.required_key for p in parts if p.required_key is not None), None)
         guards: dict[tuple, frozenset] = {}
         for p in parts:
@@ -410,7 +403,7 @@ class _Parser:
                 guards[path] = guards[path] & values if path in guards else values
         if len(fns) == 2:
             a, b = fns
-            return _Node(lambda r: a(r) and b(r), names, req, guards)
+            return _Node(lambda r: a(r) and b(r), req, guards)
 
         def all_of(r: Record) -> bool:
             for f in fns:
@@ -418,7 +411,7 @@ class _Parser:
                     return False
             return True
 
-        return _Node(all_of, names, req, guards)
+        return _Node(all_of, req, guards)
 
     def term(self) -> _Node:
         t = self.peek()
@@ -444,7 +437,7 @@ class _Parser:
             else:
                 raise PatternError(f"unexpected keyword {t.text}", t.pos, self.src)
             req = sel.path[0] if op != "NOT EXISTS" and isinstance(sel.path[0], str) else None
-            return _Node(_compile_condition(sel.path, op, None, False, self.src, t.pos), None, req)
+            return _Node(_compile_condition(sel.path, op, None, False, self.src, t.pos), req)
         opt = self.take("OP", "an operator (=, !=, <, >, <=, >=), EXISTS, NOT EXISTS or IS")
         val = self.peek()
         if val.kind == "STRING":
@@ -459,9 +452,8 @@ class _Parser:
                 and all(isinstance(k, str) for k in sel.path):
             # Only a JSON string equal to the value matches: an exact guard for the index.
             values = frozenset([val.text])
-            names = values if sel.path == ("eventName",) else None
-            return _Node(fn, names, sel.path[0], {sel.path: values}, (sel.path, values))
-        return _Node(fn, None, sel.path[0])
+            return _Node(fn, sel.path[0], {sel.path: values}, (sel.path, values))
+        return _Node(fn, sel.path[0])
 
     def take_keyword(self, word: str) -> None:
         t = self.peek()
@@ -474,8 +466,6 @@ class _Parser:
 class CompiledPattern:
     text: str
     match: Predicate
-    event_names: frozenset[str] | None
-    """When not None, the pattern can only match records whose eventName is in this set."""
     required_key: str | None = None
     """When not None, the pattern can only match records that have this top-level key."""
     guards: dict = field(default_factory=dict, compare=False, hash=False)
@@ -484,15 +474,19 @@ class CompiledPattern:
     """(path, values) when the pattern matches exactly the records whose string at path is one of
     the values (``$.eventName = A || $.eventName = B``): the index then needs no predicate call."""
 
+    @property
+    def event_names(self) -> frozenset[str] | None:
+        """When not None, the pattern can only match records whose eventName is in this set."""
+        return self.guards.get(("eventName",))
+
 
 def compile_pattern(text: str) -> CompiledPattern:
     """Compile a JSON filter pattern; raises :class:`PatternError` with the position."""
     if not isinstance(text, str) or not text.strip():
         raise PatternError("empty filter pattern", 0, str(text))
     node = _Parser(text).parse()
-    return CompiledPattern(text=text, match=node.fn, event_names=node.names,
-                           required_key=node.required_key, guards=dict(node.guards),
-                           exact=node.exact)
+    return CompiledPattern(text=text, match=node.fn, required_key=node.required_key,
+                           guards=dict(node.guards), exact=node.exact)
 
 
 class PatternIndex:
