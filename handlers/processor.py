@@ -29,7 +29,7 @@ from handlers.alerts import delivery_delayed_alert
 from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
                                DEFAULT_SKEW_TOLERANCE, PayloadError, Pipeline, Settings,
                                decode_subscription_data, iter_sources)
-from handlers.rules import cis_rules, load_rules_file
+from handlers.rules import builtin_rules, load_rules_file
 from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink, FailureQueue, SnsSink,
                             default_client_factory)
 
@@ -76,7 +76,7 @@ class App:
             max_decompressed_bytes=int(_num(env, "MAX_DECOMPRESSED_BYTES",
                                             DEFAULT_MAX_DECOMPRESSED)),
         )
-        rules = cis_rules()
+        rules = builtin_rules(env)
         if env.get("RULES_FILE"):
             rules += load_rules_file(env["RULES_FILE"])
         sinks: list[Any] = []

@@ -13,6 +13,7 @@ rules carry theirs); the test suite runs them for the built-in and the example r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -40,15 +41,28 @@ class Rule:
     cis: str | None = None
     securityhub: str | None = None
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict, compare=False, hash=False)
+    # Analyst-facing metadata, carried in every alert's ``rule`` object.
+    description: str = ""
+    remediation: str = ""                # remediation text or a runbook link
+    tactics: tuple[str, ...] = ()        # MITRE ATT&CK tactic ids, e.g. "TA0005"
+    techniques: tuple[str, ...] = ()     # MITRE ATT&CK technique ids, e.g. "T1562.008"
+    source: str = "user"                 # "cis", "pack", "tamper" (built in) or "user" (RULES_FILE)
 
     @cached_property
-    def doc(self) -> dict[str, str]:
+    def doc(self) -> dict[str, Any]:
         """The alert's ``rule`` object (built once; alerts share it and never modify it)."""
-        out = {"id": self.id, "title": self.title, "severity": self.severity}
+        out: dict[str, Any] = {"id": self.id, "title": self.title, "severity": self.severity}
         if self.cis:
             out["cis"] = self.cis
         if self.securityhub:
             out["securityhub"] = self.securityhub
+        if self.description:
+            out["description"] = self.description
+        if self.remediation:
+            out["remediation"] = self.remediation
+        if self.tactics or self.techniques:
+            out["attack"] = {"tactics": list(self.tactics), "techniques": list(self.techniques)}
+        out["source"] = self.source
         return out
 
 
@@ -56,8 +70,24 @@ def cis_rules() -> list[Rule]:
     cases = orjson.loads(CIS_CASES_FILE.read_bytes()) if CIS_CASES_FILE.exists() else {}
     return [Rule(id=c.rule_id, title=c.title, severity=c.severity,
                  pattern=compile_pattern(c.pattern), cis=c.cis, securityhub=c.securityhub,
-                 tests=cases.get(c.rule_id, {}))
+                 tests=cases.get(c.rule_id, {}), source="cis")
             for c in CIS_CONTROLS]
+
+
+def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
+    """Every rule that ships with the processor (always loaded, whatever RULES_FILE holds).
+
+    ``env`` is the processor's environment, for built-in rules that watch resources it names.
+    """
+    return cis_rules()
+
+
+def _id_list(value: Any, where: str, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RuleLoadError(f"{where}: {what} must be a list of strings")
+    return tuple(value)
 
 
 def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
@@ -86,9 +116,17 @@ def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
         except PatternError as e:
             raise RuleLoadError(f"{where}: bad pattern: {e.reason} at position {e.position}\n"
                                 f"{e.pointer()}") from e
+        attack = item.get("attack") or {}
+        if not isinstance(attack, dict):
+            raise RuleLoadError(f"{where}: 'attack' must be an object with tactics/techniques")
         rules.append(Rule(id=rid, title=str(item.get("title", rid)), severity=severity,
                           pattern=pattern, cis=item.get("cis"), securityhub=item.get("securityhub"),
-                          tests=item.get("tests") or {}))
+                          tests=item.get("tests") or {},
+                          description=str(item.get("description") or ""),
+                          remediation=str(item.get("remediation") or ""),
+                          tactics=_id_list(attack.get("tactics"), where, "attack.tactics"),
+                          techniques=_id_list(attack.get("techniques"), where, "attack.techniques"),
+                          source=str(item.get("source") or "user")))
     return rules
 
 

@@ -46,7 +46,7 @@ def test_alert_id_is_deterministic_per_event_and_rule():
 def test_alert_contract_keys():
     a = make_alert()
     assert a["rule"] == {"id": "r1", "title": "Rule one", "severity": "HIGH", "cis": "4.5",
-                         "securityhub": "CloudWatch.5"}
+                         "securityhub": "CloudWatch.5", "source": "user"}
     assert a["event"]["eventID"] == "ev-0"
     assert a["delivery"]["log_event_id"] == "le-0" and a["expected_change"] is False
     assert make_alert(ua="Boto3/1.35 trailwatch/0.1.0")["expected_change"] is True
