@@ -12,6 +12,18 @@ Follows AWS's "Filter and pattern syntax" for JSON log events:
 * ``&&``, ``||`` and parentheses. Precedence is AWS's documented order ``()`` > ``&&`` > ``||``, so
   the published CIS 4.1 text ``A || B && C && D`` means ``A || (B && C && D)``.
 
+The documented grammar is the default. The processor also accepts a few *extensions* that
+``PutMetricFilter`` may reject or read differently; :func:`lint_pattern` reports each use (and
+``compile_pattern(text, strict=True)`` refuses them), so only lint-clean patterns are exported as
+metric filters:
+
+* ``EXISTS`` (only ``NOT EXISTS`` is documented; ``= "*"`` is the documented "has a value"),
+* ``@`` in a property name (``$.@aws``),
+* ``\*`` inside a value: a literal ``*`` rather than a wildcard (AWS documents no escape),
+* unquoted values with characters other than letters, digits, ``_ . - * +``, and numbers with an
+  exponent (``1E2``): quote them,
+* patterns longer than PutMetricFilter's 1,024 characters.
+
 Semantics where AWS is terse (documented choices, tested):
 
 * A selector must reach a *value node* (string, number, boolean). If it is missing or reaches an
@@ -22,6 +34,7 @@ Semantics where AWS is terse (documented choices, tested):
 * A numeric literal compared with a JSON string compares the text (``$.recipientAccountId =
   123456789012`` matches the string ``"123456789012"``); with a JSON number it compares numbers.
 * Booleans compare as the text ``true``/``false`` with ``=``/``!=``.
+* Integer literals compare exactly with JSON integers, also above 2**53 (no float rounding).
 
 No ``eval``: patterns compile to plain closures. Errors carry the 0-based position.
 """
@@ -39,6 +52,9 @@ Predicate = Callable[[Record], bool]
 
 _MISSING = object()
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_BARE_SAFE_RE = re.compile(r"^[A-Za-z0-9_.*+\-]+$")   # unquoted values AWS's examples use
+MAX_PATTERN_CHARS = 1024   # PutMetricFilter filterPattern length limit
 _IDENT_RE = re.compile(r"[A-Za-z0-9_\-@]+")
 _BARE_STOP = set(" \t\r\n(){}")
 
@@ -72,10 +88,22 @@ class _Tok:
     text: str
     pos: int
     path: tuple = ()
+    esc: frozenset = frozenset()
+    """Offsets (into ``text``) of ``*`` characters written escaped (``\\*``): literal, not wildcards."""
 
 
-def _tokenize(src: str) -> list[_Tok]:
+class Finding(NamedTuple):
+    """One lint finding: ``code`` is stable (TW1xx: processor-only extension, TW2xx: limit)."""
+
+    code: str
+    message: str
+    position: int
+
+
+def _tokenize(src: str, notes: list[Finding] | None = None) -> list[_Tok]:
+    """Split ``src`` into tokens; uses of processor-only extensions are appended to ``notes``."""
     toks: list[_Tok] = []
+    note = notes.append if notes is not None else (lambda f: None)
     i, n = 0, len(src)
     while i < n:
         c = src[i]
@@ -103,16 +131,24 @@ def _tokenize(src: str) -> list[_Tok]:
         elif c == "$":
             start = i
             path, i = _scan_selector(src, i)
+            if "@" in src[start:i]:
+                note(Finding("TW102", "'@' in a property name is a processor-only extension; "
+                             "metric filters may reject it", start))
             toks.append(_Tok("SELECTOR", src[start:i], start, path))
         elif c == '"':
             start = i
             i += 1
             buf = []
+            esc = set()
             while True:
                 if i >= n:
                     raise PatternError("unterminated quoted string", start, src)
                 ch = src[i]
                 if ch == "\\" and i + 1 < n:
+                    if src[i + 1] == "*":
+                        esc.add(len(buf))
+                        note(Finding("TW103", "'\\*' (a literal '*') is a processor-only "
+                                     "extension; AWS documents no escape for '*'", i))
                     buf.append(src[i + 1])
                     i += 2
                     continue
@@ -121,17 +157,25 @@ def _tokenize(src: str) -> list[_Tok]:
                     break
                 buf.append(ch)
                 i += 1
-            toks.append(_Tok("STRING", "".join(buf), start))
+            toks.append(_Tok("STRING", "".join(buf), start, esc=frozenset(esc)))
         else:
             start = i
+            buf = []
+            esc = set()
             while i < n and src[i] not in _BARE_STOP and not src.startswith("&&", i) \
                     and not src.startswith("||", i) and src[i] not in "=!<>":
+                if src[i] == "\\" and i + 1 < n and src[i + 1] == "*":
+                    esc.add(len(buf))
+                    note(Finding("TW103", "'\\*' (a literal '*') is a processor-only "
+                                 "extension; AWS documents no escape for '*'", i))
+                    i += 1
+                buf.append(src[i])
                 i += 1
-            word = src[start:i]
+            word = "".join(buf)
             if word in ("EXISTS", "NOT", "IS", "NULL", "TRUE", "FALSE"):
                 toks.append(_Tok("KEYWORD", word, start))
             else:
-                toks.append(_Tok("BARE", word, start))
+                toks.append(_Tok("BARE", word, start, esc=frozenset(esc)))
     toks.append(_Tok("END", "", n))
     return toks
 
@@ -199,11 +243,12 @@ def _resolver(path: tuple) -> Callable[[Record], Any]:
     return getn
 
 
-def _text_matcher(literal: str, quoted: bool) -> Callable[[str], bool]:
-    if literal == "*":
+def _text_matcher(literal: str, quoted: bool, esc: frozenset = frozenset()) -> Callable[[str], bool]:
+    """``*`` first and/or last is a wildcard (a lone ``*`` matches anything) unless escaped."""
+    if literal == "*" and 0 not in esc:
         return lambda s: True
-    lead = literal.startswith("*")
-    trail = literal.endswith("*") and len(literal) > 1
+    lead = literal.startswith("*") and 0 not in esc
+    trail = literal.endswith("*") and len(literal) > 1 and (len(literal) - 1) not in esc
     core = literal[1 if lead else 0 : len(literal) - (1 if trail else 0)]
     if lead and trail:
         return lambda s: core in s
@@ -226,8 +271,19 @@ def _value_text(v: Any) -> str | None:
     return None
 
 
+def _number(literal: str, quoted: bool) -> int | float | None:
+    """The literal as a number (an exact int when it is an integer), or None."""
+    if quoted or not _NUMBER_RE.match(literal):
+        return None
+    return int(literal) if _INT_RE.match(literal) else float(literal)
+
+
+_CMP = {"<": lambda a, b: a < b, ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
+
+
 def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
-                       src: str, pos: int) -> Predicate:
+                       src: str, pos: int, esc: frozenset = frozenset()) -> Predicate:
     get = _resolver(path)
     if op == "EXISTS":
         return lambda r: get(r) is not _MISSING
@@ -241,22 +297,23 @@ def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
         return lambda r: get(r) is False
 
     assert literal is not None
-    numeric = None if quoted else (float(literal) if _NUMBER_RE.match(literal) else None)
+    # Python compares int with int and int with float exactly: no rounding above 2**53.
+    numeric = _number(literal, quoted)
 
     if op in ("<", ">", "<=", ">="):
         if numeric is None:
             raise PatternError(f"operator {op} needs a number, got {literal!r}", pos, src)
         x = numeric
-        cmp = {"<": float.__lt__, ">": float.__gt__, "<=": float.__le__, ">=": float.__ge__}[op]
+        cmp = _CMP[op]
 
         def num_cmp(r: Record) -> bool:
             v = get(r)
             t = type(v)
-            return (t is int or t is float) and cmp(float(v), x)
+            return (t is int or t is float) and cmp(v, x)
 
         return num_cmp
 
-    text_match = _text_matcher(literal, quoted)
+    text_match = _text_matcher(literal, quoted, esc)
 
     if op == "=" and _string_only(literal):
         # The hot case (every CIS term): only a JSON string can equal a plain string literal.
@@ -277,7 +334,7 @@ def _compile_condition(path: tuple, op: str, literal: str | None, quoted: bool,
         if t is str:
             return text_match(v)
         if numeric is not None and (t is int or t is float):
-            return float(v) == numeric
+            return v == numeric
         s = _value_text(v)
         if s is None:
             return None  # not a value node: neither = nor != applies
@@ -338,7 +395,8 @@ class _Node(NamedTuple):
 class _Parser:
     def __init__(self, src: str) -> None:
         self.src = src
-        self.toks = _tokenize(src)
+        self.notes: list[Finding] = []
+        self.toks = _tokenize(src, self.notes)
         self.i = 0
 
     def peek(self) -> _Tok:
@@ -426,6 +484,9 @@ class _Parser:
             self.i += 1
             if t.text == "EXISTS":
                 op = "EXISTS"
+                self.notes.append(Finding(
+                    "TW101", "EXISTS is a processor-only extension (AWS documents NOT EXISTS); "
+                    f'write {sel.text} = "*" for "has a value"', t.pos))
             elif t.text == "NOT":
                 self.take_keyword("EXISTS")
                 op = "NOT EXISTS"
@@ -447,7 +508,16 @@ class _Parser:
         else:
             raise PatternError("expected a value", val.pos, self.src)
         self.i += 1
-        fn = _compile_condition(sel.path, opt.text, val.text, quoted, self.src, val.pos)
+        if val.kind != "STRING" and val.text != "*":
+            if not _BARE_SAFE_RE.match(val.text):
+                self.notes.append(Finding(
+                    "TW104", f"unquoted value {val.text!r} has characters metric filters may "
+                    "reject; quote it", val.pos))
+            elif _NUMBER_RE.match(val.text) and "e" in val.text.lower():
+                self.notes.append(Finding(
+                    "TW105", f"number {val.text!r} uses an exponent, which the documented grammar "
+                    "does not; write it out", val.pos))
+        fn = _compile_condition(sel.path, opt.text, val.text, quoted, self.src, val.pos, val.esc)
         if opt.text == "=" and _string_only(val.text) and len(sel.path) <= 2 \
                 and all(isinstance(k, str) for k in sel.path):
             # Only a JSON string equal to the value matches: an exact guard for the index.
@@ -480,13 +550,40 @@ class CompiledPattern:
         return self.guards.get(("eventName",))
 
 
-def compile_pattern(text: str) -> CompiledPattern:
-    """Compile a JSON filter pattern; raises :class:`PatternError` with the position."""
+def _parse(text: str) -> tuple[_Node, list[Finding]]:
     if not isinstance(text, str) or not text.strip():
         raise PatternError("empty filter pattern", 0, str(text))
-    node = _Parser(text).parse()
+    parser = _Parser(text)
+    node = parser.parse()
+    notes = list(parser.notes)
+    if len(text) > MAX_PATTERN_CHARS:
+        notes.append(Finding("TW201", f"pattern is {len(text)} characters; PutMetricFilter "
+                             f"accepts at most {MAX_PATTERN_CHARS}", MAX_PATTERN_CHARS))
+    return node, sorted(notes, key=lambda f: f.position)
+
+
+def compile_pattern(text: str, *, strict: bool = False) -> CompiledPattern:
+    """Compile a JSON filter pattern; raises :class:`PatternError` with the position.
+
+    ``strict=True`` accepts only what a CloudWatch Logs metric filter accepts (the documented
+    grammar): any processor-only extension is an error.
+    """
+    node, notes = _parse(text)
+    if strict and notes:
+        raise PatternError(notes[0].message, notes[0].position, text)
     return CompiledPattern(text=text, match=node.fn, required_key=node.required_key,
                            guards=dict(node.guards), exact=node.exact)
+
+
+def lint_pattern(text: str) -> list[Finding]:
+    """Everything in ``text`` a metric filter may reject or read differently (empty: lint-clean).
+
+    A pattern that does not parse at all gives one ``TW001`` finding at the error position.
+    """
+    try:
+        return _parse(text)[1]
+    except PatternError as e:
+        return [Finding("TW001", e.reason, e.position)]
 
 
 class PatternIndex:
