@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 METRIC_NAMESPACE = "CISBenchmark"
+CIS_BENCHMARK = "CIS AWS Foundations Benchmark"
+CIS_VERSIONS = "v1.4.0-v2.0.0"   # the section 4.x numbering used here (v1.2.0 numbered them 3.x)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,22 @@ class CisControl:
     severity: str
     metric_name: str
     pattern: str
+
+    @property
+    def cis_v12(self) -> str | None:
+        """The same control's number in CIS v1.2.0 (section 3), None for 4.15 (added later)."""
+        section, _, n = self.cis.partition(".")
+        return f"3.{n}" if section == "4" and self.securityhub else None
+
+    @property
+    def label(self) -> str:
+        """Which CIS version and Security Hub control this pattern is, in one line."""
+        if self.securityhub:
+            return (f"{CIS_BENCHMARK} {CIS_VERSIONS} {self.cis} (v1.2.0 {self.cis_v12}); "
+                    f"Security Hub control {self.securityhub}; pattern: the Security Hub string "
+                    f"verbatim")
+        return (f"{CIS_BENCHMARK} v2.0.0 {self.cis}; no Security Hub control; pattern: the CIS "
+                f"v2.0.0 text verbatim")
 
     @property
     def rule_id(self) -> str:

@@ -1,4 +1,4 @@
-"""A CloudWatch Logs *JSON* filter-pattern engine, compiled once and fast per event.
+r"""A CloudWatch Logs *JSON* filter-pattern engine, compiled once and fast per event.
 
 Follows AWS's "Filter and pattern syntax" for JSON log events:
 

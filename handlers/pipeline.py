@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - exercised by tests through the ``lib``
 
 from handlers import alerts as A
 from handlers.rules import Rule, build_index
+from handlers.thresholds import apply_thresholds, thresholds_of
 
 CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
 DEFAULT_MAX_DECOMPRESSED = 8 * 1024 * 1024
@@ -265,6 +266,7 @@ class Pipeline:
         result.records = result.log_events - n_oversize - result.malformed
         result.skewed = n_skewed
         result.no_event_time = n_no_time
+        result.alerts = apply_thresholds(alerts, thresholds_of(self.rules))  # issue 13: threshold rules
         return result
 
 

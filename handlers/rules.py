@@ -14,7 +14,7 @@ rules carry theirs); the test suite runs them for the built-in and the example r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from handlers.patterns import CompiledPattern, PatternError, PatternIndex, compi
 
 SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 CIS_CASES_FILE = Path(__file__).with_name("cis_cases.json")
+PACK_FILE = Path(__file__).with_name("pack.json")
 
 
 class RuleLoadError(ValueError):
@@ -47,6 +48,10 @@ class Rule:
     tactics: tuple[str, ...] = ()        # MITRE ATT&CK tactic ids, e.g. "TA0005"
     techniques: tuple[str, ...] = ()     # MITRE ATT&CK technique ids, e.g. "T1562.008"
     source: str = "user"                 # "cis", "pack", "tamper" (built in) or "user" (RULES_FILE)
+    # Alert only when one principal matches at least this many times in a batch (0: every match).
+    threshold: int = 0
+    # The pattern uses processor-only syntax (see patterns.lint_pattern): never a metric filter.
+    processor_only: bool = False
 
     @cached_property
     def doc(self) -> dict[str, Any]:
@@ -74,12 +79,18 @@ def cis_rules() -> list[Rule]:
             for c in CIS_CONTROLS]
 
 
+def pack_rules() -> list[Rule]:
+    """The detection pack (``handlers/pack.json``, shipped in the Lambda artifact): ATT&CK-mapped rules beyond CIS."""
+    doc = orjson.loads(PACK_FILE.read_bytes())
+    return [replace(r, source="pack") for r in parse_rules(doc, "detection pack")]
+
+
 def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
     """Every rule that ships with the processor (always loaded, whatever RULES_FILE holds).
 
     ``env`` is the processor's environment, for built-in rules that watch resources it names.
     """
-    return cis_rules()
+    return cis_rules() + pack_rules()
 
 
 def _id_list(value: Any, where: str, what: str) -> tuple[str, ...]:
@@ -119,6 +130,10 @@ def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
         attack = item.get("attack") or {}
         if not isinstance(attack, dict):
             raise RuleLoadError(f"{where}: 'attack' must be an object with tactics/techniques")
+        threshold = item.get("threshold") or 0
+        if type(threshold) is not int or threshold < 0:
+            raise RuleLoadError(f"{where}: threshold must be a whole number of matches per "
+                                "principal and batch")
         rules.append(Rule(id=rid, title=str(item.get("title", rid)), severity=severity,
                           pattern=pattern, cis=item.get("cis"), securityhub=item.get("securityhub"),
                           tests=item.get("tests") or {},
@@ -126,7 +141,8 @@ def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
                           remediation=str(item.get("remediation") or ""),
                           tactics=_id_list(attack.get("tactics"), where, "attack.tactics"),
                           techniques=_id_list(attack.get("techniques"), where, "attack.techniques"),
-                          source=str(item.get("source") or "user")))
+                          source=str(item.get("source") or "user"),
+                          threshold=threshold, processor_only=item.get("processor_only") is True))
     return rules
 
 

@@ -218,7 +218,7 @@ def test_lambda_handler_entry_point_with_powertools(monkeypatch, capsys, aws):
     for k, v in aws["env"].items():
         monkeypatch.setenv(k, v)
     out = proc.lambda_handler(load_event("single-trail-cis"), None)
-    assert out["alerts"] == 16
+    assert out["alerts"] == 19  # 15 CIS controls (4.5 twice) + 3 detection-pack rules
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
            if line.startswith("{") and "_aws" in line]
     names = {m["Name"] for blob in emf for d in blob["_aws"]["CloudWatchMetrics"]
