@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from setup import __version__
+from setup import __version__, rules_cmd
 from setup.aws import AwsClients
 from setup.cis_alarms import default_topic_arn, plan_cis, read_cis_state
 from setup.cis_alarms import removal_steps as cis_removal_steps
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--broken-policy", action="store_true",
                    help="scenario: a single-account stream policy on an org trail; verify "
                         "catches the member-account delivery failure")
+    rules_cmd.register(sub)   # issue 13: trailwatch rules list|test|backtest|lint|export|import-sigma
     return parser
 
 
@@ -412,6 +413,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, stdin: Tex
         args = parser.parse_args(argv)
     except SystemExit as e:
         return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+    if args.command == "rules":
+        return rules_cmd.run(args, out)
     if args.command == "demo":
         from setup.demo import run_demo
         return run_demo(output=args.output, broken_policy=args.broken_policy, out=out)
