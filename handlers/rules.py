@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from handlers.cis import CIS_CONTROLS
+from handlers.cis import CIS_BY_RULE_ID, CIS_CONTROLS
 from handlers.patterns import CompiledPattern, PatternError, PatternIndex, compile_pattern
 
 SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -90,7 +90,15 @@ def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
 
     ``env`` is the processor's environment, for built-in rules that watch resources it names.
     """
-    return cis_rules() + pack_rules()
+    return [_with_cis_label(r) for r in cis_rules()] + pack_rules()
+
+
+def _with_cis_label(rule: Rule) -> Rule:
+    """The CIS rule with its label (CIS version, Security Hub control) in the description."""
+    label = CIS_BY_RULE_ID[rule.id].label if rule.id in CIS_BY_RULE_ID else ""
+    if not label or label in rule.description:
+        return rule
+    return replace(rule, description=f"{rule.description} {label}".strip())
 
 
 def _id_list(value: Any, where: str, what: str) -> tuple[str, ...]:

@@ -84,6 +84,8 @@ def register(sub: Any) -> None:
                    help="add these rules to the built-in ones")
     p.add_argument("--only-rules-file", action="store_true",
                    help="with --rules-file: backtest only that file's rules")
+    p.add_argument("--source", choices=("cis", "pack", "tamper", "user"),
+                   help="only rules from this source")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
                    help=f"records per batch for threshold rules (default {DEFAULT_BATCH})")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
@@ -405,6 +407,8 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
     elif args.only_rules_file:
         print("trailwatch: --only-rules-file needs --rules-file", file=sys.stderr)
         return EXIT_USAGE
+    if args.source:
+        rules = [r for r in rules if r.source == args.source]
     report = backtest(rules, args.files, args.batch_size, args.progress)
     if args.output == "json":
         _dump(report, out)
