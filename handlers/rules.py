@@ -1,14 +1,18 @@
 """Detection rules: data (a filter pattern plus metadata), compiled once at cold start.
 
-The CIS catalog (:mod:`handlers.cis`) provides the built-in rules. Users add their own rules in the
-same filter-pattern language through a JSON file (``RULES_FILE``)::
+The CIS catalog (:mod:`handlers.cis`) and the detection pack (``handlers/pack.json``, ATT&CK-mapped,
+see :func:`pack_rules`) provide the built-in rules. Users add their own rules in the same
+filter-pattern language through a JSON file (``RULES_FILE``)::
 
     {"rules": [{"id": "console-login-from-tor", "title": "...", "severity": "HIGH",
                 "pattern": "{ $.eventName = ConsoleLogin && $.sourceIPAddress = 185.220.* }",
                 "tests": {"match": [{...record...}], "no_match": [{...}]}}]}
 
 A rule's optional ``tests`` hold records it must and must not match, beside the rule (as Panther's
-rules carry theirs); the test suite runs them for the built-in and the example rules.
+rules carry theirs); ``trailwatch rules test`` runs them, and the test suite runs it for the
+built-in rules. Optional ``threshold: N`` alerts once per principal with N matches in a batch
+(:mod:`handlers.thresholds`); ``processor_only: true`` acknowledges syntax a metric filter may not
+accept (``trailwatch rules lint``).
 """
 
 from __future__ import annotations

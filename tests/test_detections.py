@@ -119,6 +119,7 @@ ISSUE_LIST = {
     "ModifyImageAttribute": "tw-ami-shared",
     "ModifyDBSnapshotAttribute": "tw-rds-snapshot-shared",
     "PutBucketPolicy": "tw-s3-bucket-made-public",
+    "PutBucketAcl": "tw-s3-bucket-made-public",
     "AuthorizeSecurityGroupIngress": "tw-security-group-admin-port-open-to-world",
     "SendCommand": "tw-ssm-send-command",
     "StartSession": "tw-ssm-start-session",
@@ -229,7 +230,8 @@ def test_corpus_events_the_issue_names_now_alert():
     for rid in ("tw-cloudtrail-selectors-drop-management-events", "tw-log-group-deleted",
                 "tw-iam-login-profile-for-named-user", "tw-iam-access-key-created-for-named-user",
                 "tw-iam-role-trust-opened-to-everyone", "tw-ebs-snapshot-shared", "tw-ami-shared",
-                "tw-snapshot-or-image-made-public", "tw-secrets-bulk-retrieval"):
+                "tw-snapshot-or-image-made-public", "tw-secrets-bulk-retrieval",
+                "tw-s3-bucket-policy-grants-aws-principals"):
         assert alerts.get(rid, 0) >= 1, rid
     assert report["records"] == 3460
     # the pack alone stays quiet on this attack-heavy corpus: well under 5% of records alert
