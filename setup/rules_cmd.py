@@ -275,8 +275,14 @@ def iter_records(data: bytes) -> Iterator[tuple[Any, bool]]:
 
 
 def _is_cloudtrail(rec: Any) -> bool:
-    return isinstance(rec, dict) and ("eventVersion" in rec or "eventID" in rec
-                                      or "eventType" in rec or "eventSource" in rec)
+    """The processor's test, plus: Lambda event records (S3 notifications, Kinesis, SQS: an
+    ``eventSource`` like ``aws:s3``) found in a ``Records`` list are not CloudTrail."""
+    if not isinstance(rec, dict):
+        return False
+    src = rec.get("eventSource")
+    if isinstance(src, str) and src.startswith("aws:"):
+        return False
+    return "eventVersion" in rec or "eventID" in rec or "eventType" in rec or "eventSource" in rec
 
 
 @dataclass

@@ -174,6 +174,15 @@ def test_backtest_jsonl_s3_plain_and_gzip(tmp_path):
     assert all(f["alerts_per_1000"] == 500.0 for f in doc["files"])
 
 
+def test_backtest_skips_lambda_event_records(tmp_path):
+    """A Kinesis/S3-notification event also has Records with eventVersion: not CloudTrail."""
+    f = tmp_path / "kinesis.json"
+    f.write_text(json.dumps({"Records": [{"eventSource": "aws:kinesis", "eventVersion": "1.0",
+                                          "eventID": "shardId-0:1"}, REC_STOP]}))
+    doc = json.loads(run("backtest", str(f), "--output", "json")[1])
+    assert doc["records"] == 1 and doc["files"][0]["not_cloudtrail"] == 1
+
+
 def test_backtest_text_output_and_bad_lines(tmp_path):
     f = tmp_path / "x.jsonl"
     f.write_text(json.dumps(REC_STOP) + "\nnot json\n" + json.dumps({"foo": 1}) + "\n\n")
