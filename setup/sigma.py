@@ -78,10 +78,6 @@ def _sigma():
 
 # ----------------------------------------------------------------------------------- values
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _selector(name: str) -> str:
     parts = name.split(".")
     if not name or not all(_SEGMENT.match(p) for p in parts):

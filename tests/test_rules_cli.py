@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from handlers.patterns import compile_pattern
 from handlers.rules import builtin_rules
