@@ -155,3 +155,33 @@ def test_cis_rules_carry_their_label():
     for r in builtin_rules(None):
         if r.source == "cis":
             assert "CIS AWS Foundations Benchmark" in r.description and r.cis in r.description, r.id
+
+
+# ----------------------------------------------------------------------------------- lint/strict
+
+_FIELDS = ["$.a", "$.b.c", "$.d[0]"]
+_DOCUMENTED = ['= "x"', "= x*", "!= *y", "= 12", "> 3", "IS NULL", "NOT EXISTS", "IS TRUE",
+               '= "a:b/c"', "= 1.5"]
+_EXTENSIONS = ["EXISTS", "= a:b", "= 1E3", r'= "x\*"']
+
+
+@given(st.lists(st.tuples(st.sampled_from(_FIELDS + ["$.@e"]),
+                          st.sampled_from(_DOCUMENTED + _EXTENSIONS)), min_size=1, max_size=4),
+       st.lists(st.sampled_from(["&&", "||"]), min_size=3, max_size=3),
+       st.dictionaries(st.sampled_from(["a", "b", "d", "@e"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(-5, 5),
+                                 st.sampled_from(["x", "xy", "a:b", "x*", "a:b/c"]),
+                                 st.just({"c": "x"}), st.just(["x"]))))
+def test_lint_clean_exactly_when_strict_accepts_and_verdicts_agree(terms, ops, rec):
+    body = f"{terms[0][0]} {terms[0][1]}"
+    for (sel, cond), op in zip(terms[1:], ops):
+        body += f" {op} {sel} {cond}"
+    text = "{ " + body + " }"
+    findings = lint_pattern(text)
+    try:
+        strict = compile_pattern(text, strict=True)
+    except PatternError:
+        strict = None
+    assert (strict is not None) is (findings == [])
+    if strict is not None:       # the same engine reads the documented grammar the same way
+        assert strict.match(rec) is compile_pattern(text).match(rec)
