@@ -57,6 +57,9 @@ _BARE_SAFE_RE = re.compile(r"^[A-Za-z0-9_.*+\-]+$")   # unquoted values AWS's ex
 MAX_PATTERN_CHARS = 1024   # PutMetricFilter filterPattern length limit
 _IDENT_RE = re.compile(r"[A-Za-z0-9_\-@]+")
 _BARE_STOP = set(" \t\r\n(){}")
+_BARE_END = set(" \t\r\n(){}=!<>")
+_BARE_FAST_RE = re.compile(r"[^ \t\r\n(){}=!<>&|\\]*")
+_KEYWORDS = frozenset(("EXISTS", "NOT", "IS", "NULL", "TRUE", "FALSE"))
 
 
 def _string_only(literal: str) -> bool:
@@ -138,6 +141,11 @@ def _tokenize(src: str, notes: list[Finding] | None = None) -> list[_Tok]:
         elif c == '"':
             start = i
             i += 1
+            j = src.find('"', i)
+            if j >= 0 and src.find("\\", i, j) < 0:   # the common case: no escapes
+                toks.append(_Tok("STRING", src[i:j], start))
+                i = j + 1
+                continue
             buf = []
             esc = set()
             while True:
@@ -160,6 +168,13 @@ def _tokenize(src: str, notes: list[Finding] | None = None) -> list[_Tok]:
             toks.append(_Tok("STRING", "".join(buf), start, esc=frozenset(esc)))
         else:
             start = i
+            end = _BARE_FAST_RE.match(src, i).end()
+            if end > i and (end == n or src[end] in _BARE_END or src.startswith("&&", end)
+                            or src.startswith("||", end)):   # the common case: no escapes
+                word = src[i:end]
+                i = end
+                toks.append(_Tok("KEYWORD" if word in _KEYWORDS else "BARE", word, start))
+                continue
             buf = []
             esc = set()
             while i < n and src[i] not in _BARE_STOP and not src.startswith("&&", i) \

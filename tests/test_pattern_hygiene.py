@@ -185,3 +185,19 @@ def test_lint_clean_exactly_when_strict_accepts_and_verdicts_agree(terms, ops, r
     assert (strict is not None) is (findings == [])
     if strict is not None:       # the same engine reads the documented grammar the same way
         assert strict.match(rec) is compile_pattern(text).match(rec)
+
+
+@given(st.text(alphabet='ab *"\\&|=:/é', max_size=12))
+def test_quoted_values_round_trip_through_the_tokenizer(value):
+    """Fast (no backslash) and escaped paths of the tokenizer read a quoted value the same way."""
+    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    (tok,) = [t for t in P._tokenize("{ $.a = " + quoted + " }") if t.kind == "STRING"]
+    assert tok.text == value
+
+
+@given(st.text(alphabet="ab*&|:/.-_1", min_size=1, max_size=12).filter(
+    lambda w: "&&" not in w and "||" not in w))
+def test_bare_words_stop_only_at_operators(word):
+    toks = P._tokenize("{ $.a = " + word + " && $.b = 1 }")
+    assert [t.text for t in toks if t.kind == "BARE"][0] == word
+    assert [t.kind for t in toks].count("AND") == 1
