@@ -27,6 +27,9 @@ class CisControl:
     severity: str
     metric_name: str
     pattern: str
+    # MITRE ATT&CK context for the alert (metadata only: the pattern stays verbatim).
+    tactics: tuple[str, ...] = ()
+    techniques: tuple[str, ...] = ()
 
     @property
     def cis_v12(self) -> str | None:
@@ -66,6 +69,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="CRITICAL",
         metric_name="RootAccountUsage",
         pattern='{$.userIdentity.type="Root" && $.userIdentity.invokedBy NOT EXISTS && $.eventType !="AwsServiceEvent"}',
+        tactics=("TA0001", "TA0004"),
+        techniques=("T1078.004",),
     ),
     CisControl(
         cis="4.1",
@@ -74,6 +79,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="UnauthorizedAPICalls",
         pattern='{($.errorCode="*UnauthorizedOperation") || ($.errorCode="AccessDenied*")}',
+        tactics=("TA0007",),
+        techniques=("T1580",),
     ),
     CisControl(
         cis="4.2",
@@ -82,6 +89,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="HIGH",
         metric_name="ConsoleSigninWithoutMFA",
         pattern='{ ($.eventName = "ConsoleLogin") && ($.additionalEventData.MFAUsed != "Yes") && ($.userIdentity.type = "IAMUser") && ($.responseElements.ConsoleLogin = "Success") }',
+        tactics=("TA0001",),
+        techniques=("T1078.004",),
     ),
     CisControl(
         cis="4.4",
@@ -90,6 +99,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="HIGH",
         metric_name="IAMPolicyChanges",
         pattern='{($.eventName=DeleteGroupPolicy) || ($.eventName=DeleteRolePolicy) || ($.eventName=DeleteUserPolicy) || ($.eventName=PutGroupPolicy) || ($.eventName=PutRolePolicy) || ($.eventName=PutUserPolicy) || ($.eventName=CreatePolicy) || ($.eventName=DeletePolicy) || ($.eventName=CreatePolicyVersion) || ($.eventName=DeletePolicyVersion) || ($.eventName=AttachRolePolicy) || ($.eventName=DetachRolePolicy) || ($.eventName=AttachUserPolicy) || ($.eventName=DetachUserPolicy) || ($.eventName=AttachGroupPolicy) || ($.eventName=DetachGroupPolicy)}',
+        tactics=("TA0003", "TA0004"),
+        techniques=("T1098",),
     ),
     CisControl(
         cis="4.5",
@@ -98,6 +109,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="HIGH",
         metric_name="CloudTrailConfigChanges",
         pattern='{($.eventName=CreateTrail) || ($.eventName=UpdateTrail) || ($.eventName=DeleteTrail) || ($.eventName=StartLogging) || ($.eventName=StopLogging)}',
+        tactics=("TA0005",),
+        techniques=("T1562.008",),
     ),
     CisControl(
         cis="4.6",
@@ -106,6 +119,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="ConsoleAuthenticationFailures",
         pattern='{($.eventName=ConsoleLogin) && ($.errorMessage="Failed authentication")}',
+        tactics=("TA0006",),
+        techniques=("T1110",),
     ),
     CisControl(
         cis="4.7",
@@ -114,6 +129,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="HIGH",
         metric_name="DisableOrDeleteCMK",
         pattern='{($.eventSource=kms.amazonaws.com) && (($.eventName=DisableKey) || ($.eventName=ScheduleKeyDeletion))}',
+        tactics=("TA0040",),
+        techniques=("T1485",),
     ),
     CisControl(
         cis="4.8",
@@ -122,6 +139,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="S3BucketPolicyChanges",
         pattern='{($.eventSource=s3.amazonaws.com) && (($.eventName=PutBucketAcl) || ($.eventName=PutBucketPolicy) || ($.eventName=PutBucketCors) || ($.eventName=PutBucketLifecycle) || ($.eventName=PutBucketReplication) || ($.eventName=DeleteBucketPolicy) || ($.eventName=DeleteBucketCors) || ($.eventName=DeleteBucketLifecycle) || ($.eventName=DeleteBucketReplication))}',
+        tactics=("TA0009", "TA0010"),
+        techniques=("T1530",),
     ),
     CisControl(
         cis="4.9",
@@ -130,6 +149,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="AWSConfigChanges",
         pattern='{($.eventSource=config.amazonaws.com) && (($.eventName=StopConfigurationRecorder) || ($.eventName=DeleteDeliveryChannel) || ($.eventName=PutDeliveryChannel) || ($.eventName=PutConfigurationRecorder))}',
+        tactics=("TA0005",),
+        techniques=("T1562.001",),
     ),
     CisControl(
         cis="4.10",
@@ -138,6 +159,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="SecurityGroupChanges",
         pattern='{($.eventName=AuthorizeSecurityGroupIngress) || ($.eventName=AuthorizeSecurityGroupEgress) || ($.eventName=RevokeSecurityGroupIngress) || ($.eventName=RevokeSecurityGroupEgress) || ($.eventName=CreateSecurityGroup) || ($.eventName=DeleteSecurityGroup)}',
+        tactics=("TA0005",),
+        techniques=("T1562.007",),
     ),
     CisControl(
         cis="4.11",
@@ -146,6 +169,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="NACLChanges",
         pattern='{($.eventName=CreateNetworkAcl) || ($.eventName=CreateNetworkAclEntry) || ($.eventName=DeleteNetworkAcl) || ($.eventName=DeleteNetworkAclEntry) || ($.eventName=ReplaceNetworkAclEntry) || ($.eventName=ReplaceNetworkAclAssociation)}',
+        tactics=("TA0005",),
+        techniques=("T1562.007",),
     ),
     CisControl(
         cis="4.12",
@@ -154,6 +179,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="NetworkGatewayChanges",
         pattern='{($.eventName=CreateCustomerGateway) || ($.eventName=DeleteCustomerGateway) || ($.eventName=AttachInternetGateway) || ($.eventName=CreateInternetGateway) || ($.eventName=DeleteInternetGateway) || ($.eventName=DetachInternetGateway)}',
+        tactics=("TA0005",),
+        techniques=("T1562.007",),
     ),
     CisControl(
         cis="4.13",
@@ -162,6 +189,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="RouteTableChanges",
         pattern='{($.eventName=CreateRoute) || ($.eventName=CreateRouteTable) || ($.eventName=ReplaceRoute) || ($.eventName=ReplaceRouteTableAssociation) || ($.eventName=DeleteRouteTable) || ($.eventName=DeleteRoute) || ($.eventName=DisassociateRouteTable)}',
+        tactics=("TA0005",),
+        techniques=("T1562.007",),
     ),
     CisControl(
         cis="4.14",
@@ -170,6 +199,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="MEDIUM",
         metric_name="VPCChanges",
         pattern='{($.eventName=CreateVpc) || ($.eventName=DeleteVpc) || ($.eventName=ModifyVpcAttribute) || ($.eventName=AcceptVpcPeeringConnection) || ($.eventName=CreateVpcPeeringConnection) || ($.eventName=DeleteVpcPeeringConnection) || ($.eventName=RejectVpcPeeringConnection) || ($.eventName=AttachClassicLinkVpc) || ($.eventName=DetachClassicLinkVpc) || ($.eventName=DisableVpcClassicLink) || ($.eventName=EnableVpcClassicLink)}',
+        tactics=("TA0005",),
+        techniques=("T1562.007",),
     ),
     CisControl(
         cis="4.15",
@@ -178,6 +209,8 @@ CIS_CONTROLS: tuple[CisControl, ...] = (
         severity="HIGH",
         metric_name="OrganizationsChanges",
         pattern='{ ($.eventSource = organizations.amazonaws.com) && (($.eventName = "AcceptHandshake") || ($.eventName = "AttachPolicy") || ($.eventName = "CreateAccount") || ($.eventName = "CreateOrganizationalUnit") || ($.eventName = "CreatePolicy") || ($.eventName = "DeclineHandshake") || ($.eventName = "DeleteOrganization") || ($.eventName = "DeleteOrganizationalUnit") || ($.eventName = "DeletePolicy") || ($.eventName = "DetachPolicy") || ($.eventName = "DisablePolicyType") || ($.eventName = "EnablePolicyType") || ($.eventName = "InviteAccountToOrganization") || ($.eventName = "LeaveOrganization") || ($.eventName = "MoveAccount") || ($.eventName = "RemoveAccountFromOrganization") || ($.eventName = "UpdatePolicy") || ($.eventName = "UpdateOrganizationalUnit")) }',
+        tactics=("TA0005", "TA0004"),
+        techniques=("T1666", "T1484"),
     ),
 )
 

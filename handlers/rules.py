@@ -98,11 +98,17 @@ def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
 
 
 def _with_cis_label(rule: Rule) -> Rule:
-    """The CIS rule with its label (CIS version, Security Hub control) in the description."""
-    label = CIS_BY_RULE_ID[rule.id].label if rule.id in CIS_BY_RULE_ID else ""
-    if not label or label in rule.description:
+    """The CIS rule with its label (CIS version, Security Hub control) in the description and
+    the control's ATT&CK ids (when the rule has none)."""
+    control = CIS_BY_RULE_ID.get(rule.id)
+    if control is None:
         return rule
-    return replace(rule, description=f"{rule.description} {label}".strip())
+    changes: dict[str, Any] = {}
+    if control.label not in rule.description:
+        changes["description"] = f"{rule.description} {control.label}".strip()
+    if not rule.tactics and not rule.techniques:
+        changes["tactics"], changes["techniques"] = control.tactics, control.techniques
+    return replace(rule, **changes) if changes else rule
 
 
 def _id_list(value: Any, where: str, what: str) -> tuple[str, ...]:

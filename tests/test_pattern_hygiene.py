@@ -201,3 +201,14 @@ def test_bare_words_stop_only_at_operators(word):
     toks = P._tokenize("{ $.a = " + word + " && $.b = 1 }")
     assert [t.text for t in toks if t.kind == "BARE"][0] == word
     assert [t.kind for t in toks].count("AND") == 1
+
+
+def test_cis_rules_carry_attack_ids_and_unchanged_patterns():
+    from handlers.rules import builtin_rules
+    cis = {r.id: r for r in builtin_rules(None) if r.source == "cis"}
+    assert len(cis) == 15
+    for c in CIS_CONTROLS:
+        r = cis[c.rule_id]
+        assert r.pattern.text == c.pattern
+        assert r.tactics and r.techniques and r.doc["attack"]["tactics"] == list(c.tactics)
+    assert cis["cis-4.5"].doc["attack"] == {"tactics": ["TA0005"], "techniques": ["T1562.008"]}
