@@ -19,6 +19,7 @@ import json
 import re
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,7 +229,10 @@ def cmd_test(args: argparse.Namespace, out: TextIO) -> int:
 def _open(path: Path) -> bytes:
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise OSError(f"not a valid gzip file: {e}") from None
     return data
 
 
@@ -292,6 +296,7 @@ class FileStats:
     invalid: int = 0
     not_cloudtrail: int = 0
     alerts: int = 0
+    error: str | None = None
     matches: Counter = field(default_factory=Counter)
     alerts_by_rule: Counter = field(default_factory=Counter)
 
@@ -349,7 +354,13 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
                 fs.alerts_by_rule[alert["rule"]["id"]] += 1
             batch, seen, in_batch = [], set(), 0
 
-        for rec, parsed in iter_records(_open(path)):
+        try:
+            data = _open(path)
+        except OSError as e:          # one unreadable file does not end a long backtest
+            fs.error = str(e)
+            done += sizes[path]
+            continue
+        for rec, parsed in iter_records(data):
             if not parsed:
                 fs.invalid += 1
                 continue
@@ -389,7 +400,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         "alerts_per_1000": round(n_alerts * 1000 / total_records, 2) if total_records else 0.0,
         "batch_size": batch_size,
         "files": [{"path": fs.path, "records": fs.records, "invalid": fs.invalid,
-                   "not_cloudtrail": fs.not_cloudtrail, "alerts": fs.alerts,
+                   "not_cloudtrail": fs.not_cloudtrail, "alerts": fs.alerts, "error": fs.error,
                    "alerts_per_1000": fs.per_1000(),
                    "alerts_by_rule": dict(fs.alerts_by_rule.most_common())} for fs in stats],
         "rules": [{"id": rid, "severity": by_id[rid].severity, "source": by_id[rid].source,
@@ -427,6 +438,8 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
         print(file=out)
     frows = [["FILE", "RECORDS", "ALERTS", "PER 1,000", "SKIPPED"]]
     for f in report["files"]:
+        if f["error"]:
+            print(f"trailwatch: skipped {f['path']}: {f['error']}", file=sys.stderr)
         skipped = f["invalid"] + f["not_cloudtrail"]
         frows.append([f["path"], f"{f['records']:,}", f"{f['alerts']:,}",
                       f"{f['alerts_per_1000']:.2f}", str(skipped) if skipped else ""])

@@ -226,6 +226,17 @@ def test_backtest_progress_goes_to_stderr(tmp_path, capsys):
     assert "backtest [" not in capsys.readouterr().err
 
 
+def test_backtest_reports_a_broken_gzip_and_goes_on(tmp_path, capsys):
+    (tmp_path / "a.json.gz").write_bytes(gzip.compress(b'{"Records": []}')[:15])
+    (tmp_path / "b.jsonl").write_text(json.dumps(REC_STOP))
+    code, out = run("backtest", str(tmp_path), "--output", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["records"] == 1
+    assert "gzip" in doc["files"][0]["error"] and doc["files"][1]["error"] is None
+    assert run("backtest", str(tmp_path))[0] == 0
+    assert "skipped" in capsys.readouterr().err
+
+
 def test_backtest_missing_file_is_a_usage_error(tmp_path, capsys):
     assert run("backtest", str(tmp_path / "nope.jsonl"))[0] == 2
     assert "no such file" in capsys.readouterr().err
