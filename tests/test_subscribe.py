@@ -43,6 +43,8 @@ def server(monkeypatch):
         with strict_destinations():
             yield
     finally:
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset",
+                                                      method="POST")).read()
         srv.stop()
 
 
