@@ -314,3 +314,21 @@ def test_checkov_clean(cfn, tmp_path, which):
     assert not failed, [(f["check_id"], f["resource"]) for f in failed]
     for skipped in doc["results"].get("skipped_checks", []):
         assert len(skipped.get("suppress_comment", "")) > 20, skipped["check_id"]
+
+
+@pytest.mark.parametrize("which", ["sam", "translated"])
+def test_cfn_lint_serverless_rules_clean(cfn, tmp_path, which):
+    """cfn-lint with the Serverless Rules (cfn-lint-serverless); ignores are per resource, each
+    with its reason in a comment."""
+    import importlib.util
+    import sys
+    assert importlib.util.find_spec("cfn_lint_serverless"), \
+        "pip install cfn-lint-serverless (the sam extra)"
+    path = TEMPLATE
+    if which == "translated":
+        path = tmp_path / "translated.json"
+        path.write_text(json.dumps(cfn))
+    exe = Path(sys.executable).parent / "cfn-lint"
+    out = subprocess.run([str(exe), str(path), "-a", "cfn_lint_serverless.rules"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
