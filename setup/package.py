@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +66,7 @@ def lambda_packages(path: Path = REQUIREMENTS_IN) -> list[str]:
 
 def lock_inputs(pyproject: Path = PYPROJECT, requirements_in: Path = REQUIREMENTS_IN) -> list[str]:
     """pyproject's requirement string for each package the Lambda bundles."""
+    import tomllib   # here: the build itself (Makefile, any python3) does not need it
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     by_name = {_requirement_name(d): d for d in deps}
     missing = [n for n in lambda_packages(requirements_in) if n not in by_name]
