@@ -247,6 +247,8 @@ def run_topology(world: dict[str, Any], log_group: str) -> dict[str, Any]:
     with strict_destinations():
         code, out, err = run_cli(["subscribe", "--trail", TRAIL, "--destination",
                                   side["destination"], "--yes"])
+        verify = json.loads(run_cli(["verify", "--trail", TRAIL, "--output", "json"])[1])
+    check = next(c for c in verify["checks"] if c["id"] == "subscription.filters")
     filters = boto3.client("logs", region_name=REGION).describe_subscription_filters(
         logGroupName=log_group)["subscriptionFilters"]
     hop = forward_to_destination(log_group, management, filter_name(TRAIL), side)
@@ -257,6 +259,7 @@ def run_topology(world: dict[str, Any], log_group: str) -> dict[str, Any]:
             "subscribe_exit_code": code, "subscribe_output": out + err,
             "filters": [{"name": f["filterName"], "destination": f["destinationArn"]}
                         for f in filters],
+            "verify_subscription": check,
             "forwarded": hop, "processor": processed,
             "note": "moto keeps the subscription filter but does not forward log events to a "
                     "destination: the demo did that hop itself, with the destination role's "
@@ -272,6 +275,8 @@ def print_topology(t: dict[str, Any], out: Any) -> None:
           f"{t['subscribe_exit_code']}", file=out)
     for f in t["filters"]:
         print(f"  filter {f['name']} -> {f['destination']}", file=out)
+    v = t["verify_subscription"]
+    print(f"trailwatch verify: {v['status']}  {v['id']}  {v['message']}", file=out)
     hop = t["forwarded"]
     if hop["error"]:
         print(f"NOT FORWARDED: {hop['error']}", file=out)

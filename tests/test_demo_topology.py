@@ -60,6 +60,8 @@ def test_demo_events_cross_from_management_to_audit_processor():
                              "destination": t["destination"]}]
     assert t["destination"].split(":")[4] == t["audit"]
     assert (t["stream_mode"], t["stream_encryption"]) == ("ON_DEMAND", "KMS")
+    v = t["verify_subscription"]
+    assert v["status"] == "PASS" and "cannot be checked from here" in v["message"], v
     hop, p = t["forwarded"], t["processor"]
     assert hop["error"] == ""
     # every log event the trail wrote in the management account reached the audit processor
