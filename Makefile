@@ -5,8 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMVENV := .venv-sam
 SAMSTAMP := $(SAMVENV)/.installed
+# checkov pins many libraries of its own: it gets its own virtualenv, like the SAM CLI.
+CHECKOVVENV := .venv-checkov
+CHECKOVSTAMP := $(CHECKOVVENV)/.installed
 
-.PHONY: help venv demo test bench sam-venv sam-build sam-validate lint-template clean
+.PHONY: help venv demo test bench sam-venv sam-build sam-validate lint-template clean lock \
+	checkov-venv checkov artifact
 
 help:
 	@echo "make demo      set up and run the end-to-end demo on an embedded local AWS (no account needed)"
@@ -14,6 +18,9 @@ help:
 	@echo "make bench     run the handler benchmark (corpus in ../shared/corpus, else events/)"
 	@echo "make sam-venv  install the AWS SAM CLI in its own virtualenv ($(SAMVENV))"
 	@echo "make sam-build / sam-validate   build / lint the SAM template with that SAM CLI"
+	@echo "make lock      refresh handlers/requirements.txt (hashes) from requirements.in + pyproject"
+	@echo "make artifact  build the Lambda artifact from the lock into build/artifact (local check)"
+	@echo "make checkov   scan template.yaml with checkov (own virtualenv, $(CHECKOVVENV))"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +33,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trailwatch demo
 
-test: $(STAMP) $(SAMSTAMP)
+test: $(STAMP) $(SAMSTAMP) $(CHECKOVSTAMP)
 	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -40,14 +47,34 @@ $(SAMSTAMP):
 
 sam-venv: $(SAMSTAMP)
 
+# --build-in-source: SAM runs build-ProcessorFunction here instead of copying the whole tree
+# (virtualenvs included) to a scratch directory first; setup/package.py reads only handlers/.
 sam-build: $(SAMSTAMP)
-	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --template-file template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --build-in-source --template-file template.yaml
 
 sam-validate: $(SAMSTAMP)
 	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --template-file template.yaml --region us-east-1
 
+$(CHECKOVSTAMP):
+	$(PYTHON) -m venv $(CHECKOVVENV)
+	$(CHECKOVVENV)/bin/pip install -q --upgrade pip
+	$(CHECKOVVENV)/bin/pip install -q checkov
+	touch $(CHECKOVSTAMP)
+
+checkov-venv: $(CHECKOVSTAMP)
+
+checkov: $(CHECKOVSTAMP)
+	$(CHECKOVVENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact
+
+lock: $(STAMP)
+	$(BIN)/python -m setup.package lock
+
+artifact:
+	rm -rf build/artifact
+	$(PYTHON) -m setup.package build/artifact --platform manylinux2014_aarch64 --python-version 3.13
+
 clean:
-	rm -rf $(VENV) $(SAMVENV) .aws-sam build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SAMVENV) $(CHECKOVVENV) .aws-sam build *.egg-info .pytest_cache .hypothesis
 
 # Called by `sam build` (BuildMethod: makefile) with ARTIFACTS_DIR set: arm64, Python 3.13.
 build-ProcessorFunction:

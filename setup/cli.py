@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from setup import __version__, rules_cmd
+from setup import __version__, rules_cmd, subscribe
 from setup.aws import AwsClients
 from setup.cis_alarms import default_topic_arn, plan_cis, read_cis_state
 from setup.cis_alarms import removal_steps as cis_removal_steps
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Security Hub strings, namespace CISBenchmark) and alarms")
     w.add_argument("--alarm-topic", metavar="ARN",
                    help="SNS topic for the CIS alarms (default: create trailwatch-cis-alarms)")
+    subscribe.add_arguments(w)   # --destination, --subscription-role (issue 14)
 
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--output", choices=("text", "json"), default="text", help="output format")
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--delete-role", action="store_true",
                    help="also delete the role if trailwatch created it")
 
+    subscribe.register(sub, [common, wiring, out])   # issue 14
     d = sub.add_parser("demo", formatter_class=fmt,
                        help="run the whole path on an embedded local AWS (no account needed)",
                        description="Start a local moto server, create an organization trail, "
@@ -283,6 +285,7 @@ def make_plan(clients: AwsClients, args: argparse.Namespace) -> tuple[Plan, Targ
         topic = args.alarm_topic or default_topic_arn(target)
         plan.steps += plan_cis(target, read_cis_state(clients, target, topic), topic,
                                create_topic=not args.alarm_topic)
+    subscribe.extend_plan(clients, plan, args)   # --destination (issue 14)
     return plan, target, who
 
 
@@ -347,6 +350,8 @@ def cmd_verify(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> in
 def removal_plan(clients: AwsClients, target: Target, args: argparse.Namespace) -> Plan:
     region = target.region
     steps, notes = cis_removal_steps(clients, target)
+    sub_steps, sub_notes = subscribe.removal_steps(clients, target)   # issue 14
+    steps, notes = sub_steps + steps, sub_notes + notes
     t = target.trail
     if t.log_group_arn or t.role_arn:
         steps.append(Step("cloudtrail", "UpdateTrail",
@@ -431,6 +436,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, stdin: Tex
             return cmd_verify(clients, args, out)
         if args.command == "remove":
             return cmd_remove(clients, args, out, stdin, executor_factory)
+        if args.command == "subscribe":
+            return subscribe.cmd_subscribe(clients, args, out, stdin, executor_factory)
     except StepFailure as e:
         print(e.report(), file=sys.stderr)
         return EXIT_FAIL

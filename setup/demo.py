@@ -372,6 +372,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         processed = process(invocations, topic, fail_q)
         alerts = drain_queue(_client("sqs"), read_q)
         failures = drain_queue(_client("sqs"), fail_q)
+        from setup.demo_topology import run_topology   # topology (ii), issue 14
+        report["topology"] = run_topology(world, log_group)
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}
@@ -455,4 +457,8 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     if a["example"]:
         print("\none alert in full:", file=out)
         print(json.dumps(a["example"], indent=2), file=out)
+    if "topology" in r:   # issue 14
+        from setup.demo_topology import print_topology
+        section("topology (ii): management log group -> destination -> audit processor")
+        print_topology(r["topology"], out)
     print(f"\ndone in {r['seconds']} s", file=out)

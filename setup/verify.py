@@ -326,26 +326,10 @@ def cis_topic_subscribers(ctx: Context) -> CheckResult:
     return CheckResult("cis.topic_subscribers", PASS, f"{len(arns)} alarm topic(s) with subscribers")
 
 
-def _lambda_allows_logs(policy: dict[str, Any], target: Target) -> bool:
-    from setup.policy_eval import as_list, matches_any
-    services = {f"logs.{target.region}.amazonaws.com", "logs.amazonaws.com"}
-    for st in policy.get("Statement", []):
-        principal = st.get("Principal")
-        svc = as_list(principal.get("Service")) if isinstance(principal, dict) else []
-        if st.get("Effect") != "Allow" or not services & set(svc):
-            continue
-        cond = st.get("Condition") or {}
-        arns = [v for block in cond.values() for k, v in (block or {}).items()
-                if k.lower() == "aws:sourcearn"]
-        if not arns or matches_any(arns, target.log_group_arn) or \
-                matches_any(arns, target.log_group_arn_bare):
-            return True
-    return False
-
-
 @check
 def subscription_filters(ctx: Context) -> CheckResult:
-    import json as _json
+    """Each filter's destination checked for real (issue 14; see setup/destinations.py)."""
+    from setup.destinations import check_filter
     target = ctx.target
     logs = ctx.clients.client("logs", target.region)
     try:
@@ -359,31 +343,20 @@ def subscription_filters(ctx: Context) -> CheckResult:
         return CheckResult("subscription.filters", WARN, "no subscription filter: events reach "
                            "the log group but nothing processes them",
                            "deploy the SAM template (template.yaml) with TrailLogGroupName "
-                           f"{target.log_group}")
-    problems = []
-    lam = ctx.clients.client("lambda", target.region)
-    for s in subs:
-        dest = s.get("destinationArn", "")
-        if ":lambda:" not in dest:
-            continue
-        try:
-            policy = _json.loads(lam.get_policy(FunctionName=dest)["Policy"])
-        except ClientError as e:
-            problems.append(f"{s['filterName']} -> {dest}: {error_code(e)}")
-            continue
-        if not _lambda_allows_logs(policy, target):
-            problems.append(f"{s['filterName']} -> {dest}: the function's resource policy does not "
-                            f"allow logs.{target.region}.amazonaws.com for this log group")
-    if problems:
-        return CheckResult("subscription.filters", FAIL, "; ".join(problems),
-                           "add the permission: aws lambda add-permission --principal "
-                           f"logs.{target.region}.amazonaws.com --source-arn {target.log_group_arn}")
+                           f"{target.log_group}, or `trailwatch subscribe --destination ARN` "
+                           "to the audit account's destination")
+    findings = [check_filter(ctx.clients, target, s, ctx.now()) for s in subs]
+    bad = [f for f in findings if f.status == FAIL]
+    if bad:
+        return CheckResult("subscription.filters", FAIL, "; ".join(f.message for f in bad),
+                           bad[0].remediation)
+    message = "; ".join(f.message for f in findings)
     if len(subs) >= 2:
-        return CheckResult("subscription.filters", WARN, f"{len(subs)} of 2 subscription filters "
-                           "used: no room for another consumer",
+        return CheckResult("subscription.filters", WARN, f"{message}. {len(subs)} of 2 "
+                           "subscription filters used: no room for another consumer",
                            "fan out through one Kinesis stream instead of more filters")
-    return CheckResult("subscription.filters", PASS, f"{len(subs)} subscription filter(s), "
-                       "destinations reachable")
+    status = WARN if any(f.status == WARN for f in findings) else PASS
+    return CheckResult("subscription.filters", status, message)
 
 
 def run_checks(ctx: Context, checks: list[Check] | None = None) -> list[CheckResult]:

@@ -100,7 +100,7 @@ def test_on_failure_destinations(cfn):
         {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}
     assert cfg["Properties"]["MaximumRetryAttempts"] == 2
     esm = cfn["Resources"]["KinesisSource"]
-    assert esm["Condition"] == "IsKinesis"
+    assert esm["Condition"] == "ReadsStream"   # kinesis and destination modes
     p = esm["Properties"]
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["BisectBatchOnFunctionError"] is True
@@ -113,8 +113,12 @@ EXPECTED_ALARMS = {
     "FunctionThrottlesAlarm": ("AWS/Lambda", "Throttles", 1),
     "FailureQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", 1),
     "FailedInvocationsAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", 1),
-    "DeliveryLagAlarm": ("Trailwatch", "DeliveryLag", {"Ref": "DeliveryLagThresholdSeconds"}),
+    "DeliveryLagAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "DeliveryLag",
+                         {"Ref": "DeliveryLagThresholdSeconds"}),
     "HeartbeatAlarm": ("AWS/Logs", "IncomingLogEvents", 1),
+    "ProcessorHeartbeatAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "LogEvents", 1),
+    "IteratorAgeAlarm": ("AWS/Lambda", "IteratorAge",
+                         {"Ref": "IteratorAgeThresholdMilliseconds"}),
 }
 
 
@@ -148,7 +152,14 @@ def test_metric_names_match_what_the_handler_emits(cfn):
 
 def _statements(doc):
     st = doc.get("Statement", [])
-    return [st] if isinstance(st, dict) else st
+    st = [st] if isinstance(st, dict) else st
+    out = []
+    for s in st:   # a conditional statement: check both branches
+        if "Fn::If" in s:
+            out += [b for b in s["Fn::If"][1:] if isinstance(b, dict) and "Action" in b]
+        else:
+            out.append(s)
+    return out
 
 
 ALLOWED_STAR = {"kinesis:ListStreams"}   # AWS offers no resource-level form

@@ -1,0 +1,153 @@
+"""The Lambda artifact is reproducible (issue 14): a pip-tools lock with hashes for every runtime
+dependency, one version source of truth (pyproject.toml), installed with hash checking, and a
+build that reads only what the function needs. Observed before: `>=`-only requirements, no lock,
+Powertools bounds differing between pyproject.toml and handlers/requirements.txt, and
+`make sam-build` copying .venv and .venv-sam (about 850 MB) on every build."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from setup import package
+from setup.package import (REQUIREMENTS, REQUIREMENTS_IN, build_artifact, canonical_name,
+                           lambda_packages, lock_inputs, size_bytes)
+from tests.conftest import ROOT
+
+SAM = ROOT / ".venv-sam" / "bin" / "sam"
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+def parse_lock(text: str) -> dict[str, tuple[str, list[str], list[str]]]:
+    """name -> (version, hashes, via) from a pip-compile output."""
+    out: dict[str, tuple[str, list[str], list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        m = PIN.match(line)
+        if m:
+            current = canonical_name(m.group(1))
+            out[current] = (m.group(2), [], [])
+        elif current and "--hash=sha256:" in line:
+            out[current][1].append(line.split("--hash=sha256:")[1].split()[0])
+        elif current and line.strip().startswith("# via"):
+            out[current][2].append(line.strip())
+        elif line.strip() and not line.startswith((" ", "#")):
+            raise AssertionError(f"unpinned line in the lock: {line!r}")
+    return out
+
+
+def pyproject_deps() -> dict[str, Requirement]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {canonical_name(Requirement(d).name): Requirement(d) for d in deps}
+
+
+def test_lock_pins_every_package_with_hashes():
+    lock = parse_lock(REQUIREMENTS.read_text())
+    assert lock, "handlers/requirements.txt has no pinned package"
+    for name, (version, hashes, _) in lock.items():
+        assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), name
+    assert "make lock" in REQUIREMENTS.read_text()[:400]    # the refresh command is named
+    assert set(lambda_packages()) <= set(lock)
+    assert not {"boto3", "botocore", "s3transfer"} & set(lock)   # the runtime provides the SDK
+
+
+def test_one_version_source_for_shared_dependencies():
+    """requirements.in names packages only; pyproject.toml holds their bounds, and the lock's
+    pins satisfy them."""
+    deps = pyproject_deps()
+    lock = parse_lock(REQUIREMENTS.read_text())
+    for name in lambda_packages():
+        assert name in deps, name
+        assert deps[name].specifier.contains(lock[name][0]), (name, lock[name][0])
+    assert [canonical_name(Requirement(r).name) for r in lock_inputs()] == lambda_packages()
+
+
+def test_requirements_in_refuses_versions(tmp_path):
+    bad = tmp_path / "requirements.in"
+    bad.write_text("orjson>=3.9\n")
+    with pytest.raises(package.LockError, match="pyproject.toml"):
+        lambda_packages(bad)
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["orjson>=3.9"]\n')
+    bad.write_text("orjson\nnot-declared\n")
+    with pytest.raises(package.LockError, match="not-declared"):
+        lock_inputs(tmp_path / "pyproject.toml", bad)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_artifact(tmp_path_factory.mktemp("artifact") / "task")
+
+
+@pytest.mark.slow
+def test_artifact_contents_and_size(built):
+    lock = parse_lock(REQUIREMENTS.read_text())
+    names = {p.name for p in built.iterdir()}
+    code = {n for n in names if not n.endswith(".dist-info")}
+    assert code == {"handlers", "aws_lambda_powertools", "jmespath", "orjson",
+                    "typing_extensions.py", "zlib_ng"}
+    # exactly the locked versions, nothing else installed
+    dists = {canonical_name(n[:-len(".dist-info")].rsplit("-", 1)[0]):
+             n[:-len(".dist-info")].rsplit("-", 1)[1] for n in names if n.endswith(".dist-info")}
+    assert dists == {n: v for n, (v, _, _) in lock.items()}
+    shipped = sorted(p.name for p in (built / "handlers").iterdir())
+    expected = sorted(p.name for p in (ROOT / "handlers").iterdir()
+                      if p.is_file() and p.suffix in (".py", ".json"))
+    assert shipped == expected
+    assert not list(built.rglob("__pycache__")) and not (built / "bin").exists()
+    assert 1_000_000 < size_bytes(built) < 15_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tamper", ["hash", "no-hashes"])
+def test_build_refuses_a_tampered_or_unhashed_lock(tmp_path, tamper):
+    text = REQUIREMENTS.read_text()
+    if tamper == "hash":
+        # every orjson hash replaced: whichever wheel pip picks, its sha256 is not in the lock
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("orjson=="))
+        for i in range(start + 1, len(lines)):
+            if "--hash=sha256:" not in lines[i]:
+                break
+            lines[i] = re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, lines[i])
+        text = "\n".join(lines) + "\n"
+    else:
+        text = "".join(f"{n}=={v}\n" for n, (v, _, _) in parse_lock(text).items())
+    lock = tmp_path / "requirements.txt"
+    lock.write_text(text)
+    with pytest.raises(subprocess.CalledProcessError):
+        build_artifact(tmp_path / "task", requirements=lock)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAM.exists(), reason="SAM CLI not installed (make sam-venv)")
+def test_sam_build_reads_only_the_source(tmp_path):
+    """`make sam-build` must not copy the tree: a named pipe in .venv (standing in for the
+    virtualenvs) makes any copy fail, so the build passes only if SAM builds in source."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    files += ["LICENSE", "handlers/requirements.in", "handlers/requirements.txt"]
+    src = tmp_path / "src"
+    for rel in set(files):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+    (src / ".venv").mkdir()
+    os.mkfifo(src / ".venv" / "trap")
+    samvenv = SAM.parent.parent
+    (samvenv / ".installed").exists() or pytest.skip("SAM virtualenv not stamped")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    out = subprocess.run(["make", "sam-build", f"SAMVENV={samvenv}"], cwd=src, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    fn = src / ".aws-sam" / "build" / "ProcessorFunction"
+    assert {"handlers", "orjson", "aws_lambda_powertools"} <= {p.name for p in fn.iterdir()}
+    assert not (fn / ".venv").exists() and not (fn / "setup").exists()
+    # built for the template's platform: arm64 wheels
+    assert any("aarch64" in p.name for p in (fn / "orjson").glob("*.so"))
