@@ -35,10 +35,14 @@ class CheckResult:
     status: str
     message: str
     remediation: str = ""
+    details: dict[str, Any] | None = None     # machine-readable facts (e.g. canary timings)
 
-    def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "status": self.status, "message": self.message,
-                "remediation": self.remediation}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "status": self.status, "message": self.message,
+                               "remediation": self.remediation}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
 
 
 @dataclass
