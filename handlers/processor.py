@@ -24,6 +24,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from handlers import canary as canary_mod
 from handlers import emf
 from handlers.alerts import delivery_delayed_alert
 from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
@@ -111,6 +112,7 @@ class App:
         delayed_sources: set[str] = set()
         delivery_lags: list[float] = []
         receipt_lags: list[float] = []
+        canaries: list[dict[str, Any]] = []
 
         if unsupported is not None:
             counts["payload_errors"] += 1
@@ -151,6 +153,7 @@ class App:
             counts["no_event_time"] += res.no_event_time
             delivery_lags += res.delivery_lags
             receipt_lags += res.receipt_lags
+            canaries += res.canaries
             for f in res.failures:
                 self.log.error("unprocessable log event", extra={
                     "reason": f["reason"], "detail": f["detail"], "log_event_id": f["log_event_id"],
@@ -165,6 +168,8 @@ class App:
                 delayed_sources.add(source_id)
 
         counts["delayed"] = len(delayed)
+        canary_mod.report(canaries, self.log, self.emit, NAMESPACE, SERVICE,
+                          int(self.pipeline.clock() * 1000))
         if delayed:
             alert = delivery_delayed_alert(delayed, self.pipeline.settings.lag_threshold)
             alerts.setdefault(alert["alert_id"], alert)
