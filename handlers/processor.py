@@ -12,6 +12,10 @@ sinks and records Powertools metrics (EMF). Environment (contract names):
 ``CLOCK_SKEW_TOLERANCE_SECONDS``     negative lag tolerated before counting clock skew (60)
 ``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (8 MiB)
 ``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
+``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/tamper.py; unset: not watched)
+``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
+``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
+``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
 
     ``env`` is the processor's environment, for built-in rules that watch resources it names.
     """
-    return cis_rules()
+    from handlers.tamper import tamper_rules     # issue 10: trail/log group/role/processor tamper
+    return cis_rules() + tamper_rules(env)
 
 
 def _id_list(value: Any, where: str, what: str) -> tuple[str, ...]:
