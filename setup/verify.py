@@ -616,6 +616,13 @@ def subscription_filters(ctx: Context) -> CheckResult:
                        "destinations reachable")
 
 
+# Checks that need only the trail (the watchdog runs these when the log group's account is out
+# of reach).
+TRAIL_LEVEL_CHECKS: tuple[Check, ...] = (trail_logging, trail_cwl_fields, trail_multi_region,
+                                         trail_management_events, trail_global_events,
+                                         delivery_error, delivery_recent)
+
+
 def run_checks(ctx: Context, checks: list[Check] | None = None) -> list[CheckResult]:
     results = []
     for fn in checks or CHECKS:
