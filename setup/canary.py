@@ -351,7 +351,9 @@ class Canary:
             err = self._delivery_error()
             what = "; ".join(f"{p.label} (nonce {p.nonce})" for p in missing)
             member = any(p is not probes[0] for p in missing)
-            stream = (f"{self.target.org_id or 'o-<orgid>'}_<account>_CloudTrail_"
+            member_acct = (self.member_role_arn or "").split(":")[4] \
+                if (self.member_role_arn or "").count(":") >= 5 else "<account>"
+            stream = (f"{self.target.org_id or 'o-<orgid>'}_{member_acct}_CloudTrail_"
                       f"{self.target.region}" if member else
                       f"{self.target.account}_CloudTrail_{self.target.region}")
             return CheckResult(
