@@ -373,7 +373,7 @@ def role_stream_policy(ctx: Context) -> CheckResult:
         return CheckResult("role.stream_policy", FAIL, "no role", "run `trailwatch apply`")
     pols = ctx.role_policies
     assert pols is not None
-    arns = stream_arns_to_evaluate(target, ctx.members)
+    arns = stream_arns_to_evaluate(target, ctx.members if target.trail.is_org else [])
     refused = [(a, arn, d) for arn in arns for a in DELIVERY_ACTIONS
                for d in [evaluate_role(pols.identity, a, arn, pols.boundary)] if not d.allowed]
     sources = f"{len(pols.inline)} inline and {len(pols.managed)} managed polic" \

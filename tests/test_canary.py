@@ -269,3 +269,26 @@ def test_duration_flag_values():
     assert canary.duration("7200") == 7200 and canary.duration("1d") == 86400
     with pytest.raises(Exception):
         canary.duration("soon")
+
+
+def test_cli_apply_wait_times_out_fail_exit_1(aws, monkeypatch):
+    """moto never reports a CloudWatch Logs delivery: --wait must not pass on silence."""
+    ft = FakeTime()
+    monkeypatch.setattr(canary, "_now", ft.clock)
+    monkeypatch.setattr(canary, "_sleep", ft.sleep)
+    out = io.StringIO()
+    code = main(["apply", "--trail", "main", "--log-group", GROUP, "--yes", "--wait",
+                 "--wait-timeout", "120", "--output", "json"], out=out,
+                clients=AwsClients(region=REGION))
+    checks = {c["id"]: c for c in json.loads(out.getvalue())["verify"]["checks"]}
+    assert checks["delivery.after_apply"]["status"] == "FAIL"
+    assert code == 1
+    assert sum(ft.sleeps) == pytest.approx(120)
+
+
+def test_cli_apply_without_wait_keeps_exit_0(aws):
+    out = io.StringIO()
+    code = main(["apply", "--trail", "main", "--log-group", GROUP, "--yes", "--output", "json"],
+                out=out, clients=AwsClients(region=REGION))
+    assert code == 0
+    assert "delivery.after_apply" not in out.getvalue()
