@@ -58,4 +58,4 @@ build-ProcessorFunction:
 build-WatchdogFunction:
 	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13
 	mkdir -p "$(ARTIFACTS_DIR)/setup"
-	cp $(filter-out setup/demo.py,$(wildcard setup/*.py)) "$(ARTIFACTS_DIR)/setup/"
+	cp $(filter-out setup/demo%,$(wildcard setup/*.py)) "$(ARTIFACTS_DIR)/setup/"
