@@ -273,8 +273,10 @@ def trail_management_events(ctx: Context) -> CheckResult:
     else:
         what = "management events recorded, but " + "; ".join(notes)
     status = FAIL if cis else WARN
-    suffix = ": the CIS metric filters and alarms can never fire" if status == FAIL else \
-        ": CIS monitoring needs ReadWriteType All"
+    full = kinds == {"ReadOnly", "WriteOnly"}
+    suffix = (": CIS filters on the excluded sources can never fire" if full else
+              ": the CIS metric filters and alarms can never fire") if status == FAIL else \
+        ("" if full else ": CIS monitoring needs ReadWriteType All")
     return CheckResult(cid, status, what + suffix, fix)
 
 

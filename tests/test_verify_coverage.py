@@ -17,7 +17,7 @@ from setup.aws import AwsClients
 from setup.cli import main
 from setup.models import Target, Trail, stream_policy, trust_policy
 from setup import verify
-from setup.verify import Context, run_checks
+from setup.verify import Context
 
 ACCT = "123456789012"
 REGION = "us-east-1"
