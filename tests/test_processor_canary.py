@@ -100,3 +100,41 @@ def test_legacy_tag_log_group_and_star_arn():
     rec["requestParameters"]["resourceArn"] += ":*"
     assert canary_nonce(rec, env) == "tw-abc"
     assert canary_nonce({"eventName": "TagResource"}, env) is None
+
+
+# ----------------------------------------------------------------------------------- hostile input
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GROUP_CHARS = "abcXYZ019._-/#"     # the characters a log group name may hold
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=3), max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event_name=st.sampled_from(["TagResource", "TagLogGroup", "UntagResource"]) | JSON,
+       params=JSON | st.fixed_dictionaries({"resourceArn": JSON, "tags": JSON}),
+       owner=JSON, group=JSON)
+def test_canary_recognition_never_raises_and_never_widens(event_name, params, owner, group):
+    """Whatever the record holds, recognition does not crash, and a record is a canary only when
+    it sets exactly the canary tag on the batch's own group in the owner's account."""
+    rec = {"eventName": event_name, "eventSource": "logs.amazonaws.com",
+           "requestParameters": params, "recipientAccountId": ACCT}
+    env = {"logGroup": group, "owner": owner}
+    nonce = canary_nonce(rec, env)
+    if nonce is not None:
+        assert isinstance(params, dict) and list(params["tags"]) == [CANARY_TAG]
+        assert params["tags"][CANARY_TAG] == nonce
+        assert isinstance(group, str) and group
+
+
+@settings(max_examples=200, deadline=None)
+@given(group=st.text(GROUP_CHARS, min_size=1, max_size=30),
+       other=st.text(GROUP_CHARS, min_size=1, max_size=30))
+def test_canary_on_another_group_is_never_recognised(group, other):
+    if group == other:
+        return
+    rec = tag_record(group=other)
+    assert canary_nonce(rec, {"logGroup": group, "owner": ACCT}) is None
