@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - exercised by tests through the ``lib``
     _inflate = zlib  # type: ignore[assignment]
 
 from handlers import alerts as A
+from handlers.canary import CANARY_EVENTS, canary_nonce, observation
 from handlers.rules import Rule, build_index
 from handlers.thresholds import apply_thresholds, thresholds_of
 
@@ -148,6 +149,7 @@ class BatchResult:
     delayed: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    canaries: list[dict[str, Any]] = field(default_factory=list)   # trailwatch's own canary
 
 
 class Pipeline:
@@ -254,6 +256,11 @@ class Pipeline:
                     })
                 elif lag < skew:
                     n_skewed += 1
+            if rec.get("eventName") in CANARY_EVENTS:     # verify --canary: logged, never alerted
+                nonce = canary_nonce(rec, env)
+                if nonce is not None:
+                    result.canaries.append(observation(nonce, rec, env, ev, lag, now - delivered))
+                    continue
             hits = matches(rec)
             if hits:
                 for rule in hits:

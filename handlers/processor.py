@@ -12,6 +12,10 @@ sinks and records Powertools metrics (EMF). Environment (contract names):
 ``CLOCK_SKEW_TOLERANCE_SECONDS``     negative lag tolerated before counting clock skew (60)
 ``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (8 MiB)
 ``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
+``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/tamper.py; unset: not watched)
+``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
+``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
+``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from handlers import canary as canary_mod
 from handlers import emf
 from handlers.alerts import delivery_delayed_alert
 from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
@@ -111,6 +116,7 @@ class App:
         delayed_sources: set[str] = set()
         delivery_lags: list[float] = []
         receipt_lags: list[float] = []
+        canaries: list[dict[str, Any]] = []
 
         if unsupported is not None:
             counts["payload_errors"] += 1
@@ -151,6 +157,7 @@ class App:
             counts["no_event_time"] += res.no_event_time
             delivery_lags += res.delivery_lags
             receipt_lags += res.receipt_lags
+            canaries += res.canaries
             for f in res.failures:
                 self.log.error("unprocessable log event", extra={
                     "reason": f["reason"], "detail": f["detail"], "log_event_id": f["log_event_id"],
@@ -165,6 +172,8 @@ class App:
                 delayed_sources.add(source_id)
 
         counts["delayed"] = len(delayed)
+        canary_mod.report(canaries, self.log, self.emit, NAMESPACE, SERVICE,
+                          int(self.pipeline.clock() * 1000))
         if delayed:
             alert = delivery_delayed_alert(delayed, self.pipeline.settings.lag_threshold)
             alerts.setdefault(alert["alert_id"], alert)

@@ -94,7 +94,8 @@ def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
 
     ``env`` is the processor's environment, for built-in rules that watch resources it names.
     """
-    return [_with_cis_label(r) for r in cis_rules()] + pack_rules()
+    from handlers.tamper import tamper_rules     # issue 10: trail/log group/role/processor tamper
+    return [_with_cis_label(r) for r in cis_rules()] + pack_rules() + tamper_rules(env)
 
 
 def _with_cis_label(rule: Rule) -> Rule:

@@ -30,6 +30,7 @@ from setup.planner import Plan, Step, build_plan
 from setup.state import (SetupError, caller, error_code, error_message, find_trail,
                          organization_id, read_log_group, read_role, read_state)
 from setup.verify import FAIL, Context, run_checks, summary
+from setup import canary as canary_mod
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -126,13 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     a.add_argument("--propagation-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="how long to retry UpdateTrail while IAM propagates (default 120)")
+    canary_mod.add_arguments(a, apply=True)
 
     v = sub.add_parser("verify", parents=[common, wiring, out], formatter_class=fmt,
                        help="read-only checks: PASS / WARN / FAIL with remediation",
                        description="Check the trail, log group, role, trust and stream policy "
                                    "(evaluated locally against the exact stream names) and "
                                    "GetTrailStatus delivery. Exit 1 when any check FAILs.")
-    del v
+    canary_mod.add_arguments(v)
 
     r = sub.add_parser("remove", parents=[common, wiring, out], formatter_class=fmt,
                        help="detach the trail from CloudWatch Logs",
@@ -315,10 +317,14 @@ def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin:
     stop = show_and_confirm(plan, target, who, args, "apply", out, stdin)
     if stop is not None:
         return stop
+    applied_at = time.time()
     done = executor_factory(clients, args.propagation_timeout).run(plan)
     writes = len(clients.mutating_calls())
     fresh = refresh_target(clients, target)
-    results = run_checks(Context(clients, fresh))
+    waited = [canary_mod.wait_for_delivery(clients, fresh, applied_at, args.wait_timeout)] \
+        if getattr(args, "wait", False) else []
+    results = waited + run_checks(Context(clients, fresh, **canary_mod.context_options(args)))
+    results += canary_mod.extra_checks(clients, fresh, args)
     if text:
         print(f"\nApplied {len(done)} change(s) with {writes} write call(s).", file=out)
         print_checks(results, out)
@@ -327,6 +333,9 @@ def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin:
                           "write_calls": writes,
                           "verify": {"checks": [r.to_json() for r in results],
                                      "summary": summary(results)}}, indent=2), file=out)
+    if (getattr(args, "wait", False) or getattr(args, "canary", False)) and \
+            any(r.status == FAIL for r in results):
+        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -337,7 +346,8 @@ def refresh_target(clients: AwsClients, target: Target) -> Target:
 
 def cmd_verify(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> int:
     target, who, _ = resolve_target(clients, args)
-    results = run_checks(Context(clients, target))
+    results = run_checks(Context(clients, target, **canary_mod.context_options(args)))
+    results += canary_mod.extra_checks(clients, target, args)
     if args.output == "json":
         print(json.dumps({"trail": target.trail.arn, "checks": [r.to_json() for r in results],
                           "summary": summary(results)}, indent=2), file=out)

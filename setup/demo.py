@@ -372,6 +372,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         processed = process(invocations, topic, fail_q)
         alerts = drain_queue(_client("sqs"), read_q)
         failures = drain_queue(_client("sqs"), fail_q)
+        from setup import demo_canary      # issue 10: verify --canary end to end
+        report["canary"] = demo_canary.run(world, log_group, role, topic, read_q, fail_q, TRAIL)
         from setup.demo_topology import run_topology   # topology (ii), issue 14
         report["topology"] = run_topology(world, log_group)
     totals = processed["totals"]
@@ -457,6 +459,9 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     if a["example"]:
         print("\none alert in full:", file=out)
         print(json.dumps(a["example"], indent=2), file=out)
+    if r.get("canary"):
+        from setup import demo_canary
+        demo_canary.print_section(r["canary"], out)
     if "topology" in r:   # issue 14
         from setup.demo_topology import print_topology
         section("topology (ii): management log group -> destination -> audit processor")

@@ -37,7 +37,7 @@ def matches_any(patterns: list[str], value: str, ignore_case: bool = False) -> b
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: str            # "allow" | "explicit-deny" | "implicit-deny"
+    reason: str            # "allow" | "explicit-deny" | "implicit-deny" | "boundary-*-deny"
     conditional: bool = False  # a statement with a Condition was involved
 
 
@@ -90,3 +90,21 @@ def evaluate(documents: list[Any], action: str, resource: str | None = None,
                 else:
                     allowed = True
     return Decision(allowed, "allow" if allowed else "implicit-deny", conditional)
+
+
+def evaluate_role(identity: list[Any], action: str, resource: str,
+                  boundary: Any = None) -> Decision:
+    """IAM's answer for a role: its identity policies (inline and attached managed) must allow the
+    action and, when the role has a permissions boundary, the boundary must allow it too. An
+    explicit Deny in either wins.
+    """
+    ident = evaluate(identity, action, resource)
+    if ident.reason == "explicit-deny":
+        return ident
+    if boundary is not None:
+        bound = evaluate([boundary], action, resource)
+        if bound.reason == "explicit-deny":
+            return Decision(False, "boundary-explicit-deny", bound.conditional)
+        if not bound.allowed:
+            return Decision(False, "boundary-implicit-deny", bound.conditional or ident.conditional)
+    return ident

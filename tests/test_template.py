@@ -30,6 +30,7 @@ def translate(params: dict | None = None) -> dict:
     doc = yaml_parse(TEMPLATE.read_text())
     # `sam package` replaces the local CodeUri with the uploaded artifact.
     doc["Resources"]["ProcessorFunction"]["Properties"]["CodeUri"] = "s3://artifacts/processor.zip"
+    doc["Resources"]["WatchdogFunction"]["Properties"]["CodeUri"] = "s3://artifacts/watchdog.zip"
     return transform(doc, params or {}, NoManagedPolicies())
 
 
@@ -162,7 +163,9 @@ def _statements(doc):
     return out
 
 
-ALLOWED_STAR = {"kinesis:ListStreams"}   # AWS offers no resource-level form
+ALLOWED_STAR = {"kinesis:ListStreams",   # AWS offers no resource-level form
+                "cloudtrail:DescribeTrails", "organizations:DescribeOrganization",
+                "organizations:ListAccounts"}   # the watchdog's lookups (issue 10)
 
 
 def test_no_over_broad_iam(cfn):
@@ -196,3 +199,27 @@ def test_topic_is_kms_encrypted_and_queues_encrypted(cfn):
 def test_outputs(cfn):
     assert {"ProcessorFunctionArn", "AlertTopicArn", "AlertBusName", "FailureQueueUrl",
             "DashboardName"} <= set(cfn["Outputs"])
+
+
+def test_watchdog_block(cfn):
+    """issue 10: the scheduled watchdog runs the verify checks with read-only, scoped access."""
+    fn = cfn["Resources"]["WatchdogFunction"]["Properties"]
+    assert fn["Handler"] == "handlers.watchdog.lambda_handler"
+    env = fn["Environment"]["Variables"]
+    assert {"TRAIL_NAME", "TRAIL_LOG_GROUP_NAME", "VERIFY_ROLE_ARN", "ALERT_TOPIC_ARN",
+            "WATCHDOG_STATE_PARAMETER"} <= set(env)
+    (rule,) = [r for r in resources(cfn, "AWS::Events::Rule").values()
+               if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["WatchdogFunction",
+                                                                           "Arn"]}]
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "WatchdogSchedule"}
+    assert cfn["Parameters"]["WatchdogSchedule"]["Default"] == "rate(15 minutes)"
+    assume = cfn["Resources"]["WatchdogAssumeVerifyRole"]
+    assert assume["Condition"] == "HasVerifyRole"
+    role = cfn["Resources"]["WatchdogFunctionRole"]["Properties"]
+    writes = [a for p in role["Policies"] for st in _statements(p["PolicyDocument"])
+              for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+              if not a.split(":")[1].startswith(("Get", "List", "Describe"))]
+    assert sorted(writes) == ["kms:Decrypt", "kms:GenerateDataKey", "sns:Publish",
+                             "ssm:PutParameter"]   # alerts to the encrypted topic, its state
+    penv = cfn["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    assert {"TRAIL_NAME", "TRAIL_LOG_GROUP_NAME", "DELIVERY_ROLE_NAME"} <= set(penv)

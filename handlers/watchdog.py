@@ -1,0 +1,221 @@
+"""Scheduled watchdog: ``handlers/watchdog.py::lambda_handler`` (EventBridge schedule).
+
+Continuous verification: every run executes the read-only ``trailwatch verify`` checks with the
+very code the CLI uses (:mod:`setup.verify`), emits one metric per check (``CheckStatus``: 0 PASS,
+1 WARN, 2 FAIL, dimension ``check``) plus ``ChecksFailed`` / ``ChecksRun``, and publishes an alert
+when a check *changes* to FAIL and a recovery when a failed check returns to PASS. The previous
+statuses live in an SSM parameter, so an unchanged FAIL alerts once, not every 15 minutes.
+
+Environment (contract names, set by template.yaml):
+
+``TRAIL_NAME``                  the trail (name or ARN) to verify
+``TRAIL_LOG_GROUP_NAME``        its log group (default: the one the trail delivers to)
+``VERIFY_ROLE_ARN``             optional role to assume in the log group's account
+``ORG_ID``                      optional organization id (else organizations:DescribeOrganization)
+``MAX_DELIVERY_AGE_SECONDS``    verify --max-delivery-age (7200)
+``ALERT_TOPIC_ARN``             SNS topic for the alerts (unset: alerts are only logged)
+``WATCHDOG_STATE_PARAMETER``    SSM String parameter holding the last statuses (JSON)
+
+The artifact bundles ``setup/`` beside ``handlers/`` (Makefile ``build-WatchdogFunction``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from handlers.alerts import SCHEMA, alert_id
+
+SERVICE = "trailwatch-watchdog"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
+STATUS_VALUE = {"PASS": 0, "WARN": 1, "FAIL": 2}
+
+
+class SsmState:
+    """Last statuses per check id, as JSON in an SSM String parameter."""
+
+    def __init__(self, name: str, client: Any) -> None:
+        self.name = name
+        self.client = client
+
+    def load(self) -> dict[str, str]:
+        try:
+            value = self.client.get_parameter(Name=self.name)["Parameter"]["Value"]
+        except self.client.exceptions.ParameterNotFound:
+            return {}
+        try:
+            doc = json.loads(value)
+        except ValueError:
+            return {}
+        return {k: v for k, v in doc.items() if isinstance(v, str)} if isinstance(doc, dict) else {}
+
+    def save(self, statuses: dict[str, str]) -> None:
+        self.client.put_parameter(Name=self.name, Value=json.dumps(statuses, sort_keys=True),
+                                  Type="String", Overwrite=True)
+
+
+class MemoryState:
+    def __init__(self, initial: dict[str, str] | None = None) -> None:
+        self.value = dict(initial or {})
+
+    def load(self) -> dict[str, str]:
+        return dict(self.value)
+
+    def save(self, statuses: dict[str, str]) -> None:
+        self.value = dict(statuses)
+
+
+def _result(cid: str, status: str, message: str, remediation: str = "") -> Any:
+    from setup.verify import CheckResult
+    return CheckResult(cid, status, message, remediation)
+
+
+def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[Any]]:
+    """(trail ARN, results) of the read-only verify checks, as the CLI runs them."""
+    from setup.aws import AwsClients
+    from setup.models import Target, default_log_group, default_role_name
+    from setup.state import SetupError, caller, find_trail, organization_id
+    from setup.verify import CHECKS, TRAIL_LEVEL_CHECKS, Context, run_checks
+
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    clients = clients or AwsClients(region=region)
+    notes: list[Any] = []
+    if env.get("VERIFY_ROLE_ARN"):
+        from setup.canary import clients_for_role
+        clients = clients_for_role(clients, env["VERIFY_ROLE_ARN"], clients.default_region)
+    trail_ref = env.get("TRAIL_NAME") or ""
+    try:
+        trail = find_trail(clients, trail_ref)
+        who = caller(clients, trail.home_region)
+        org_id = env.get("ORG_ID") or (organization_id(clients, trail.home_region)
+                                        if trail.is_org else None)
+    except SetupError as e:
+        return trail_ref, [_result("watchdog.trail", "FAIL", e.message, e.remediation)]
+    group_arn = trail.log_group_arn or ""
+    parts = group_arn.split(":")
+    group = env.get("TRAIL_LOG_GROUP_NAME") or (parts[6] if len(parts) > 6 else
+                                                default_log_group(trail.name))
+    role = trail.role_arn.rsplit("/", 1)[1] if trail.role_arn else default_role_name(trail.name)
+    target = Target(trail=trail, account=who["account"], log_group=group, role_name=role,
+                    org_id=org_id)
+    checks = list(CHECKS)
+    if len(parts) > 4 and parts[4] != who["account"]:
+        checks = list(TRAIL_LEVEL_CHECKS)
+        notes.append(_result("watchdog.scope", "WARN", f"the log group is in account {parts[4]}; "
+                             f"this watchdog runs in {who['account']} without VerifyRoleArn, so "
+                             "only the trail-level checks ran",
+                             "set the template's VerifyRoleArn to a read-only role in that account"))
+    max_age = float(env.get("MAX_DELIVERY_AGE_SECONDS") or 7200)
+    ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=max_age))
+    return trail.arn, notes + run_checks(ctx, checks)
+
+
+def metric_documents(results: list[Any], now_ms: int) -> list[bytes]:
+    """EMF: one ``CheckStatus`` value per check (dimension ``check``), and the run's totals."""
+    out = []
+    for r in results:
+        out.append(json.dumps({
+            "_aws": {"Timestamp": now_ms, "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE, "Dimensions": [["service", "check"]],
+                "Metrics": [{"Name": "CheckStatus", "Unit": "None"}]}]},
+            "service": SERVICE, "check": r.id, "CheckStatus": STATUS_VALUE[r.status]}).encode())
+    failed = sum(1 for r in results if r.status == "FAIL")
+    out.append(json.dumps({
+        "_aws": {"Timestamp": now_ms, "CloudWatchMetrics": [{
+            "Namespace": NAMESPACE, "Dimensions": [["service"]],
+            "Metrics": [{"Name": "ChecksFailed", "Unit": "Count"},
+                        {"Name": "ChecksRun", "Unit": "Count"}]}]},
+        "service": SERVICE, "ChecksFailed": failed, "ChecksRun": len(results)}).encode())
+    return out
+
+
+def transition_alerts(trail: str, results: list[Any], previous: Mapping[str, str],
+                      run_key: str) -> list[dict[str, Any]]:
+    """An alert for each check that changed to FAIL, a recovery for each FAIL back to PASS."""
+    alerts = []
+    for r in results:
+        before = previous.get(r.id)
+        if r.status == "FAIL" and before != "FAIL":
+            kind, severity, title = "verify_check_failed", "HIGH", f"trailwatch check {r.id} FAILS"
+        elif r.status == "PASS" and before == "FAIL":
+            kind, severity, title = "verify_check_recovered", "INFO", \
+                f"trailwatch check {r.id} recovered"
+        else:
+            continue
+        rule_id = f"trailwatch-verify-{r.id}"
+        alerts.append({
+            "schema": SCHEMA,
+            "alert_id": alert_id(kind, rule_id, f"{trail}|{run_key}"),
+            "kind": kind,
+            "rule": {"id": rule_id, "title": title, "severity": severity, "source": "watchdog"},
+            "event": {"trail": trail, "check": r.to_json(), "previous_status": before},
+            "delivery": None,
+            "expected_change": False,
+            "truncated_fields": [],
+        })
+    return alerts
+
+
+class Watchdog:
+    def __init__(self, env: Mapping[str, str], state: Any, publish: Callable[[dict], None] | None,
+                 emit: Callable[[bytes], None], log: Any = None,
+                 verify: Callable[[Mapping[str, str]], tuple[str, list[Any]]] = run_verify,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.env, self.state, self.publish, self.emit = env, state, publish, emit
+        self.log = log
+        self.verify = verify
+        self.clock = clock
+
+    def run(self, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        trail, results = self.verify(self.env)
+        now = self.clock()
+        for doc in metric_documents(results, int(now * 1000)):
+            self.emit(doc)
+        previous = self.state.load()
+        # The schedule's time keys the alert ids: a retried run publishes the same ids.
+        run_key = str((event or {}).get("time") or int(now))
+        alerts = transition_alerts(trail, results, previous, run_key)
+        for alert in alerts:
+            if self.publish is None:
+                if self.log is not None:
+                    self.log.warning("alert", extra={"alert": alert})
+            else:
+                self.publish(alert)     # raises: state is not saved, the retry re-alerts
+        current = {r.id: r.status for r in results}
+        self.state.save(current)
+        summary = {s: sum(1 for r in results if r.status == s) for s in STATUS_VALUE}
+        return {"trail": trail, "checks": current, "summary": summary, "alerts": len(alerts)}
+
+
+def sns_publisher(topic_arn: str, client: Any) -> Callable[[dict], None]:
+    def publish(alert: dict) -> None:
+        client.publish(TopicArn=topic_arn, Message=json.dumps(alert),
+                       Subject=alert["rule"]["title"][:99],
+                       MessageAttributes={
+                           "kind": {"DataType": "String", "StringValue": alert["kind"]},
+                           "severity": {"DataType": "String",
+                                        "StringValue": alert["rule"]["severity"]}})
+    return publish
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Watchdog:
+    import sys
+
+    import boto3
+    env = os.environ if env is None else env
+    state: Any = SsmState(env["WATCHDOG_STATE_PARAMETER"], boto3.client("ssm")) \
+        if env.get("WATCHDOG_STATE_PARAMETER") else MemoryState()
+    publish = sns_publisher(env["ALERT_TOPIC_ARN"], boto3.client("sns")) \
+        if env.get("ALERT_TOPIC_ARN") else None
+
+    def emit(line: bytes) -> None:
+        sys.stdout.write(line.decode() + "\n")
+    return Watchdog(env, state, publish, emit)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return from_env().run(event)
