@@ -97,7 +97,10 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
           "ProcessorFunctionEventInvokeConfig", "AlertKey", "AlertTopic", "AlertBus",
           "FailureQueue", "FailedInvocationsQueue", "FunctionErrorsAlarm",
           "FunctionThrottlesAlarm", "FailureQueueAlarm", "FailedInvocationsAlarm",
-          "DeliveryLagAlarm", "ProcessorHeartbeatAlarm", "Dashboard"}
+          "DeliveryLagAlarm", "ProcessorHeartbeatAlarm", "Dashboard",
+          # issue 10: the scheduled watchdog (continuous verify)
+          "WatchdogLogGroup", "WatchdogState", "WatchdogFunction", "WatchdogFunctionRole",
+          "WatchdogFunctionSchedule", "WatchdogFunctionSchedulePermission"}
 MODES = {
     "direct": ({}, COMMON | {"LogsInvokePermission", "TrailSubscription", "HeartbeatAlarm"}),
     "kinesis": ({"KinesisStreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/trail"},
