@@ -135,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trail", metavar="NAME|ARN",
                    help="the trail, by name or ARN (an ARN finds it from any region; the "
                         "partition comes from it)")
-    g.add_argument("--org-id", type=_org_id, metavar="o-...",
-                   help="organization id for org trails (default: organizations:DescribeOrganization)")
+    org = Parser(add_help=False)
+    org.add_argument("--org-id", type=_org_id, metavar="o-...",
+                     help="organization id for org trails (default: "
+                          "organizations:DescribeOrganization)")
 
     names = Parser(add_help=False)
     n = names.add_argument_group("which log group and role")
@@ -178,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "delivers to a log group in another account (the management account's "
                         "filters and subscriptions stop receiving events)")
 
-    parents = {"globals": glob, "trail": common, "names": names, "wiring": wiring,
+    parents = {"globals": glob, "trail": common, "org": org, "names": names, "wiring": wiring,
                "trust": trust}
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("plan", parents=[glob, common, names, trust, wiring], formatter_class=fmt,
+    p = sub.add_parser("plan", parents=[glob, common, org, names, trust, wiring], formatter_class=fmt,
                        help="show what apply would do (no writes)",
                        description="Read the account and print the ordered API calls apply would "
                                    "make, the full policy documents and the IAM actions needed. "
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "`apply --plan FILE` executes exactly it, or refuses if the state changed")
     p.set_defaults(handler=lambda inv: cmd_plan(inv.clients, inv.args, inv.out))
 
-    a = sub.add_parser("apply", parents=[glob, common, names, trust, wiring], formatter_class=fmt,
+    a = sub.add_parser("apply", parents=[glob, common, org, names, trust, wiring], formatter_class=fmt,
                        help="execute the plan, then verify (exit 1 on a verify FAIL)",
                        description="Execute the plan. Without --yes it asks on a terminal and "
                                    "refuses (exit 2) when input is not a terminal. A re-run "
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=lambda inv: cmd_apply(inv.clients, inv.args, inv.out, inv.stdin,
                                                  inv.executor_factory))
 
-    v = sub.add_parser("verify", parents=[glob, common, names, trust], formatter_class=fmt,
+    v = sub.add_parser("verify", parents=[glob, common, org, names, trust], formatter_class=fmt,
                        help="read-only checks: PASS / WARN / FAIL with remediation",
                        description="Check the trail, log group, role, trust and stream policy "
                                    "(evaluated locally against the exact stream names) and "
