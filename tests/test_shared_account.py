@@ -643,3 +643,49 @@ def test_demo_and_cli_do_not_import_each_other():
                         "print('setup.demo' in sys.modules)"], capture_output=True, text=True,
                        env=_subprocess_env(), timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+# ----------------------------------------------------------------------------------- permissions
+
+def test_check_permissions_denied_simulation_is_a_warning_not_an_abort(server):
+    from botocore.exceptions import ClientError
+    make_trail("team-a")
+    clients = AwsClients(region=REGION)
+    iam = clients.client("iam", REGION)
+
+    def denied(**kw):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed to "
+                                     "simulate"}}, "SimulatePrincipalPolicy")
+    iam.simulate_principal_policy = denied
+    code, out, err = tw("plan", "--trail", "team-a", "--check-permissions", "--cis-alarms",
+                        clients=clients)
+    assert code == 0 and "WARN: could not simulate permissions (AccessDenied" in out
+    assert "cloudtrail:UpdateTrail" in out          # the plan itself is still shown
+
+
+def test_check_permissions_covers_apply_and_verify_calls_with_resources(server):
+    make_trail("team-a")
+    clients = AwsClients(region=REGION)
+    iam = clients.client("iam", REGION)
+    calls = []
+
+    def simulate(**kw):
+        calls.append(kw)
+        return {"IsTruncated": False, "EvaluationResults": [
+            {"EvalActionName": a, "EvalDecision": "allowed"} for a in kw["ActionNames"]]}
+    iam.simulate_principal_policy = simulate
+    code, out, _ = tw("plan", "--trail", "team-a", "--check-permissions", "--cis-alarms",
+                      "--output", "json", clients=clients)
+    assert code == 0 and json.loads(out)["missing_permissions"] == []
+    asked = {(a, (c.get("ResourceArns") or ["*"])[0]) for c in calls for a in c["ActionNames"]}
+    acct = account()
+    group = f"arn:aws:logs:{REGION}:{acct}:log-group:CloudTrail/team-a"
+    for action in ("logs:CreateLogGroup", "logs:PutMetricFilter", "logs:DescribeMetricFilters",
+                   "logs:DescribeSubscriptionFilters", "logs:PutRetentionPolicy"):
+        assert (action, group) in asked, action
+    trail = f"arn:aws:cloudtrail:{REGION}:{acct}:trail/team-a"
+    assert ("cloudtrail:UpdateTrail", trail) in asked and ("cloudtrail:GetTrailStatus", trail) in asked
+    for action in ("cloudwatch:PutMetricAlarm", "sns:CreateTopic", "sns:ListSubscriptionsByTopic",
+                   "cloudwatch:DescribeAlarms", "iam:CreateRole", "iam:PutRolePolicy",
+                   "iam:PassRole", "sts:GetCallerIdentity"):
+        assert any(a == action for a, _ in asked), action
