@@ -19,7 +19,8 @@ from setup.cis_alarms import removal_steps as cis_removal_steps
 from setup.models import (POLICY_NAME, TAG_KEY, TAG_VALUE, Target, delivery_sids, is_owned,
                           trail_tag)
 from setup.planner import Plan, Step, refuse_control_tower
-from setup.state import CurrentState, read_log_group, read_role, trails_everywhere
+from setup.state import (CurrentState, SetupError, read_log_group, read_role,
+                         trails_everywhere)
 
 
 @dataclass
@@ -71,6 +72,13 @@ def removal_plan(clients: AwsClients, target: Target, opts: Any) -> Plan:
     state = CurrentState(log_group=read_log_group(clients, target),
                          role=read_role(clients, target.role_name_in_use, region))
     refuse_control_tower(target, state)
+    owner = _group_of(target.trail.log_group_arn)
+    if owner and owner[1] != target.account:
+        raise SetupError(
+            f"trail {target.trail.name} delivers to log group {owner[2]} in account {owner[1]}, "
+            f"not this account ({target.account}); detaching it would stop that account's "
+            "filters and subscriptions from receiving events",
+            f"run `trailwatch remove` from account {owner[1]}", code="DeliveryOwnedElsewhere")
     trails, unreadable = trails_everywhere(clients, target.partition)
     group_users, role_users = users(trails, target)
     unproven = (f"DescribeTrails failed in {', '.join(unreadable)}: cannot prove it unused"

@@ -442,6 +442,9 @@ def test_delegated_admin_take_over_needs_the_flag(server):
     assert groups() == []
     code, out, _ = tw("plan", "--trail", "org", "--take-over-delivery")
     assert code == 0 and "CHANGE OF OWNER" in out and "999999999999" in out
+    code, out, _ = tw("remove", "--trail", "org", "--yes", "--output", "json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "DeliveryOwnedElsewhere"
+    assert client("cloudtrail").get_trail(Name="org")["Trail"]["CloudWatchLogsLogGroupArn"]
 
 
 # ----------------------------------------------------------------------------------- plan files
@@ -582,13 +585,15 @@ def test_ctrl_c_during_apply_reports_done_in_flight_not_run_and_exits_130(server
     _HangingProxy.release.clear()
     proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HangingProxy)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    env = _subprocess_env(AWS_REGION=REGION,
+    env = _subprocess_env(AWS_DEFAULT_REGION=REGION,
                           AWS_ENDPOINT_URL_CLOUDTRAIL=f"http://127.0.0.1:{proxy.server_port}")
     proc = subprocess.Popen([sys.executable, "-m", "setup.cli", "apply", "--trail", "team-a", "--yes",
                              "--cis-alarms"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
-        assert _HangingProxy.hit.wait(120), "UpdateTrail never reached the proxy"
+        while not _HangingProxy.hit.wait(0.2):   # no clock: wait for the call, or an early exit
+            if proc.poll() is not None:
+                raise AssertionError(f"apply ended before UpdateTrail: {proc.communicate()}")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
