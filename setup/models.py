@@ -294,15 +294,20 @@ def grants(doc: Any) -> set[tuple[str, str]]:
     return out
 
 
-def has_deny(doc: Any) -> bool:
-    return any(st.get("Effect") == "Deny" for st in _statements(doc))
+def denied_delivery(docs: list[Any], target: Target) -> list[tuple[str, str]]:
+    """(action, resource) pairs this trail needs that a Deny statement in ``docs`` hits."""
+    from setup.policy_eval import evaluate
+    return sorted((a, r) for a, r in grants(stream_policy(target))
+                  if evaluate([d for d in docs if isinstance(d, dict)], a, r).reason
+                  == "explicit-deny")
 
 
 def covers_delivery(current: Any, target: Target) -> bool:
-    """Does ``current`` already grant exactly what this trail needs (semantically)?"""
-    if current is None or has_deny(current):
+    """Does ``current`` already grant what this trail needs (semantically), with no Deny?"""
+    if current is None:
         return False
-    return grants(stream_policy(target)) <= grants(current)
+    return grants(stream_policy(target)) <= grants(current) and \
+        not denied_delivery([current], target)
 
 
 @dataclass(frozen=True)

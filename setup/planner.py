@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from setup.models import (POLICY_NAME, TAG_KEY, TAG_VALUE, Target, TrustFindings, delivery_sids,
-                          grants, has_deny, is_control_tower, is_owned, kms_key_statement,
+                          denied_delivery, grants, is_control_tower, is_owned, kms_key_statement,
                           merge_delivery_policy, policy_text, stream_policy, trail_tag,
                           trust_findings, trust_policy)
 from setup.policy_eval import as_list, evaluate, matches_any
@@ -300,8 +300,13 @@ def build_plan(target: Target, state: CurrentState) -> Plan:
             notes.append(f"WARN: adopted role {role.name} has other policies: "
                          f"{', '.join(others)}; CloudTrail will hold all of their permissions")
     inline_docs = list(role.inline.values()) if role else []
-    covered = bool(inline_docs) and not any(has_deny(d) for d in inline_docs) and \
+    covered = bool(inline_docs) and \
         grants(stream_policy(target)) <= set().union(*(grants(d) for d in inline_docs))
+    denied = denied_delivery(inline_docs, target)
+    if denied:   # another statement's Deny: adding Allows cannot fix it, so it is reported
+        notes.append(f"WARN: an inline policy of role {target.role_name} explicitly denies "
+                     f"{denied[0][0]} on {denied[0][1]}; trailwatch does not edit other "
+                     "statements: remove that Deny (verify will FAIL until then)")
     if not covered:
         desired = merge_delivery_policy(current, target)
         plan.stream_policy = desired

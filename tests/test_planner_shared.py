@@ -199,3 +199,31 @@ def test_steps_round_trip_through_a_saved_plan():
     plan = build_plan(t, CurrentState(group(t, 3653), None))
     again = [Step.from_json(json.loads(json.dumps(s.to_json()))) for s in plan.steps]
     assert again == plan.steps
+
+
+def _apply_role_writes(plan, state: CurrentState) -> None:
+    """What AWS would hold after the plan's IAM writes (enough to re-plan)."""
+    for s in plan.steps:
+        if s.operation == "PutRolePolicy":
+            state.role.inline[s.params["PolicyName"]] = json.loads(s.params["PolicyDocument"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(statement, max_size=5), st.booleans(), st.sampled_from(["a", "b", "c"]))
+def test_any_shared_policy_converges_and_keeps_the_other_trails_access(others, b_first, name):
+    """Whatever else the shared policy holds (Denies included), applying trail A and then
+    trail B (either order) converges: a third plan writes nothing and both stay covered unless
+    a foreign Deny hits them (reported, never 'fixed' by rewriting)."""
+    a, b = target("a"), target(name if name != "a" else "b")
+    others = [s for s in others if not s["Sid"].startswith("Trailwatch")]
+    t0 = a if not b_first else b
+    state = CurrentState(None, role(t0, {"trailwatch-cloudtrail-delivery":
+                                         {"Version": "2012-10-17", "Statement": others}}))
+    for t in ((b, a) if b_first else (a, b)):
+        _apply_role_writes(build_plan(t, state), state)
+    for t in (a, b):
+        again = build_plan(t, state)
+        assert [s for s in again.steps if s.operation == "PutRolePolicy"] == []
+        doc = state.role.inline["trailwatch-cloudtrail-delivery"]
+        assert grants(stream_policy(t)) <= grants(doc)
+    assert state.role.inline["trailwatch-cloudtrail-delivery"]["Statement"][:len(others)] == others
