@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -57,15 +58,25 @@ the IAM role CloudTrail assumes and its stream policy ({account}_CloudTrail_{reg
 o-{orgid}_* for organization trails), then calls UpdateTrail in the trail's home region, retrying
 only while IAM propagates, and checks GetTrailStatus for delivery errors.
 
+Safe in a shared account: everything it writes is tagged with the trail it serves and merged
+(never blindly replaced), nothing is deleted unless no other trail uses it, nothing is shortened or
+widened implicitly, and Control Tower resources are never touched.
+
 Start with `trailwatch plan --trail NAME`: it shows every API call apply would make."""
 
 EPILOG = """\
 examples:
   trailwatch plan   --trail management-events
   trailwatch plan   --trail arn:aws:cloudtrail:us-east-1:111122223333:trail/org --output json
-  trailwatch apply  --trail org-trail --retention-days 400 --kms-key arn:aws:kms:...:key/...
-  trailwatch verify --trail org-trail --output json
+  trailwatch apply  --trail org-trail --retention-days 400 --kms-key alias/audit-logs
+  trailwatch plan   --trail org-trail --cis-alarms --out plan.json
+  trailwatch apply  --plan plan.json --yes
+  trailwatch --region eu-west-1 verify --trail org-trail --output json
   trailwatch remove --trail org-trail --yes --delete-role
+
+exit codes: 0 success; 1 a verify FAIL (apply's too), a failed apply, a refusal or a stale plan;
+2 usage error (also: no region); 130 interrupted. With --output json an error is
+{"error": {"code", "message", "remediation"}} on stdout.
 
 Credentials and endpoints come from the usual AWS chain (--profile, AWS_PROFILE, AWS_REGION,
 AWS_ENDPOINT_URL for a local emulator). Every call carries the user agent trailwatch/VERSION so
@@ -93,6 +104,10 @@ def _name(validate: Callable[[str], str]) -> Callable[[str], str]:
         except ModelError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     return check
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 78)
 
 
 class Parser(argparse.ArgumentParser):
@@ -185,9 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("plan", parents=[glob, common, org, names, trust, wiring], formatter_class=fmt,
                        help="show what apply would do (no writes)",
-                       description="Read the account and print the ordered API calls apply would "
+                       description=_wrap("Read the account and print the ordered API calls apply would "
                                    "make, the full policy documents and the IAM actions needed. "
-                                   "Destructive steps are marked.")
+                                   "Destructive steps are marked."))
     p.add_argument("--check-permissions", action="store_true",
                    help="ask IAM (SimulatePrincipalPolicy, with resource ARNs and "
                         "iam:PassedToService) whether your principal may make every call of "
@@ -199,10 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("apply", parents=[glob, common, org, names, trust, wiring], formatter_class=fmt,
                        help="execute the plan, then verify (exit 1 on a verify FAIL)",
-                       description="Execute the plan. Without --yes it asks on a terminal and "
+                       description=_wrap("Execute the plan. Without --yes it asks on a terminal and "
                                    "refuses (exit 2) when input is not a terminal. A re-run "
                                    "converges: it only does what is still missing. Ctrl-C "
-                                   "prints what was done and exits 130.")
+                                   "prints what was done and exits 130."))
     a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     a.add_argument("--propagation-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="how long to retry UpdateTrail while IAM propagates (default 120)")
@@ -214,19 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", parents=[glob, common, org, names, trust], formatter_class=fmt,
                        help="read-only checks: PASS / WARN / FAIL with remediation",
-                       description="Check the trail, log group, role, trust and stream policy "
+                       description=_wrap("Check the trail, log group, role, trust and stream policy "
                                    "(evaluated locally against the exact stream names) and "
-                                   "GetTrailStatus delivery. Exit 1 when any check FAILs.")
+                                   "GetTrailStatus delivery. Exit 1 when any check FAILs."))
     v.set_defaults(handler=lambda inv: cmd_verify(inv.clients, inv.args, inv.out))
 
     r = sub.add_parser("remove", parents=[glob, common, names], formatter_class=fmt,
                        help="detach the trail; delete only what is provably unused",
-                       description="Detach the trail (both CloudWatch Logs fields set to empty) "
+                       description=_wrap("Detach the trail (both CloudWatch Logs fields set to empty) "
                                    "and its CIS filters/alarms/topic. Deletes the role and the "
                                    "log group only when asked, only when tagged "
                                    f"{TAG_KEY}={TAG_VALUE}, and only when no other trail in any "
                                    "region uses them (DescribeTrails); whatever is kept is "
-                                   "listed with the reason. Control Tower resources are refused.")
+                                   "listed with the reason. Control Tower resources are refused."))
     r.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     r.add_argument("--delete-log-group", action="store_true",
                    help="also delete the log group if trailwatch created it and no other trail "
@@ -240,10 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", parents=[glob], formatter_class=fmt,
                        help="run the whole path on an embedded local AWS (needs trailwatch[demo])",
-                       description="Start a local moto server, create an organization trail, "
+                       description=_wrap("Start a local moto server, create an organization trail, "
                                    "run plan/apply/verify, simulate CloudTrail delivery, process "
                                    "the events and read the alerts back. Needs the demo extra: "
-                                   "pip install 'trailwatch[demo]'.")
+                                   "pip install 'trailwatch[demo]'."))
     d.add_argument("--broken-policy", action="store_true",
                    help="scenario: a single-account stream policy on an org trail; verify "
                         "catches the member-account delivery failure")

@@ -389,7 +389,7 @@ def _plan_retention(plan: Plan, target: Target, lg: Any) -> None:
         return
     shorter = have is None or want < have
     was = f"{have} days" if have else "never expire"
-    msg = (f"DESTRUCTIVE: shorten retention of {target.log_group}: was {was} -> {want} days "
+    msg = (f"shorten retention of {target.log_group}: was {was} -> {want} days "
            f"(events older than {want} days are deleted)" if shorter else
            f"lengthen retention of {target.log_group}: was {was} -> {want} days")
     plan.steps.append(Step("logs", "PutRetentionPolicy",

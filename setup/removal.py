@@ -143,9 +143,16 @@ def removal_plan(clients: AwsClients, target: Target, opts: Any) -> Plan:
                          f"--confirm-log-group {lg.name} to delete it with all its events")
         else:
             steps.append(Step("logs", "DeleteLogGroup", {"logGroupName": lg.name},
-                              f"DESTRUCTIVE: delete log group {lg.name} and all its events",
+                              f"delete log group {lg.name} and all its events",
                               ("logs:DeleteLogGroup",), region,
                               resource=target.log_group_arn_bare, destructive=True))
+    key, _ = trail_tag(target.trail.arn)
+    if lg is not None and key in lg.tags and not any(s.operation == "DeleteLogGroup"
+                                                     for s in steps):
+        steps.append(Step("logs", "UntagResource", {"resourceArn": target.log_group_arn_bare,
+                                                    "tagKeys": [key]},
+                          f"untag log group {lg.name} ({key}: no longer serves {t.name})",
+                          ("logs:UntagResource",), region, resource=target.log_group_arn_bare))
     return Plan(target=target, steps=steps, notes=notes)
 
 

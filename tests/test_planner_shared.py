@@ -227,3 +227,33 @@ def test_any_shared_policy_converges_and_keeps_the_other_trails_access(others, b
         doc = state.role.inline["trailwatch-cloudtrail-delivery"]
         assert grants(stream_policy(t)) <= grants(doc)
     assert state.role.inline["trailwatch-cloudtrail-delivery"]["Statement"][:len(others)] == others
+
+
+def test_ctrl_c_during_the_propagation_retry_is_a_report_not_a_traceback():
+    import boto3
+    from botocore.stub import Stubber
+
+    from setup.aws import AwsClients
+    from setup.executor import Executor, StepInterrupted
+    from setup.planner import Plan
+
+    t = target()
+    clients = AwsClients(session=boto3.Session(region_name="us-east-1",
+                                               aws_access_key_id="k", aws_secret_access_key="s"))
+    ct = clients.client("cloudtrail", "us-east-1")
+    stub = Stubber(ct)
+    stub.add_client_error("update_trail", "InvalidCloudWatchLogsRoleArnException",
+                          "Access denied. Check the trust relationships for your role.")
+
+    def interrupted_sleep(seconds):
+        raise KeyboardInterrupt
+    first = Step("logs", "CreateLogGroup", {}, "m", (), "us-east-1")
+    update = Step("cloudtrail", "UpdateTrail", {"Name": t.trail.arn}, "point", (), "us-east-1")
+    later = Step("sns", "CreateTopic", {}, "topic", (), "us-east-1")
+    ex = Executor(clients, sleep=interrupted_sleep, progress=lambda m: None)
+    ex._call = lambda step, _real=ex._call: None if step is first else _real(step)
+    with stub, pytest.raises(StepInterrupted) as e:
+        ex.run(Plan(target=t, steps=[first, update, later]))
+    report = e.value.report()
+    assert "done     logs:CreateLogGroup" in report
+    assert "INTERRUPTED cloudtrail:UpdateTrail" in report and "not run  sns:CreateTopic" in report

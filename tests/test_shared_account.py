@@ -164,6 +164,10 @@ def test_remove_one_of_two_trails_sharing_role_and_group_keeps_what_the_other_us
     doc = client("iam").get_role_policy(RoleName="shared",
                                         PolicyName="trailwatch-cloudtrail-delivery")
     assert len(doc["PolicyDocument"]["Statement"]) == 2
+    group_arn = f"arn:aws:logs:{REGION}:{account()}:log-group:CloudTrail/shared"
+    owners = {v for k, v in client("logs").list_tags_for_resource(resourceArn=group_arn)[
+        "tags"].items() if k.startswith("trailwatch:trail")}
+    assert owners == {f"arn:aws:cloudtrail:{REGION}:{account()}:trail/team-b"}
 
 
 def test_remove_sees_a_user_in_another_region(server):
