@@ -124,6 +124,12 @@ def topic_exists(clients: AwsClients, target: Target, topic_arn: str) -> bool:
         raise
 
 
+def legacy_alarms(clients: AwsClients, target: Target) -> list[str]:
+    """Alarms of an earlier trailwatch with region-wide names (``trailwatch-cis-<control>-...``,
+    no log group id): reported, never adopted or deleted (they may serve another trail)."""
+    return sorted(n for n in read_alarms(clients, target, PREFIX) if n[len(PREFIX):][:1].isdigit())
+
+
 def read_cis_state(clients: AwsClients, target: Target, topic_arn: str) -> CisState:
     return CisState(filters=read_filters(clients, target),
                     alarms=read_alarms(clients, target, group_prefix(target)),

@@ -34,8 +34,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from setup import __version__
 from setup.aws import AwsClients
-from setup.cis_alarms import (default_topic_arn, plan_cis, read_cis_state, topic_name,
-                              validate_alarm_topic)
+from setup.cis_alarms import (default_topic_arn, legacy_alarms, plan_cis, read_cis_state,
+                              topic_name, validate_alarm_topic)
 from setup.executor import Executor, StepFailure, StepInterrupted
 from setup.models import (RETENTION_DAYS, STREAM_SCOPES, TAG_KEY, TAG_VALUE, ModelError, Target,
                           default_log_group, default_role_name, validate_log_group_name,
@@ -530,6 +530,12 @@ def make_plan(clients: AwsClients, args: argparse.Namespace) -> tuple[Plan, Targ
     plan.notes[:0] = notes
     cis_steps, cis_state, topic = _cis_plan(clients, args, target)
     plan.steps += cis_steps
+    if cis_state is not None:
+        legacy = legacy_alarms(clients, target)
+        if legacy:
+            plan.notes.append(f"{len(legacy)} CIS alarm(s) with region-wide names from an earlier "
+                              f"trailwatch ({legacy[0]}, ...) are left as they are: delete them "
+                              "once no trail relies on them (the new set is per log group)")
     plan.state_digest = state_digest(target, state, cis_state)
     plan.cis_topic = topic
     return plan, target, who

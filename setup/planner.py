@@ -309,6 +309,7 @@ def build_plan(target: Target, state: CurrentState) -> Plan:
                      "statements: remove that Deny (verify will FAIL until then)")
     if not covered:
         desired = merge_delivery_policy(current, target)
+        _check_inline_size(role, pname, desired, target)
         plan.stream_policy = desired
         why = "add" if current is None else "merge this trail's statements into"
         scope = ("every stream of the log group" if target.stream_scope == "group" else
@@ -348,6 +349,26 @@ def build_plan(target: Target, state: CurrentState) -> Plan:
                                            "CloudWatchLogsRoleArn": role_arn}, "trail"),
                                resource=trail.arn, destructive=owner_change))
     return plan
+
+
+# IAM: the inline policies of a role may total at most 10,240 characters, whitespace not counted.
+INLINE_POLICY_LIMIT = 10_240
+
+
+def _policy_chars(doc: Any) -> int:
+    return len(json.dumps(doc, separators=(",", ":")))
+
+
+def _check_inline_size(role: Any, pname: str, desired: dict[str, Any], target: Target) -> None:
+    total = _policy_chars(desired) + sum(_policy_chars(d) for n, d in
+                                         (role.inline.items() if role else []) if n != pname)
+    if total > INLINE_POLICY_LIMIT:
+        raise SetupError(
+            f"the merged delivery policy would bring the inline policies of role "
+            f"{target.role_name} to {total} characters; IAM allows {INLINE_POLICY_LIMIT} per role "
+            "(LimitExceeded), so the write would fail",
+            "give this trail a role of its own (omit --role-name), or use --stream-scope group",
+            code="PolicySizeLimit")
 
 
 def refuse_control_tower(target: Target, state: CurrentState) -> None:

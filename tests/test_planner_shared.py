@@ -257,3 +257,14 @@ def test_ctrl_c_during_the_propagation_retry_is_a_report_not_a_traceback():
     report = e.value.report()
     assert "done     logs:CreateLogGroup" in report
     assert "INTERRUPTED cloudtrail:UpdateTrail" in report and "not run  sns:CreateTopic" in report
+
+
+def test_a_merge_past_the_iam_inline_size_limit_is_refused_before_any_write():
+    big = {"Version": "2012-10-17", "Statement": [
+        {"Sid": f"Other{i}", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::bucket-{i:04d}/" + "x" * 60} for i in range(63)]}
+    t = target()
+    assert len(json.dumps(big, separators=(",", ":"))) < 10_240
+    with pytest.raises(SetupError) as e:
+        build_plan(t, CurrentState(group(t), role(t, {"trailwatch-cloudtrail-delivery": big})))
+    assert e.value.code == "PolicySizeLimit"

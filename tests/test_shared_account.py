@@ -248,6 +248,19 @@ def test_remove_of_a_trail_without_cis_leaves_other_alarms_and_topic(server):
     assert client("sns").list_topics()["Topics"] == topics
 
 
+def test_legacy_region_wide_alarms_are_reported_not_touched(server):
+    make_trail("team-a")
+    legacy = "trailwatch-cis-4.3-RootAccountUsage"
+    client("cloudwatch").put_metric_alarm(
+        AlarmName=legacy, MetricName="RootAccountUsage", Namespace="CISBenchmark",
+        Statistic="Sum", Period=300, EvaluationPeriods=1, Threshold=1.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold")
+    code, out, _ = tw("apply", "--trail", "team-a", "--yes", "--cis-alarms")
+    assert code == 0 and "region-wide names from an earlier trailwatch" in out
+    assert tw("remove", "--trail", "team-a", "--yes")[0] == 0
+    assert [a["AlarmName"] for a in _alarms()] == [legacy]
+
+
 def test_cis_on_another_trail_never_retargets_existing_alarms(server):
     make_trail("team-b")
     make_trail("team-c")
