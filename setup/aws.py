@@ -8,6 +8,7 @@ end-to-end tests point trailwatch at a local moto server.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,14 +38,18 @@ class AwsClients:
         self._clients: dict[tuple[str, str], Any] = {}
 
     @property
-    def default_region(self) -> str:
-        region = self.region or self.session.region_name
-        if not region:
-            raise SystemExit("trailwatch: no AWS region: pass --region or set AWS_REGION")
-        return region
+    def default_region(self) -> str | None:
+        """--region, else AWS_REGION, else AWS_DEFAULT_REGION / the profile's region (boto3);
+        None when none is set (callers raise a usage error)."""
+        return (self.region or os.environ.get("AWS_REGION") or
+                os.environ.get("AWS_DEFAULT_REGION") or self.session.region_name or None)
 
     def client(self, service: str, region: str | None = None) -> Any:
         region = region or self.default_region
+        if not region:
+            from setup.state import UsageError
+            raise UsageError("no AWS region", "pass --region or set AWS_REGION",
+                             code="NoRegion")
         key = (service, region)
         if key not in self._clients:
             cfg = Config(user_agent_extra=USER_AGENT, retries={"mode": "standard",

@@ -5,6 +5,10 @@ source of truth, so the alarm and the alert that carries the event context agree
 ``CISBenchmark``, value 1, alarm ``Sum >= 1`` over 300 s and 1 period, action -> an SNS topic
 (created and tagged when ``--alarm-topic`` is not given). Security Hub fails a control whose filter
 differs from the prescribed string, so an existing filter with another pattern is rewritten.
+
+Everything is per log group: filter, metric, alarm and topic names carry a short stable id of the
+log group (``trailwatch-cis-<gid>-...``), so two trails' alarm sets are never shared and removing
+one never touches the other's. Alarms and the topic are tagged with their owner trail(s).
 """
 
 from __future__ import annotations
@@ -16,33 +20,71 @@ from botocore.exceptions import ClientError
 
 from handlers.cis import CIS_CONTROLS, METRIC_NAMESPACE
 from setup.aws import AwsClients
-from setup.models import TAG_KEY, TAG_VALUE, Target
+from setup.models import TAG_KEY, TAG_VALUE, Target, is_owned, trails_in_tags
 from setup.planner import Step
-from setup.state import error_code
+from setup.state import SetupError, error_code
 
-DEFAULT_TOPIC = "trailwatch-cis-alarms"
 PREFIX = "trailwatch-cis-"
 
 
+def group_prefix(target: Target) -> str:
+    """``trailwatch-cis-<gid>-``: every CIS resource of this log group starts with it."""
+    return f"{PREFIX}{target.group_id}-"
+
+
+def topic_name(target: Target) -> str:
+    return f"{PREFIX}{target.group_id}"
+
+
 def default_topic_arn(target: Target) -> str:
-    return f"arn:{target.partition}:sns:{target.region}:{target.account}:{DEFAULT_TOPIC}"
+    return f"arn:{target.partition}:sns:{target.region}:{target.account}:{topic_name(target)}"
 
 
-def alarm_params(control: Any, topic_arn: str) -> dict[str, Any]:
-    return {"AlarmName": control.alarm_name,
+def names(control: Any, target: Target) -> tuple[str, str, str]:
+    """(filter name, alarm name, metric name) of a control for this log group."""
+    base = f"{group_prefix(target)}{control.cis}-{control.metric_name}"
+    return base, base, f"{control.metric_name}-{target.group_id}"
+
+
+def validate_alarm_topic(clients: AwsClients, target: Target, topic_arn: str) -> str:
+    """--alarm-topic must be an SNS topic ARN in the trail's home region and this account, and
+    exist (GetTopicAttributes)."""
+    parts = topic_arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sns" or not parts[5]:
+        raise SetupError(f"--alarm-topic {topic_arn!r} is not an SNS topic ARN",
+                         f"pass arn:{target.partition}:sns:{target.region}:{target.account}:NAME",
+                         code="AlarmTopicInvalid")
+    if parts[1] != target.partition or parts[3] != target.region or parts[4] != target.account:
+        raise SetupError(f"--alarm-topic {topic_arn} is not in this account ({target.account}) and "
+                         f"the trail's home region ({target.region}); CloudWatch alarms notify "
+                         "topics in their own account and region",
+                         f"create a topic in {target.account}/{target.region} (or omit "
+                         "--alarm-topic to let trailwatch create one for this log group) and "
+                         "subscribe the other account's endpoint to it",
+                         code="AlarmTopicElsewhere")
+    if not topic_exists(clients, target, topic_arn):
+        raise SetupError(f"--alarm-topic {topic_arn} does not exist",
+                         "create it first, or omit --alarm-topic", code="AlarmTopicNotFound")
+    return topic_arn
+
+
+def alarm_params(control: Any, topic_arn: str, target: Target) -> dict[str, Any]:
+    _, alarm_name, metric_name = names(control, target)
+    return {"AlarmName": alarm_name,
             "AlarmDescription": f"CIS {control.cis}"
                                 + (f" / Security Hub {control.securityhub}" if control.securityhub
                                    else "") + f": {control.title} (trailwatch)",
-            "MetricName": control.metric_name, "Namespace": METRIC_NAMESPACE, "Statistic": "Sum",
+            "MetricName": metric_name, "Namespace": METRIC_NAMESPACE, "Statistic": "Sum",
             "Period": 300, "EvaluationPeriods": 1, "Threshold": 1.0,
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
             "TreatMissingData": "notBreaching", "AlarmActions": [topic_arn]}
 
 
-def filter_params(control: Any, log_group: str) -> dict[str, Any]:
-    return {"logGroupName": log_group, "filterName": control.filter_name,
+def filter_params(control: Any, target: Target) -> dict[str, Any]:
+    filter_name, _, metric_name = names(control, target)
+    return {"logGroupName": target.log_group, "filterName": filter_name,
             "filterPattern": control.pattern,
-            "metricTransformations": [{"metricName": control.metric_name,
+            "metricTransformations": [{"metricName": metric_name,
                                        "metricNamespace": METRIC_NAMESPACE, "metricValue": "1"}]}
 
 
@@ -77,65 +119,116 @@ def topic_exists(clients: AwsClients, target: Target, topic_arn: str) -> bool:
         clients.client("sns", target.region).get_topic_attributes(TopicArn=topic_arn)
         return True
     except ClientError as e:
-        if error_code(e) in ("NotFound", "NotFoundException"):
+        if error_code(e) in ("NotFound", "NotFoundException", "InvalidParameter"):
             return False
         raise
 
 
+def legacy_alarms(clients: AwsClients, target: Target) -> list[str]:
+    """Alarms of an earlier trailwatch with region-wide names (``trailwatch-cis-<control>-...``,
+    no log group id): reported, never adopted or deleted (they may serve another trail)."""
+    return sorted(n for n in read_alarms(clients, target, PREFIX) if n[len(PREFIX):][:1].isdigit())
+
+
 def read_cis_state(clients: AwsClients, target: Target, topic_arn: str) -> CisState:
     return CisState(filters=read_filters(clients, target),
-                    alarms=read_alarms(clients, target, PREFIX),
+                    alarms=read_alarms(clients, target, group_prefix(target)),
                     topic_exists=topic_exists(clients, target, topic_arn))
 
 
 def _same_alarm(current: dict[str, Any], desired: dict[str, Any]) -> bool:
-    return all(current.get(k) == v for k, v in desired.items() if k != "AlarmDescription")
+    return all(current.get(k) == v for k, v in desired.items()
+               if k not in ("AlarmDescription", "Tags"))
 
 
 def plan_cis(target: Target, state: CisState, topic_arn: str, create_topic: bool) -> list[Step]:
     region = target.region
     steps: list[Step] = []
+    tags = [{"Key": k, "Value": v} for k, v in target.tags.items()]
     if create_topic and not state.topic_exists:
-        steps.append(Step("sns", "CreateTopic", {"Name": DEFAULT_TOPIC,
-                                                 "Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]},
-                          f"create SNS topic {DEFAULT_TOPIC} for the CIS alarms (subscribe to it!)",
-                          ("sns:CreateTopic", "sns:TagResource"), region))
+        steps.append(Step("sns", "CreateTopic", {"Name": topic_name(target), "Tags": tags},
+                          f"create SNS topic {topic_name(target)} for the CIS alarms of "
+                          f"{target.log_group} (subscribe to it!)",
+                          ("sns:CreateTopic", "sns:TagResource"), region, resource=topic_arn))
     for c in CIS_CONTROLS:
-        want = filter_params(c, target.log_group)
-        have = state.filters.get(c.filter_name)
+        want = filter_params(c, target)
+        filter_name, alarm_name, metric_name = names(c, target)
+        have = state.filters.get(filter_name)
         if have is None or have.get("filterPattern") != c.pattern or \
-                have.get("metricTransformations", [{}])[0].get("metricName") != c.metric_name:
+                have.get("metricTransformations", [{}])[0].get("metricName") != metric_name:
             steps.append(Step("logs", "PutMetricFilter", want,
                               f"{'add' if have is None else 'rewrite'} metric filter CIS {c.cis} "
-                              f"({c.title}) -> {METRIC_NAMESPACE}/{c.metric_name}",
-                              ("logs:PutMetricFilter",), region))
-        alarm = alarm_params(c, topic_arn)
-        if c.alarm_name not in state.alarms or not _same_alarm(state.alarms[c.alarm_name], alarm):
+                              f"({c.title}) -> {METRIC_NAMESPACE}/{metric_name}",
+                              ("logs:PutMetricFilter",), region,
+                              resource=target.log_group_arn_bare))
+        alarm = alarm_params(c, topic_arn, target)
+        if alarm_name not in state.alarms or not _same_alarm(state.alarms[alarm_name], alarm):
+            if alarm_name not in state.alarms:
+                alarm["Tags"] = tags
             steps.append(Step("cloudwatch", "PutMetricAlarm", alarm,
-                              f"alarm {c.alarm_name}: Sum >= 1 in 300 s -> {topic_arn}",
-                              ("cloudwatch:PutMetricAlarm",), region))
+                              f"alarm {alarm_name}: Sum >= 1 in 300 s -> {topic_arn}",
+                              ("cloudwatch:PutMetricAlarm", "cloudwatch:TagResource"), region,
+                              resource=f"arn:{target.partition}:cloudwatch:{region}:"
+                                       f"{target.account}:alarm:{alarm_name}"))
     return steps
 
 
-def removal_steps(clients: AwsClients, target: Target) -> tuple[list[Step], list[str]]:
+def _tags(client: Any, arn: str, arn_param: str) -> dict[str, str]:
+    try:
+        resp = client.list_tags_for_resource(**{arn_param: arn})
+    except ClientError:
+        return {}
+    return {t["Key"]: t["Value"] for t in resp.get("Tags", [])}
+
+
+def removal_steps(clients: AwsClients, target: Target, group_in_use_by: list[str]
+                  ) -> tuple[list[Step], list[str]]:
+    """Delete this log group's CIS filters, alarms and topic, only when provably unused:
+    the log group serves no other trail (``group_in_use_by``), alarms and the topic are tagged
+    managed-by=trailwatch, and no alarm outside this set notifies the topic."""
     region = target.region
     steps: list[Step] = []
     notes: list[str] = []
-    filters = [n for n in read_filters(clients, target) if n.startswith(PREFIX)]
-    for name in sorted(filters):
+    prefix = group_prefix(target)
+    filters = sorted(n for n in read_filters(clients, target) if n.startswith(prefix))
+    alarms = read_alarms(clients, target, prefix)
+    topic = default_topic_arn(target)
+    has_topic = topic_exists(clients, target, topic)
+    if not (filters or alarms or has_topic):
+        return steps, notes
+    if group_in_use_by:
+        notes.append(f"CIS filters, alarms and topic of {target.log_group} kept: the log group "
+                     f"still serves {', '.join(group_in_use_by)}")
+        return steps, notes
+    for name in filters:
         steps.append(Step("logs", "DeleteMetricFilter", {"logGroupName": target.log_group,
                                                          "filterName": name},
-                          f"delete metric filter {name}", ("logs:DeleteMetricFilter",), region))
-    alarms = sorted(read_alarms(clients, target, PREFIX))
-    if alarms:
-        steps.append(Step("cloudwatch", "DeleteAlarms", {"AlarmNames": alarms},
-                          f"delete {len(alarms)} CIS alarm(s)", ("cloudwatch:DeleteAlarms",), region))
-    topic = default_topic_arn(target)
-    if topic_exists(clients, target, topic):
-        tags = clients.client("sns", region).list_tags_for_resource(ResourceArn=topic).get("Tags", [])
-        if {"Key": TAG_KEY, "Value": TAG_VALUE} in tags:
-            steps.append(Step("sns", "DeleteTopic", {"TopicArn": topic},
-                              f"delete topic {DEFAULT_TOPIC}", ("sns:DeleteTopic",), region))
+                          f"delete metric filter {name}", ("logs:DeleteMetricFilter",), region,
+                          resource=target.log_group_arn_bare, destructive=True))
+    cw = clients.client("cloudwatch", region)
+    owned, foreign = [], []
+    for name, alarm in sorted(alarms.items()):
+        (owned if is_owned(_tags(cw, alarm["AlarmArn"], "ResourceARN")) else foreign).append(name)
+    if foreign:
+        notes.append(f"alarm(s) {', '.join(foreign)} not tagged {TAG_KEY}={TAG_VALUE}: left in place")
+    if owned:
+        steps.append(Step("cloudwatch", "DeleteAlarms", {"AlarmNames": owned},
+                          f"delete {len(owned)} CIS alarm(s) of {target.log_group}",
+                          ("cloudwatch:DeleteAlarms",), region, destructive=True))
+    if has_topic:
+        tags = _tags(clients.client("sns", region), topic, "ResourceArn")
+        users = sorted(n for n, a in read_alarms(clients, target).items()
+                       if topic in a.get("AlarmActions", []) + a.get("OKActions", []) +
+                       a.get("InsufficientDataActions", []) and n not in owned)
+        other_trails = trails_in_tags(tags) - {target.trail.arn}
+        if not is_owned(tags):
+            notes.append(f"topic {topic} was not created by trailwatch: left in place")
+        elif users:
+            notes.append(f"topic {topic} kept: alarm(s) {', '.join(users)} still notify it")
+        elif other_trails:
+            notes.append(f"topic {topic} kept: tagged as serving {', '.join(sorted(other_trails))}")
         else:
-            notes.append(f"topic {DEFAULT_TOPIC} was not created by trailwatch: left in place")
+            steps.append(Step("sns", "DeleteTopic", {"TopicArn": topic},
+                              f"delete topic {topic} (and its subscriptions)",
+                              ("sns:DeleteTopic",), region, resource=topic, destructive=True))
     return steps, notes

@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
 REGION = "us-east-1"
@@ -118,13 +119,16 @@ def create_world() -> dict[str, Any]:
     return {"account": account, "org_id": o["Id"], "members": members}
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """Run a trailwatch command exactly as the CLI does; returns (exit code, stdout, stderr)."""
-    from setup.cli import main
+CliMain = Callable[..., int]
+
+
+def run_cli(cli: CliMain, argv: list[str]) -> tuple[int, str, str]:
+    """Run a trailwatch command through the CLI's own entry function (handed in by the CLI, so
+    the demo never imports it); returns (exit code, stdout, stderr)."""
     out = io.StringIO()
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(argv, out=out, stdin=io.StringIO(""))
+        code = cli(argv, out=out, stdin=io.StringIO(""))
     return code, out.getvalue(), err.getvalue()
 
 
@@ -282,10 +286,9 @@ def _wrap(envelope: dict[str, Any]) -> dict[str, Any]:
     return {"awslogs": {"data": base64.b64encode(raw).decode()}}
 
 
-def alert_channel() -> tuple[str, str, str]:
+def alert_channel(cis_topic_name: str) -> tuple[str, str, str]:
     """The processor's alert topic with an SQS inbox, the failure queue, and an on-call queue
     subscribed to the CIS alarm topic that `apply --cis-alarms` created."""
-    from setup.cis_alarms import DEFAULT_TOPIC
     sns, sqs = _client("sns"), _client("sqs")
     topic = sns.create_topic(Name="trailwatch-alerts")["TopicArn"]
     read_q = sqs.create_queue(QueueName="trailwatch-demo-inbox")["QueueUrl"]
@@ -294,7 +297,7 @@ def alert_channel() -> tuple[str, str, str]:
     arn = sqs.get_queue_attributes(QueueUrl=read_q, AttributeNames=["QueueArn"])["Attributes"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"],
                   Attributes={"RawMessageDelivery": "true"})
-    cis_topic = sns.create_topic(Name=DEFAULT_TOPIC)["TopicArn"]   # exists: returns its ARN
+    cis_topic = sns.create_topic(Name=cis_topic_name)["TopicArn"]   # exists: returns its ARN
     oncall_arn = sqs.get_queue_attributes(QueueUrl=oncall, AttributeNames=["QueueArn"])
     sns.subscribe(TopicArn=cis_topic, Protocol="sqs", Endpoint=oncall_arn["Attributes"]["QueueArn"])
     return topic, read_q, fail_q
@@ -343,7 +346,12 @@ def lag_summary(lags: list[float]) -> dict[str, float] | None:
 
 # ----------------------------------------------------------------------------------- main
 
-def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sys.stdout) -> int:
+def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sys.stdout,
+             cli: CliMain | None = None) -> int:
+    """``cli(argv, out=, stdin=) -> exit code`` runs a trailwatch command; the CLI passes its own
+    ``main`` (the same command functions a user runs)."""
+    if cli is None:
+        raise TypeError("run_demo needs the CLI entry function (cli=setup.cli.main)")
     started = time.monotonic()
     report: dict[str, Any] = {"scenario": "broken-policy" if broken_policy else "healthy"}
     with embedded_aws() as endpoint:
@@ -352,30 +360,30 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         report["organization"] = {"id": world["org_id"], "management": world["account"],
                                   "members": world["members"]}
         args = ["--trail", TRAIL]
-        report["plan"] = run_cli(["plan", *args, "--cis-alarms"])
-        report["apply"] = run_cli(["apply", *args, "--cis-alarms", "--yes"])
+        report["plan"] = run_cli(cli, ["plan", *args, "--cis-alarms"])
+        report["apply"] = run_cli(cli, ["apply", *args, "--cis-alarms", "--yes"])
         if report["apply"][0] != 0:
             print(report["apply"][1] + report["apply"][2], file=sys.stderr)
             return 1
-        plan = json.loads(run_cli(["plan", *args, "--cis-alarms", "--output", "json"])[1])
+        plan = json.loads(run_cli(cli, ["plan", *args, "--cis-alarms", "--output", "json"])[1])
         log_group, role = plan["log_group"]["name"], plan["role"]["name"]
         if broken_policy:
             break_policy(world, log_group, role, plan["role"]["policy_name"])
-        topic, read_q, fail_q = alert_channel()
+        topic, read_q, fail_q = alert_channel(plan["cis"]["topic_name"])
         now = time.time()
         delivery = deliver(world, log_group, role, now)
-        code, verify_json, _ = run_cli(["verify", *args, "--output", "json"])
+        code, verify_json, _ = run_cli(cli, ["verify", *args, "--output", "json"])
         report["verify"] = json.loads(verify_json)
-        report["verify_text"] = run_cli(["verify", *args])[1]
+        report["verify_text"] = run_cli(cli, ["verify", *args])[1]
         report["delivery"] = delivery
         invocations = subscription_invocations(log_group, world["account"])
         processed = process(invocations, topic, fail_q)
         alerts = drain_queue(_client("sqs"), read_q)
         failures = drain_queue(_client("sqs"), fail_q)
         from setup import demo_canary      # issue 10: verify --canary end to end
-        report["canary"] = demo_canary.run(world, log_group, role, topic, read_q, fail_q, TRAIL)
+        report["canary"] = demo_canary.run(world, log_group, role, topic, read_q, fail_q, TRAIL, cli)
         from setup.demo_topology import run_topology   # topology (ii), issue 14
-        report["topology"] = run_topology(world, log_group)
+        report["topology"] = run_topology(world, log_group, cli)
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}
@@ -413,7 +421,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
 def break_policy(world: dict[str, Any], log_group: str, role: str, policy_name: str) -> None:
     """Scenario: the role keeps a single-account policy although the trail is an org trail."""
     from setup.models import Target, Trail, stream_policy
-    t = Trail(TRAIL, "arn", REGION, world["account"], False, True)
+    t = Trail(TRAIL, f"arn:aws:cloudtrail:{REGION}:{world['account']}:trail/{TRAIL}", REGION,
+              world["account"], False, True)
     single = Target(trail=t, account=world["account"], log_group=log_group, role_name=role)
     _client("iam").put_role_policy(RoleName=role, PolicyName=policy_name,
                                    PolicyDocument=json.dumps(stream_policy(single)))

@@ -185,10 +185,9 @@ def simulated_clock() -> Iterator[None]:
 
 
 def run(world: dict[str, Any], log_group: str, role_name: str, topic: str, read_q: str,
-        fail_q: str, trail: str) -> dict[str, Any]:
+        fail_q: str, trail: str, main: Any) -> dict[str, Any]:
     """Deploy the processor, run ``verify --canary`` (with a member-account probe) and report."""
     from setup.aws import AwsClients
-    from setup.cli import main
     from setup.demo import REGION, _client, drain_queue
     function = deploy_processor(world, log_group)
     member = world["members"][0]

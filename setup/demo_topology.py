@@ -230,7 +230,7 @@ def process_in_audit(side: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- entry
 
-def run_topology(world: dict[str, Any], log_group: str) -> dict[str, Any]:
+def run_topology(world: dict[str, Any], log_group: str, cli: Any) -> dict[str, Any]:
     """Topology (ii) end to end; returns a report section (see print_topology)."""
     import boto3
 
@@ -245,9 +245,9 @@ def run_topology(world: dict[str, Any], log_group: str) -> dict[str, Any]:
     side = create_audit_side(session, audit_account, management, world["org_id"])
     side["session"] = session
     with strict_destinations():
-        code, out, err = run_cli(["subscribe", "--trail", TRAIL, "--destination",
+        code, out, err = run_cli(cli, ["subscribe", "--trail", TRAIL, "--destination",
                                   side["destination"], "--yes"])
-        verify = json.loads(run_cli(["verify", "--trail", TRAIL, "--output", "json"])[1])
+        verify = json.loads(run_cli(cli, ["verify", "--trail", TRAIL, "--output", "json"])[1])
     check = next(c for c in verify["checks"] if c["id"] == "subscription.filters")
     filters = boto3.client("logs", region_name=REGION).describe_subscription_filters(
         logGroupName=log_group)["subscriptionFilters"]

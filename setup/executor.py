@@ -90,6 +90,20 @@ class StepFailure(Exception):
         return "\n".join(lines)
 
 
+class StepInterrupted(StepFailure):
+    """Ctrl-C during apply: the same done / in flight / not-run report, exit 130."""
+
+    def report(self) -> str:
+        lines = ["apply interrupted (Ctrl-C).", ""]
+        lines += [f"  done     {s.api}: {s.message}" for s in self.done] or ["  done     (nothing)"]
+        lines.append(f"  INTERRUPTED {self.step.api}: {self.step.message}")
+        lines.append(f"           {self.message}")
+        lines += [f"  not run  {s.api}: {s.message}" for s in self.remaining]
+        lines += ["", "Nothing was rolled back. Run the same `trailwatch apply` again: it re-reads "
+                  "the account and does only what is still missing."]
+        return "\n".join(lines)
+
+
 @dataclass
 class Executor:
     clients: AwsClients
@@ -105,6 +119,11 @@ class Executor:
             try:
                 self.progress(f"-> {step.message}")
                 self._call(step)
+            except KeyboardInterrupt:
+                raise StepInterrupted(step, "Interrupted", "interrupted (Ctrl-C) while this call "
+                                      "was in flight: it may or may not have taken effect",
+                                      "apply was interrupted", done,
+                                      plan.steps[i + 1:]) from None
             except ClientError as e:
                 code, msg = error_code(e), error_message(e)
                 retryable, why = classify_update_trail_error(code, msg) \

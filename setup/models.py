@@ -10,11 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 TAG_KEY = "managed-by"
 TAG_VALUE = "trailwatch"
+# Ownership: one tag per trail a resource serves, key ``trailwatch:trail:<id>`` (id = short hash of
+# the trail ARN, so a resource can serve several trails), value = the trail ARN.
+TRAIL_TAG_PREFIX = "trailwatch:trail"
+CLOUDTRAIL_SERVICE = "cloudtrail.amazonaws.com"
+SID_PREFIX = "Trailwatch"
 POLICY_NAME = "trailwatch-cloudtrail-delivery"
 CONTROL_TOWER_PREFIX = "aws-controltower"
 STREAM_SCOPES = ("documented", "group")
@@ -30,16 +36,56 @@ class ModelError(ValueError):
     pass
 
 
+@lru_cache(maxsize=64)
 def partition_for_region(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    if region.startswith("us-iso-"):
-        return "aws-iso"
-    if region.startswith("us-isob-"):
-        return "aws-iso-b"
-    return "aws"
+    """The partition of a region, from botocore's endpoint data (no hand-written prefix table)."""
+    import botocore.session
+    return botocore.session.get_session().get_partition_for_region(region)
+
+
+def short_id(value: str, n: int = 8) -> str:
+    """A short, stable id of a name or ARN (hex: valid in IAM Sids and resource names)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:n]
+
+
+def trail_tag(trail_arn: str) -> tuple[str, str]:
+    return f"{TRAIL_TAG_PREFIX}:{short_id(trail_arn)}", trail_arn
+
+
+def ownership_tags(trail_arn: str) -> dict[str, str]:
+    key, value = trail_tag(trail_arn)
+    return {TAG_KEY: TAG_VALUE, key: value}
+
+
+def trails_in_tags(tags: dict[str, str] | None) -> set[str]:
+    """The trail ARNs a trailwatch-owned resource is tagged as serving."""
+    return {v for k, v in (tags or {}).items() if k.startswith(TRAIL_TAG_PREFIX)}
+
+
+def is_owned(tags: dict[str, str] | None) -> bool:
+    return (tags or {}).get(TAG_KEY) == TAG_VALUE
+
+
+_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_LOG_GROUP_RE = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
+
+
+def validate_role_name(name: str) -> str:
+    """IAM role names: 1-64 characters of letters, digits and ``+=,.@_-``."""
+    if not _ROLE_NAME_RE.match(name or ""):
+        raise ModelError(f"{name!r} is not a valid IAM role name (1-64 characters: letters, "
+                         "digits and +=,.@_-)")
+    return name
+
+
+def validate_log_group_name(name: str) -> str:
+    """CloudWatch Logs group names: 1-512 characters of ``[.-_/#A-Za-z0-9]``."""
+    if not _LOG_GROUP_RE.match(name or ""):
+        raise ModelError(f"{name!r} is not a valid CloudWatch Logs log group name (1-512 "
+                         "characters: letters, digits and ._-/#)")
+    if name.startswith("aws/"):
+        raise ModelError(f"{name!r}: log group names starting with 'aws/' are reserved by AWS")
+    return name
 
 
 @dataclass(frozen=True)
@@ -63,13 +109,14 @@ def default_log_group(trail_name: str) -> str:
     return f"CloudTrail/{trail_name}"
 
 
-def default_role_name(trail_name: str) -> str:
-    """``trailwatch-cwl-<trail>``; over 64 characters, shortened with a stable hash suffix."""
-    base = f"trailwatch-cwl-{trail_name}"
+def default_role_name(trail_name: str, region: str | None = None) -> str:
+    """``trailwatch-cwl-<trail>-<home region>`` (IAM is global: same-named trails in two regions
+    must not share a default); over 64 characters, shortened with a stable hash suffix."""
+    base = f"trailwatch-cwl-{trail_name}" + (f"-{region}" if region else "")
     base = re.sub(r"[^\w+=,.@-]", "-", base)
     if len(base) <= ROLE_NAME_MAX:
         return base
-    digest = hashlib.sha256(trail_name.encode()).hexdigest()[:8]
+    digest = short_id(f"{trail_name}@{region or ''}")
     return f"{base[: ROLE_NAME_MAX - 9]}-{digest}"
 
 
@@ -106,12 +153,18 @@ class Target:
     account: str                 # the caller's account: log group and role live here
     log_group: str
     role_name: str
-    retention_days: int = 365
-    kms_key: str | None = None
+    retention_days: int | None = None   # None: keep an adopted group's; new groups get 365
+    kms_key: str | None = None          # a key ARN (resolved with DescribeKey before planning)
     stream_scope: str = "documented"
     org_id: str | None = None
     policy_name: str = POLICY_NAME
-    tags: dict[str, str] = field(default_factory=lambda: {TAG_KEY: TAG_VALUE})
+    role_path: str = "/"
+    accepted_services: tuple[str, ...] = ()   # other services knowingly allowed in the trust
+    take_over_delivery: bool = False
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return ownership_tags(self.trail.arn)
 
     @property
     def region(self) -> str:
@@ -119,7 +172,16 @@ class Target:
 
     @property
     def partition(self) -> str:
-        return partition_for_region(self.region)
+        return self.trail.partition
+
+    @property
+    def group_id(self) -> str:
+        """Short stable id of the log group (CIS filter, alarm and topic names carry it)."""
+        return short_id(self.log_group_arn_bare)
+
+    @property
+    def sid_suffix(self) -> str:
+        return short_id(self.trail.arn).upper()
 
     @property
     def log_group_arn(self) -> str:
@@ -132,7 +194,7 @@ class Target:
 
     @property
     def role_arn(self) -> str:
-        return f"arn:{self.partition}:iam::{self.account}:role/{self.role_name}"
+        return f"arn:{self.partition}:iam::{self.account}:role{self.role_path}{self.role_name}"
 
     @property
     def role_name_in_use(self) -> str:
@@ -178,17 +240,114 @@ def stream_resources(target: Target) -> list[str]:
     return [f"{group}{prefix}*" for prefix in stream_prefixes(target)]
 
 
-def stream_policy(target: Target) -> dict[str, Any]:
+def delivery_sids(target: Target) -> tuple[str, str]:
+    """The Sids that identify this trail's statements in a (possibly shared) delivery policy."""
+    return (f"{SID_PREFIX}CreateLogStream{target.sid_suffix}",
+            f"{SID_PREFIX}PutLogEvents{target.sid_suffix}")
+
+
+def stream_statements(target: Target) -> list[dict[str, Any]]:
     resources = stream_resources(target)
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "AWSCloudTrailCreateLogStream20141101", "Effect": "Allow",
-             "Action": ["logs:CreateLogStream"], "Resource": list(resources)},
-            {"Sid": "AWSCloudTrailPutLogEvents20141101", "Effect": "Allow",
-             "Action": ["logs:PutLogEvents"], "Resource": list(resources)},
-        ],
-    }
+    create, put = delivery_sids(target)
+    return [{"Sid": create, "Effect": "Allow", "Action": ["logs:CreateLogStream"],
+             "Resource": list(resources)},
+            {"Sid": put, "Effect": "Allow", "Action": ["logs:PutLogEvents"],
+             "Resource": list(resources)}]
+
+
+def stream_policy(target: Target) -> dict[str, Any]:
+    """trailwatch's own delivery statements as a whole document (a fresh policy)."""
+    return {"Version": "2012-10-17", "Statement": stream_statements(target)}
+
+
+def _statements(doc: Any) -> list[dict[str, Any]]:
+    if isinstance(doc, str):
+        doc = json.loads(doc)
+    st = (doc or {}).get("Statement", []) if isinstance(doc, dict) else []
+    return [st] if isinstance(st, dict) else [s for s in st if isinstance(s, dict)]
+
+
+def merge_delivery_policy(current: Any, target: Target) -> dict[str, Any]:
+    """``current`` with this trail's statements (by Sid) replaced by the desired ones; every
+    other statement (other trails, other Sids, the console's) is kept as it is."""
+    ours = set(delivery_sids(target))
+    doc = dict(current) if isinstance(current, dict) else {"Version": "2012-10-17"}
+    doc.setdefault("Version", "2012-10-17")
+    kept = [s for s in _statements(current) if s.get("Sid") not in ours]
+    doc["Statement"] = kept + stream_statements(target)
+    return doc
+
+
+def grants(doc: Any) -> set[tuple[str, str]]:
+    """(action, resource) pairs a policy allows unconditionally; Sid, order, string-vs-list and
+    split-vs-combined statements do not matter (semantic comparison)."""
+    out: set[tuple[str, str]] = set()
+    for st in _statements(doc):
+        if st.get("Effect") != "Allow" or any(k in st for k in ("Condition", "NotAction",
+                                                               "NotResource", "NotPrincipal")):
+            continue
+        acts = st.get("Action", [])
+        res = st.get("Resource", [])
+        for a in [acts] if isinstance(acts, str) else acts:
+            for r in [res] if isinstance(res, str) else res:
+                out.add((str(a).lower(), str(r)))
+    return out
+
+
+def denied_delivery(docs: list[Any], target: Target) -> list[tuple[str, str]]:
+    """(action, resource) pairs this trail needs that a Deny statement in ``docs`` hits."""
+    from setup.policy_eval import evaluate
+    return sorted((a, r) for a, r in grants(stream_policy(target))
+                  if evaluate([d for d in docs if isinstance(d, dict)], a, r).reason
+                  == "explicit-deny")
+
+
+def covers_delivery(current: Any, target: Target) -> bool:
+    """Does ``current`` already grant what this trail needs (semantically), with no Deny?"""
+    if current is None:
+        return False
+    return grants(stream_policy(target)) <= grants(current) and \
+        not denied_delivery([current], target)
+
+
+@dataclass(frozen=True)
+class TrustFindings:
+    denies: list[dict[str, Any]]     # explicit Deny statements that hit CloudTrail
+    foreign: list[str]               # principals that must never be trusted
+    accepted: list[str]              # other services accepted knowingly (--accept-trusted-service)
+
+
+def trust_findings(trust: Any, accepted_services: tuple[str, ...] = ()) -> TrustFindings:
+    """What a trust policy admits besides cloudtrail.amazonaws.com, and Denies that hit it."""
+    from setup.policy_eval import evaluate
+    denies: list[dict[str, Any]] = []
+    foreign: list[str] = []
+    accepted: list[str] = []
+    for st in _statements(trust):
+        if st.get("Effect") == "Deny":
+            d = evaluate([{"Statement": [st]}], "sts:AssumeRole", None, CLOUDTRAIL_SERVICE)
+            if d.reason == "explicit-deny":
+                denies.append(st)
+            continue
+        if st.get("Effect") != "Allow":
+            continue
+        if "NotPrincipal" in st:
+            foreign.append(f"NotPrincipal {json.dumps(st['NotPrincipal'])} (everyone else)")
+        principal = st.get("Principal")
+        if principal == "*":
+            foreign.append('"*" (anyone)')
+            continue
+        if not isinstance(principal, dict):
+            continue
+        for kind, values in principal.items():
+            for v in [values] if isinstance(values, str) else values:
+                if kind == "Service" and v == CLOUDTRAIL_SERVICE:
+                    continue
+                if kind == "Service" and v in accepted_services:
+                    accepted.append(v)
+                else:
+                    foreign.append(f"{kind}: {v}")
+    return TrustFindings(denies, foreign, accepted)
 
 
 def expected_stream_arns(target: Target, member_accounts: list[str]) -> list[str]:

@@ -14,12 +14,26 @@ from setup.models import Target, Trail, parse_trail_arn
 
 
 class SetupError(Exception):
-    """An error the user can act on: ``remediation`` says how."""
+    """An error the user can act on: ``remediation`` says how; ``code`` names it (JSON errors)."""
 
-    def __init__(self, message: str, remediation: str = "") -> None:
+    exit_code = 1
+
+    def __init__(self, message: str, remediation: str = "", code: str = "") -> None:
         self.message = message
         self.remediation = remediation
+        self.code = code or (message.split(":", 1)[0] if message[:1].isupper() and
+                             ":" in message and " " not in message.split(":", 1)[0]
+                             else type(self).__name__)
         super().__init__(message)
+
+
+class UsageError(SetupError):
+    """A usage error (exit 2): a missing region, a flag combination that cannot work."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, remediation: str = "", code: str = "UsageError") -> None:
+        super().__init__(message, remediation, code)
 
 
 def error_code(err: ClientError) -> str:
@@ -34,6 +48,10 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
     """Find the trail by name or ARN and learn its home region (UpdateTrail must run there)."""
     parsed = parse_trail_arn(name_or_arn)
     region = parsed.region if parsed else clients.default_region
+    if not region:
+        raise UsageError("no AWS region: the trail is given by name, so trailwatch needs a region "
+                         "to look it up", "pass --region, set AWS_REGION or AWS_DEFAULT_REGION, "
+                         "or give the trail's ARN", code="NoRegion")
     ct = clients.client("cloudtrail", region)
     try:
         trails = ct.describe_trails(trailNameList=[name_or_arn],
@@ -106,6 +124,7 @@ class RoleState:
     tags: dict[str, str]
     inline: dict[str, Any] = field(default_factory=dict)   # policy name -> document
     attached: list[str] = field(default_factory=list)
+    path: str = "/"
 
 
 @dataclass
@@ -116,6 +135,7 @@ class LogGroupState:
     retention: int | None
     kms_key: str | None
     tags: dict[str, str]
+    stored_bytes: int = 0
 
 
 @dataclass
@@ -139,7 +159,8 @@ def read_log_group(clients: AwsClients, target: Target) -> LogGroupState | None:
                 return LogGroupState(name=g["logGroupName"], arn=g.get("arn", ""),
                                      log_group_class=g.get("logGroupClass", "STANDARD"),
                                      retention=g.get("retentionInDays"),
-                                     kms_key=g.get("kmsKeyId"), tags=tags)
+                                     kms_key=g.get("kmsKeyId"), tags=tags,
+                                     stored_bytes=int(g.get("storedBytes") or 0))
     return None
 
 
@@ -153,7 +174,7 @@ def read_role(clients: AwsClients, role_name: str, region: str) -> RoleState | N
         raise
     tags = {t["Key"]: t["Value"] for t in role.get("Tags", [])}
     state = RoleState(name=role_name, arn=role["Arn"], trust=_doc(role["AssumeRolePolicyDocument"]),
-                      tags=tags)
+                      tags=tags, path=role.get("Path") or "/")
     for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
         for pname in page.get("PolicyNames", []):
             doc = iam.get_role_policy(RoleName=role_name, PolicyName=pname)["PolicyDocument"]
@@ -161,6 +182,68 @@ def read_role(clients: AwsClients, role_name: str, region: str) -> RoleState | N
     for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
         state.attached += [p["PolicyArn"] for p in page.get("AttachedPolicies", [])]
     return state
+
+
+def resolve_kms_key(clients: AwsClients, value: str, region: str) -> str:
+    """Key id, key ARN, alias name or alias ARN -> the key ARN, checked with DescribeKey: the key
+    must be enabled, SYMMETRIC_DEFAULT (CloudWatch Logs takes only symmetric keys) and live in the
+    trail's home region (the logs.<region> principal is regional)."""
+    parts = value.split(":")
+    if value.startswith("arn:") and len(parts) >= 6 and parts[3] != region:
+        raise SetupError(f"KMS key {value} is in {parts[3]}, not in the trail's home region "
+                         f"{region}", f"use a key in {region}", code="KmsKeyWrongRegion")
+    key_id = value if value.startswith(("arn:", "alias/")) or len(parts) > 1 or \
+        "/" in value or _looks_like_key_id(value) else f"alias/{value}"
+    try:
+        meta = clients.client("kms", region).describe_key(KeyId=key_id)["KeyMetadata"]
+    except ClientError as e:
+        raise SetupError(f"{error_code(e)}: cannot resolve KMS key {value!r} in {region}: "
+                         f"{error_message(e)}", "pass a key id, key ARN, alias/NAME or alias "
+                         f"ARN of a key in {region} (needs kms:DescribeKey)",
+                         code="KmsKeyNotFound") from None
+    arn = meta["Arn"]
+    problems = []
+    if arn.split(":")[3] != region:
+        problems.append(f"it is in {arn.split(':')[3]}, not the home region {region}")
+    if meta.get("KeyState", "Enabled") != "Enabled" or meta.get("Enabled") is False:
+        problems.append(f"its state is {meta.get('KeyState')}")
+    spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec") or "SYMMETRIC_DEFAULT"
+    if spec != "SYMMETRIC_DEFAULT":
+        problems.append(f"its spec is {spec} (CloudWatch Logs needs SYMMETRIC_DEFAULT)")
+    if problems:
+        raise SetupError(f"KMS key {value} ({arn}) cannot encrypt the log group: "
+                         + "; ".join(problems), "use an enabled symmetric key in "
+                         f"{region}", code="KmsKeyUnusable")
+    return arn
+
+
+def _looks_like_key_id(value: str) -> bool:
+    import re
+    return bool(re.fullmatch(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|"
+                             r"mrk-[0-9a-f]{32})", value))
+
+
+NOT_ENABLED = ("UnrecognizedClientException", "InvalidClientTokenId", "AuthFailure",
+               "OptInRequired")
+
+
+def trails_everywhere(clients: AwsClients, partition: str) -> tuple[list[dict[str, Any]],
+                                                                     list[str]]:
+    """Every trail of the account, from DescribeTrails in every region of the partition
+    (botocore's endpoint data). Returns (trails, regions that could not be read)."""
+    regions = clients.session.get_available_regions("cloudtrail", partition_name=partition)
+    seen: dict[str, dict[str, Any]] = {}
+    unreadable: list[str] = []
+    for region in regions:
+        try:
+            for t in clients.client("cloudtrail", region).describe_trails(
+                    includeShadowTrails=False).get("trailList", []):
+                seen.setdefault(t["TrailARN"], t)
+        except ClientError as e:
+            if error_code(e) in NOT_ENABLED:   # an opt-in region not enabled: no trails there
+                continue
+            unreadable.append(f"{region} ({error_code(e)})")
+    return list(seen.values()), unreadable
 
 
 def read_kms_policy(clients: AwsClients, target: Target) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from setup.models import Target
 from setup.planner import Plan, Step
-from setup.state import SetupError, error_code
+from setup.state import SetupError, error_code, read_log_group
 
 FILTER_PREFIX = "trailwatch-subscribe-"
 FILTER_NAME_MAX = 512
@@ -186,7 +186,7 @@ def cmd_subscribe(clients: Any, args: argparse.Namespace, out: TextIO, stdin: Te
                          "the DestinationArn output of the audit account's stack")
     target, who, notes = cli.resolve_target(clients, args)
     current = read_filters(clients, target)
-    if not current and cli.read_log_group(clients, target) is None:
+    if not current and read_log_group(clients, target) is None:
         raise SetupError(f"log group {target.log_group} does not exist in {target.account}/"
                          f"{target.region}", "run `trailwatch apply` first (or pass "
                          "--destination to apply)")

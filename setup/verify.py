@@ -8,6 +8,7 @@ the order they are reported. A check that cannot run because an earlier fact is 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from setup.aws import AwsClients
-from setup.models import DELIVERY_ACTIONS, Target, expected_stream_arns, stream_policy
+from setup.models import (DELIVERY_ACTIONS, Target, expected_stream_arns, stream_policy,
+                          trust_findings)
 from setup.policy_eval import evaluate, evaluate_role
 from setup.state import (CurrentState, _doc, error_code, error_message, member_accounts,
                          read_log_group, read_role)
@@ -350,7 +352,22 @@ def role_trust(ctx: Context) -> CheckResult:
     if role is None:
         return CheckResult("role.trust", FAIL, f"role {name} does not exist",
                            "run `trailwatch apply`")
+    findings = trust_findings(role.trust, ctx.target.accepted_services)
+    if findings.denies:
+        return CheckResult("role.trust", FAIL, f"role {name}'s trust policy explicitly denies "
+                           "cloudtrail.amazonaws.com (an explicit Deny wins over any Allow)",
+                           "remove this statement from the trust policy: "
+                           + " ".join(json.dumps(st) for st in findings.denies))
+    if findings.foreign:
+        return CheckResult("role.trust", FAIL, f"role {name} (which can write the audit log "
+                           f"group) also trusts {'; '.join(findings.foreign)}",
+                           "trust only cloudtrail.amazonaws.com: remove the other principals, "
+                           "or use a role of its own for CloudTrail")
     d = evaluate([role.trust], "sts:AssumeRole", None, "cloudtrail.amazonaws.com")
+    if d.allowed and findings.accepted:
+        return CheckResult("role.trust", WARN, f"role {name} trusts cloudtrail.amazonaws.com and "
+                           f"also {', '.join(findings.accepted)} (accepted with "
+                           "--accept-trusted-service)", "give the other service a role of its own")
     if d.allowed:
         return CheckResult("role.trust", PASS, f"role {name} trusts cloudtrail.amazonaws.com")
     if d.conditional:

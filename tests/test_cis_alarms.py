@@ -43,7 +43,10 @@ def test_cis_alarms_deploy_exact_strings_and_converge(aws):
         assert (t["metricNamespace"], t["metricValue"]) == ("CISBenchmark", "1")
     alarms = boto3.client("cloudwatch", region_name="us-east-1").describe_alarms(
         AlarmNamePrefix="trailwatch-cis-")["MetricAlarms"]
-    topic = f"arn:aws:sns:us-east-1:{ACCT}:trailwatch-cis-alarms"
+    # issue 9: one topic per log group, trailwatch-cis-<log group id>
+    (topic,) = [t["TopicArn"] for t in boto3.client("sns", region_name="us-east-1").list_topics()[
+        "Topics"]]
+    assert topic.startswith(f"arn:aws:sns:us-east-1:{ACCT}:trailwatch-cis-")
     assert len(alarms) == 15
     for a in alarms:
         assert (a["Statistic"], a["Period"], a["EvaluationPeriods"], a["Threshold"],
@@ -67,11 +70,13 @@ def test_cis_alarms_deploy_exact_strings_and_converge(aws):
 def test_tampered_filter_fails_verify_and_apply_rewrites_it(aws):
     run(["apply", "--trail", "main", "--yes", "--cis-alarms"], AwsClients(region="us-east-1"))
     c = CIS_CONTROLS[1]
-    boto3.client("logs", region_name="us-east-1").put_metric_filter(
-        logGroupName="CloudTrail/main", filterName=c.filter_name,
+    logs = boto3.client("logs", region_name="us-east-1")
+    (mine,) = [f for f in logs.describe_metric_filters(logGroupName="CloudTrail/main")[
+        "metricFilters"] if f["filterPattern"] == c.pattern]   # issue 9: names carry the group id
+    logs.put_metric_filter(
+        logGroupName="CloudTrail/main", filterName=mine["filterName"],
         filterPattern=c.pattern.replace("}", " && ($.eventName != HeadBucket)}"),
-        metricTransformations=[{"metricName": c.metric_name, "metricNamespace": "CISBenchmark",
-                                "metricValue": "1"}])
+        metricTransformations=mine["metricTransformations"])
     code, checks = verify_checks()
     assert code == 1 and checks["cis.metric_filters"]["status"] == "FAIL"
     assert c.cis in checks["cis.metric_filters"]["message"]

@@ -80,8 +80,8 @@ def test_cli_against_moto_server_checked_with_aws_cli(server, org):
     account = trail["TrailARN"].split(":")[4]
     assert trail["CloudWatchLogsLogGroupArn"] == \
         f"arn:aws:logs:us-east-1:{account}:log-group:CloudTrail/{name}:*"
-    assert trail["CloudWatchLogsRoleArn"] == f"arn:aws:iam::{account}:role/trailwatch-cwl-{name}"
-    doc = aws("iam", "get-role-policy", "--role-name", f"trailwatch-cwl-{name}",
+    assert trail["CloudWatchLogsRoleArn"] == f"arn:aws:iam::{account}:role/trailwatch-cwl-{name}-us-east-1"
+    doc = aws("iam", "get-role-policy", "--role-name", f"trailwatch-cwl-{name}-us-east-1",
               "--policy-name", "trailwatch-cloudtrail-delivery")["PolicyDocument"]
     resources = doc["Statement"][0]["Resource"]
     assert resources[0].endswith(f":log-stream:{account}_CloudTrail_us-east-1*")

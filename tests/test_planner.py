@@ -23,9 +23,9 @@ def make_target(org=False, kms=None, trail_group=None, trail_role=None, name="ma
 
 
 def converged_state(t: Target, policy=None) -> CurrentState:
-    lg = LogGroupState(t.log_group, t.log_group_arn, "STANDARD", t.retention_days, None,
-                       {TAG_KEY: TAG_VALUE})
-    role = RoleState(t.role_name, t.role_arn, trust_policy(), {TAG_KEY: TAG_VALUE},
+    lg = LogGroupState(t.log_group, t.log_group_arn, "STANDARD", t.retention_days or 365, None,
+                       dict(t.tags))
+    role = RoleState(t.role_name, t.role_arn, trust_policy(), dict(t.tags),
                      {"trailwatch-cloudtrail-delivery": policy or stream_policy(t)})
     return CurrentState(lg, role)
 
@@ -39,7 +39,9 @@ def test_fresh_account_plans_everything_in_order():
     assert apis(plan) == ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "iam:CreateRole",
                           "iam:PutRolePolicy", "cloudtrail:UpdateTrail"]
     create = plan.steps[0].params
-    assert create["logGroupClass"] == "STANDARD" and create["tags"] == {TAG_KEY: TAG_VALUE}
+    # issue 9: ownership tag per trail beside managed-by=trailwatch
+    assert create["logGroupClass"] == "STANDARD" and create["tags"] == {
+        TAG_KEY: TAG_VALUE, "trailwatch:trail:78472df6": f"arn:aws:cloudtrail:us-east-1:{ACCT}:trail/main"}
     ut = plan.steps[-1].params
     assert ut["CloudWatchLogsLogGroupArn"].endswith(":log-group:CloudTrail/main:*")
     assert ut["Name"] == f"arn:aws:cloudtrail:us-east-1:{ACCT}:trail/main"
@@ -55,13 +57,14 @@ def test_converged_setup_plans_nothing():
 
 
 def test_partial_setup_plans_only_what_is_missing():
-    t = make_target()
+    from dataclasses import replace
+    t = replace(make_target(), retention_days=365)   # issue 9: only an explicit value changes it
     state = converged_state(t)
     state.log_group.retention = 30
     state.role.inline.clear()
     plan = build_plan(t, state)
     assert apis(plan) == ["logs:PutRetentionPolicy", "iam:PutRolePolicy", "cloudtrail:UpdateTrail"]
-    assert "(was 30)" in plan.steps[0].message
+    assert "was 30 days -> 365 days" in plan.steps[0].message and not plan.steps[0].destructive
 
 
 def test_brownfield_org_upgrade_shows_the_policy_diff_adding_the_o_id():
@@ -82,7 +85,9 @@ def test_brownfield_org_upgrade_shows_the_policy_diff_adding_the_o_id():
 
 
 def test_role_without_cloudtrail_trust_gets_a_statement_added():
-    t = make_target()
+    from dataclasses import replace
+    # issue 9: another service in the trust is accepted only knowingly (and reported as WARN)
+    t = replace(make_target(), accepted_services=("ec2.amazonaws.com",))
     state = converged_state(t)
     other = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                      "Principal": {"Service": "ec2.amazonaws.com"}}]}
@@ -92,6 +97,7 @@ def test_role_without_cloudtrail_trust_gets_a_statement_added():
     merged = json.loads(step.params["PolicyDocument"])
     assert merged["Statement"][0] == other["Statement"][0]
     assert merged["Statement"][1]["Principal"] == {"Service": "cloudtrail.amazonaws.com"}
+    assert any(n.startswith("WARN") and "ec2.amazonaws.com" in n for n in plan.notes)
 
 
 @pytest.mark.parametrize("where", ["trail", "group", "role", "group-tag"])

@@ -49,7 +49,7 @@ def make_trail(name="main", region="us-east-1", org=False, multi=True):
     return ct
 
 
-def role_policy(name="trailwatch-cwl-main", policy="trailwatch-cloudtrail-delivery"):
+def role_policy(name="trailwatch-cwl-main-us-east-1", policy="trailwatch-cloudtrail-delivery"):
     return boto3.client("iam").get_role_policy(RoleName=name, PolicyName=policy)["PolicyDocument"]
 
 
@@ -60,8 +60,8 @@ def test_single_trail_apply_leaves_exact_documents(aws):
     trail = ct.get_trail(Name="main")["Trail"]
     assert trail["CloudWatchLogsLogGroupArn"] == \
         f"arn:aws:logs:us-east-1:{ACCT}:log-group:CloudTrail/main:*"
-    assert trail["CloudWatchLogsRoleArn"] == f"arn:aws:iam::{ACCT}:role/trailwatch-cwl-main"
-    role = boto3.client("iam").get_role(RoleName="trailwatch-cwl-main")["Role"]
+    assert trail["CloudWatchLogsRoleArn"] == f"arn:aws:iam::{ACCT}:role/trailwatch-cwl-main-us-east-1"
+    role = boto3.client("iam").get_role(RoleName="trailwatch-cwl-main-us-east-1")["Role"]
     assert role["AssumeRolePolicyDocument"] == trust_policy()
     doc = role_policy()
     assert [s["Resource"] for s in doc["Statement"]] == [
@@ -71,7 +71,9 @@ def test_single_trail_apply_leaves_exact_documents(aws):
     (group,) = logs.describe_log_groups(logGroupNamePrefix="CloudTrail/main")["logGroups"]
     assert group["retentionInDays"] == 365
     tags = logs.list_tags_for_resource(resourceArn=group["arn"].removesuffix(":*"))["tags"]
-    assert tags == {TAG_KEY: TAG_VALUE}
+    # issue 9: ownership per trail beside managed-by=trailwatch
+    assert tags == {TAG_KEY: TAG_VALUE,
+                    "trailwatch:trail:956536ea": f"arn:aws:cloudtrail:us-east-1:{ACCT}:trail/main"}
     assert "0 failed" in out and "11 passed" in out
 
 
@@ -101,7 +103,7 @@ def test_org_trail_gets_the_o_id_resource(aws):
     make_trail(name="org", org=True)
     code, out = run(["apply", "--trail", "org", "--yes"], AwsClients(region="us-east-1"))
     assert code == 0, out
-    res = role_policy("trailwatch-cwl-org")["Statement"][1]["Resource"]
+    res = role_policy("trailwatch-cwl-org-us-east-1")["Statement"][1]["Resource"]
     assert res[-1] == (f"arn:aws:logs:us-east-1:{ACCT}:log-group:CloudTrail/org:log-stream:"
                        f"{org['Id']}_*")
     assert "organization trail" in out
@@ -119,17 +121,24 @@ def test_brownfield_role_upgraded_for_org_trail_then_verify_passes(aws):
     make_trail(name="org", org=True)
     iam = boto3.client("iam")
     iam.create_role(RoleName="console-role", AssumeRolePolicyDocument=json.dumps(trust_policy()))
-    single = Target(trail=Trail("org", "arn", "us-east-1", ACCT, False, True), account=ACCT,
+    single = Target(trail=Trail("org", f"arn:aws:cloudtrail:us-east-1:{ACCT}:trail/org", "us-east-1", ACCT, False, True), account=ACCT,
                     log_group="CloudTrail/org", role_name="console-role")
+    console = stream_policy(single)   # the console's document, with the console's Sids
+    for st, sid in zip(console["Statement"], ("AWSCloudTrailCreateLogStream20141101",
+                                              "AWSCloudTrailPutLogEvents20141101")):
+        st["Sid"] = sid
     iam.put_role_policy(RoleName="console-role", PolicyName="oneClick",
-                        PolicyDocument=json.dumps(stream_policy(single)))
+                        PolicyDocument=json.dumps(console))
     clients = AwsClients(region="us-east-1")
     code, out = run(["plan", "--trail", "org", "--role-name", "console-role"], clients)
     assert "iam:PutRolePolicy" in out and "o-" in out and "+" in out
     assert clients.mutating_calls() == []   # plan never writes
     assert run(["apply", "--trail", "org", "--role-name", "console-role", "--yes"],
                AwsClients(region="us-east-1"))[0] == 0
-    assert role_policy("console-role", "oneClick")["Statement"][0]["Resource"][-1].endswith("_*")
+    # issue 9: trailwatch's statements are merged in beside the console's (kept as they were)
+    stmts = role_policy("console-role", "oneClick")["Statement"]
+    assert stmts[:2] == console["Statement"]
+    assert any(r.endswith("_*") for st in stmts for r in st["Resource"])
     code, out = run(["verify", "--trail", "org", "--output", "json"], AwsClients(region="us-east-1"))
     checks = {c["id"]: c["status"] for c in json.loads(out)["checks"]}
     assert code == 0 and checks["role.stream_policy"] == "PASS"
@@ -139,9 +148,9 @@ def test_verify_fails_on_single_account_policy_for_org_trail(aws):
     boto3.client("organizations").create_organization(FeatureSet="ALL")
     make_trail(name="org", org=True)
     assert run(["apply", "--trail", "org", "--yes"], AwsClients(region="us-east-1"))[0] == 0
-    single = Target(trail=Trail("org", "arn", "us-east-1", ACCT, False, True), account=ACCT,
-                    log_group="CloudTrail/org", role_name="trailwatch-cwl-org")
-    boto3.client("iam").put_role_policy(RoleName="trailwatch-cwl-org",
+    single = Target(trail=Trail("org", f"arn:aws:cloudtrail:us-east-1:{ACCT}:trail/org", "us-east-1", ACCT, False, True), account=ACCT,
+                    log_group="CloudTrail/org", role_name="trailwatch-cwl-org-us-east-1")
+    boto3.client("iam").put_role_policy(RoleName="trailwatch-cwl-org-us-east-1",
                                         PolicyName="trailwatch-cloudtrail-delivery",
                                         PolicyDocument=json.dumps(stream_policy(single)))
     code, out = run(["verify", "--trail", "org", "--output", "json"], AwsClients(region="us-east-1"))
@@ -186,12 +195,12 @@ def test_remove_detaches_and_deletes_only_tagged_resources(aws):
     trail = ct.get_trail(Name="main")["Trail"]
     assert code == 0 and not trail.get("CloudWatchLogsLogGroupArn") \
         and not trail.get("CloudWatchLogsRoleArn")
-    assert boto3.client("iam").get_role(RoleName="trailwatch-cwl-main")   # kept unless asked
+    assert boto3.client("iam").get_role(RoleName="trailwatch-cwl-main-us-east-1")   # kept unless asked
     code, out = run(["remove", "--trail", "main", "--yes", "--delete-role", "--delete-log-group",
-                     "--role-name", "trailwatch-cwl-main"], AwsClients(region="us-east-1"))
+                     "--role-name", "trailwatch-cwl-main-us-east-1"], AwsClients(region="us-east-1"))
     assert code == 0, out
     with pytest.raises(ClientError):
-        boto3.client("iam").get_role(RoleName="trailwatch-cwl-main")
+        boto3.client("iam").get_role(RoleName="trailwatch-cwl-main-us-east-1")
     logs = boto3.client("logs", region_name="us-east-1")
     assert logs.describe_log_groups(logGroupNamePrefix="CloudTrail/main")["logGroups"] == []
 
@@ -203,7 +212,7 @@ def test_remove_keeps_untagged_role(aws):
     run(["apply", "--trail", "main", "--yes", "--role-name", "theirs"], AwsClients(region="us-east-1"))
     code, out = run(["remove", "--trail", "main", "--yes", "--delete-role"],
                     AwsClients(region="us-east-1"))
-    assert code == 0 and "left in place" in out
+    assert code == 0 and "role theirs kept: not created by trailwatch" in out
     assert boto3.client("iam").get_role(RoleName="theirs")
     assert not ct.get_trail(Name="main")["Trail"].get("CloudWatchLogsRoleArn")
 
@@ -362,30 +371,35 @@ def test_access_denied_on_create_role_names_the_step(aws, capsys):
 
 
 def test_check_permissions_resolves_assumed_role_and_reports_missing(aws):
+    """Issue 9 changed the contract: one simulation per resource ARN, PassRole with the
+    iam:PassedToService context, and the missing entries name the resource."""
     make_trail()
     clients = AwsClients(region="us-east-1")
     sts = clients.client("sts", "us-east-1")
     iam = clients.client("iam", "us-east-1")
+    iam.create_role(RoleName="Deployer", Path="/ops/", AssumeRolePolicyDocument="{}")
     real_sts = Stubber(sts)
     for _ in range(2):
         real_sts.add_response("get_caller_identity", {
             "Account": ACCT, "UserId": "AROA:me",
             "Arn": f"arn:aws:sts::{ACCT}:assumed-role/Deployer/session-1"})
-    iam_stub = Stubber(iam)
-    iam_stub.add_client_error("get_role", service_error_code="NoSuchEntity", http_status_code=404)
-    iam_stub.add_response("get_role", {"Role": {
-        "Path": "/ops/", "RoleName": "Deployer", "RoleId": "AROAEXAMPLEEXAMPLE1",
-        "Arn": f"arn:aws:iam::{ACCT}:role/ops/Deployer", "CreateDate": "2026-01-01T00:00:00Z",
-        "AssumeRolePolicyDocument": "{}"}}, {"RoleName": "Deployer"})
-    from botocore.stub import ANY
-    iam_stub.add_response("simulate_principal_policy", {"EvaluationResults": [
-        {"EvalActionName": "iam:CreateRole", "EvalDecision": "allowed"},
-        {"EvalActionName": "iam:PassRole", "EvalDecision": "implicitDeny"}]},
-        {"PolicySourceArn": f"arn:aws:iam::{ACCT}:role/ops/Deployer", "ActionNames": ANY})
-    with real_sts, iam_stub:
+    calls = []
+
+    def simulate(**kw):
+        calls.append(kw)
+        return {"IsTruncated": False, "EvaluationResults": [
+            {"EvalActionName": a, "EvalDecision": "implicitDeny" if a == "iam:PassRole"
+             else "allowed"} for a in kw["ActionNames"]]}
+    iam.simulate_principal_policy = simulate
+    with real_sts:
         code, out = run(["plan", "--trail", "main", "--check-permissions", "--output", "json"],
                         clients)
-    assert code == 0 and json.loads(out)["missing_permissions"] == ["iam:PassRole"]
+    role = f"arn:aws:iam::{ACCT}:role/trailwatch-cwl-main-us-east-1"
+    assert code == 0 and json.loads(out)["missing_permissions"] == [f"iam:PassRole on {role}"]
+    assert {c["PolicySourceArn"] for c in calls} == {f"arn:aws:iam::{ACCT}:role/ops/Deployer"}
+    (passrole,) = [c for c in calls if "iam:PassRole" in c["ActionNames"]]
+    assert passrole["ResourceArns"] == [role] and passrole["ContextEntries"][0][
+        "ContextKeyValues"] == ["cloudtrail.amazonaws.com"]
 
 
 class FakeTty(io.StringIO):

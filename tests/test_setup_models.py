@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from setup.models import (ModelError, Target, Trail, default_role_name, expected_stream_arns,
+from setup.models import (ModelError, Target, Trail, default_role_name, delivery_sids,
+                          expected_stream_arns,
                           kms_key_statement, partition_for_region, stream_policy, trust_policy,
                           validate_retention)
 from setup.policy_eval import evaluate
@@ -32,11 +33,12 @@ def test_org_policy_matches_the_user_guide_document():
            "log-stream:111111111111_CloudTrail_us-east-2*",
            "arn:aws:logs:us-east-2:111111111111:log-group:CloudTrail/DefaultLogGroupTest:"
            "log-stream:o-exampleorgid_*"]
-    assert stream_policy(target(org=True)) == {"Version": "2012-10-17", "Statement": [
-        {"Sid": "AWSCloudTrailCreateLogStream20141101", "Effect": "Allow",
-         "Action": ["logs:CreateLogStream"], "Resource": res},
-        {"Sid": "AWSCloudTrailPutLogEvents20141101", "Effect": "Allow",
-         "Action": ["logs:PutLogEvents"], "Resource": res}]}
+    t = target(org=True)
+    create, put = delivery_sids(t)   # issue 9: trailwatch's own Sids, one pair per trail
+    assert create.startswith("TrailwatchCreateLogStream") and create.isalnum() and put.isalnum()
+    assert stream_policy(t) == {"Version": "2012-10-17", "Statement": [
+        {"Sid": create, "Effect": "Allow", "Action": ["logs:CreateLogStream"], "Resource": res},
+        {"Sid": put, "Effect": "Allow", "Action": ["logs:PutLogEvents"], "Resource": res}]}
 
 
 def test_single_account_policy_has_only_the_account_prefix():
@@ -97,6 +99,9 @@ def test_kms_statement_uses_regional_principal_and_bare_arn():
 
 def test_role_name_default_is_bounded_and_stable():
     assert default_role_name("org") == "trailwatch-cwl-org"
+    # issue 9: the CLI passes the home region, so same-named trails in two regions differ
+    assert default_role_name("org", "us-east-1") == "trailwatch-cwl-org-us-east-1"
+    assert default_role_name("org", "us-east-1") != default_role_name("org", "eu-west-1")
     long = default_role_name("x" * 128)
     assert len(long) == 64 and long == default_role_name("x" * 128)
     assert default_role_name("x" * 128) != default_role_name("x" * 127 + "y")
