@@ -372,6 +372,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         processed = process(invocations, topic, fail_q)
         alerts = drain_queue(_client("sqs"), read_q)
         failures = drain_queue(_client("sqs"), fail_q)
+        from setup import routing_demo   # issue 12: where each alert went
+        report["routing"] = routing_demo.run(invocations, _client)
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}
@@ -455,4 +457,6 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
     if a["example"]:
         print("\none alert in full:", file=out)
         print(json.dumps(a["example"], indent=2), file=out)
+    from setup import routing_demo   # issue 12
+    routing_demo.print_section(r.get("routing"), out)
     print(f"\ndone in {r['seconds']} s", file=out)

@@ -392,3 +392,21 @@ def test_idempotency_keys_are_per_sink(ddb_env):
 
     other = IdempotentSink(Other(), persistence_layer(TABLE))
     assert other.publish([a]) == [] and Other.got == [a]
+
+
+def test_demo_routing_step_shows_every_destination_and_a_stored_finding():
+    from setup import routing_demo
+    with mock_aws():
+        event = {"awslogs": {"data": payload(cis_records(3) + [
+            dict(record(50), eventName="ConsoleLogin", eventSource="signin.amazonaws.com",
+                 eventType="AwsConsoleSignIn",
+                 userIdentity={"type": "Root", "arn": "arn:aws:iam::123456789012:root",
+                               "accountId": "123456789012"},
+                 recipientAccountId="123456789012")])}}
+        result = routing_demo.run([event], lambda s: boto3.client(s, region_name="us-east-1"))
+    d = result["delivered"]
+    assert result["alerts_raised"] == 4 and d["SNS alert topic (no filter)"] == 4
+    assert d["chat topic (Amazon Q Developer)"] == 4 and result["security_hub_findings"] == 4
+    assert d["SNS filter policy 'one-account: 123456789012'"] == 1
+    assert result["redelivery_published"] == 0
+    assert result["finding_example"]["ProductFields"]["trailwatch/schema"] == "trailwatch.alert/2"
