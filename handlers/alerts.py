@@ -387,6 +387,12 @@ def detail_type(alert: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ aggregation
 
+def _short(value: Any) -> Any:
+    """A record value repeated in an aggregate, bounded (record fields are attacker-sized)."""
+    return _clip(value, 128) if value.__class__ is str else value if value.__class__ in (
+        int, float, bool, type(None)) else None
+
+
 def aggregate(alerts: Iterable[dict[str, Any]], threshold: int = DEFAULT_AGGREGATION_THRESHOLD
               ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Collapse more than ``threshold`` rule matches of one rule by one principal into one alert.
@@ -427,10 +433,11 @@ def aggregate(alerts: Iterable[dict[str, Any]], threshold: int = DEFAULT_AGGREGA
         doc["aggregate"] = {
             "count": len(group),
             "threshold": threshold,
-            "principal": principal,
-            "first_event_time": first["event"].get("eventTime"),
-            "last_event_time": last["event"].get("eventTime"),
-            "sample_event_ids": [a["event"].get("eventID") for a in group[:AGGREGATE_SAMPLES]],
+            "principal": _clip(principal, MAX_ARN_CHARS),
+            "first_event_time": _short(first["event"].get("eventTime")),
+            "last_event_time": _short(last["event"].get("eventTime")),
+            "sample_event_ids": [_short(a["event"].get("eventID"))
+                                 for a in group[:AGGREGATE_SAMPLES]],
             "alert_ids": ids[:AGGREGATE_SAMPLES],
         }
         made[agg_id] = doc

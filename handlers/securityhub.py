@@ -192,8 +192,6 @@ class SecurityHubSink(_RetryingSink):
             "Resources": resources,
             "RecordState": "ACTIVE",
         }
-        if agg.get("count"):
-            finding["Sample"] = False
         return finding
 
     @staticmethod

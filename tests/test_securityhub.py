@@ -218,3 +218,42 @@ def test_chat_sink_publishes_within_sns_limits_on_moto():
         assert ChatSink(topic).publish(alerts) == []
         got = drain_queue(sqs, url)
         assert len(got) == 13 and all(json.loads(json.dumps(m))["version"] == "1.0" for m in got)
+
+
+# ------------------------------------------------------------------------------ hostile records
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from handlers.sinks import SNS_MAX_BYTES, SnsSink  # noqa: E402
+
+TEXT = st.text(max_size=50) | st.builds(lambda c, n: c * n, st.sampled_from("x中𝕏<`"),
+                                         st.integers(0, 40_000))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({}, optional={
+    "eventID": TEXT, "eventName": TEXT, "eventSource": TEXT, "awsRegion": TEXT,
+    "recipientAccountId": TEXT, "userAgent": TEXT, "errorMessage": TEXT, "eventTime": TEXT,
+    "sourceIPAddress": TEXT,
+    "userIdentity": st.fixed_dictionaries({}, optional={"arn": TEXT, "accessKeyId": TEXT}),
+    "requestParameters": st.dictionaries(st.sampled_from(["name", "bucketName", "x"]), TEXT),
+    "resources": st.lists(st.fixed_dictionaries({"ARN": TEXT.map(lambda t: "arn:" + t)}),
+                          max_size=40)}),
+    st.integers(1, 25))
+def test_hostile_records_stay_within_asff_chat_and_sns_limits(rec, copies):
+    alerts = [A.rule_alert(CIS_45, dict(rec, eventID=f"{rec.get('eventID', '')}{i}"), ENV,
+                           {"id": str(i)}, None) for i in range(copies)]
+    alerts, _ = A.aggregate(alerts, 3)
+    hub = StrictHub()
+    assert strict_sink(hub).publish(alerts) == []
+    for f in (f for call in hub.calls for f in call):
+        assert len(f["Resources"]) <= 32 and len(f["ProductFields"]) <= 50
+        assert all(len(k) <= 128 and len(v) <= 2048 for k, v in f["ProductFields"].items())
+        assert len(f["Remediation"]["Recommendation"]["Text"]) <= 512
+        assert len(f["GeneratorId"]) <= 512
+    for a in alerts:
+        n = notification(a)
+        assert len(orjson.dumps(n)) < SNS_MAX_BYTES
+        assert "<" not in n["content"]["description"]
+    SnsSink("arn:aws:sns:us-east-1:1:t.fifo", client_factory=lambda s: None).prepare(alerts)
