@@ -142,6 +142,18 @@ def _partition(record: dict[str, Any]) -> str:
     return "aws"
 
 
+# Request parameters that name a resource whose ARN is unambiguous, per event source.
+_NAMED = {
+    "s3.amazonaws.com": (("bucketName", "arn:{p}:s3:::{v}"),),
+    "iam.amazonaws.com": (("userName", "arn:{p}:iam::{a}:user/{v}"),
+                          ("roleName", "arn:{p}:iam::{a}:role/{v}"),
+                          ("groupName", "arn:{p}:iam::{a}:group/{v}")),
+    "cloudtrail.amazonaws.com": (("name", "arn:{p}:cloudtrail:{r}:{a}:trail/{v}"),),
+    "kms.amazonaws.com": (("keyId", "arn:{p}:kms:{r}:{a}:key/{v}"),),
+    "ec2.amazonaws.com": (("groupId", "arn:{p}:ec2:{r}:{a}:security-group/{v}"),),
+}
+
+
 def affected_resources(record: dict[str, Any]) -> list[str]:
     """ARNs of the resources an event acted on (not the caller), at most :data:`MAX_RESOURCES`.
 
@@ -149,45 +161,31 @@ def affected_resources(record: dict[str, Any]) -> list[str]:
     whose ARN is unambiguous (S3 bucket, IAM user/role/group, trail, KMS key, security group).
     """
     found: list[str] = []
-
-    def add(arn: Any) -> None:
-        if (arn.__class__ is str and arn.startswith("arn:") and len(arn) <= MAX_ARN_CHARS
-                and arn not in found and len(found) < MAX_RESOURCES):
-            found.append(arn)
-
+    candidates: list[Any] = []
     res = record.get("resources")
     if res.__class__ is list:
-        for r in res:
-            if r.__class__ is dict:
-                add(r.get("ARN"))
+        candidates += [r.get("ARN") for r in res if r.__class__ is dict]
     params = record.get("requestParameters")
     if params.__class__ is dict:
         for value in params.values():
-            add(value)
-            if value.__class__ is list:
-                for v in value[:MAX_RESOURCES]:
-                    add(v)
-        part, acct = _partition(record), _text(record.get("recipientAccountId"))
-        region = _text(record.get("awsRegion"))
-        source = _text(record.get("eventSource"))
-
-        def named(key: str, template: str) -> None:
-            v = params.get(key)
-            if v.__class__ is str and v and not v.startswith("arn:") and "/" not in v:
-                add(template.format(p=part, a=acct, r=region, v=v))
-
-        if source == "s3.amazonaws.com":
-            named("bucketName", "arn:{p}:s3:::{v}")
-        elif source == "iam.amazonaws.com" and acct:
-            named("userName", "arn:{p}:iam::{a}:user/{v}")
-            named("roleName", "arn:{p}:iam::{a}:role/{v}")
-            named("groupName", "arn:{p}:iam::{a}:group/{v}")
-        elif source == "cloudtrail.amazonaws.com" and acct and region:
-            named("name", "arn:{p}:cloudtrail:{r}:{a}:trail/{v}")
-        elif source == "kms.amazonaws.com" and acct and region:
-            named("keyId", "arn:{p}:kms:{r}:{a}:key/{v}")
-        elif source == "ec2.amazonaws.com" and acct and region:
-            named("groupId", "arn:{p}:ec2:{r}:{a}:security-group/{v}")
+            if value.__class__ is str:
+                candidates.append(value)
+            elif value.__class__ is list:
+                candidates += value[:MAX_RESOURCES]
+        named = _NAMED.get(_text(record.get("eventSource")))
+        if named:
+            acct, region = _text(record.get("recipientAccountId")), _text(record.get("awsRegion"))
+            for key, template in named:
+                v = params.get(key)
+                if (v.__class__ is str and v and not v.startswith("arn:") and "/" not in v
+                        and (acct or "{a}" not in template) and (region or "{r}" not in template)):
+                    candidates.append(template.format(p=_partition(record), a=acct, r=region, v=v))
+    for arn in candidates:
+        if (arn.__class__ is str and arn.startswith("arn:") and len(arn) <= MAX_ARN_CHARS
+                and arn not in found):
+            found.append(arn)
+            if len(found) == MAX_RESOURCES:
+                break
     return found
 
 
@@ -206,18 +204,21 @@ def principal_of(event: dict[str, Any]) -> str:
 
 def _rule_texts(rule_doc: dict[str, Any], event: dict[str, Any]) -> tuple[str, str, str]:
     who = principal_of(event)
-    what = f'{_text(event.get("eventSource"))} {_text(event.get("eventName"))}'.strip()
-    where = "/".join(x for x in (_text(event.get("recipientAccountId")),
-                                 _text(event.get("awsRegion"))) if x)
-    title = _clip(f'{rule_doc.get("title") or rule_doc.get("id")}: {what or "event"} by {who}'
-                  + (f" in {where}" if where else ""), TITLE_CHARS)
-    desc = rule_doc.get("description") or f'Rule {rule_doc.get("id")} matched a CloudTrail event.'
+    source, name = event.get("eventSource"), event.get("eventName")
+    what = " ".join(x for x in (source, name) if x.__class__ is str and x)
+    acct, region = event.get("recipientAccountId"), event.get("awsRegion")
+    where = "/".join(x for x in (acct, region) if x.__class__ is str and x)
+    title = f'{rule_doc.get("title") or rule_doc["id"]}: {what or "event"} by {who}'
+    if where:
+        title += f" in {where}"
+    desc = rule_doc.get("description") or f'Rule {rule_doc["id"]} matched a CloudTrail event.'
     if rule_doc.get("cis"):
         desc += f' (CIS AWS Foundations Benchmark {rule_doc["cis"]}.)'
     remediation = rule_doc.get("remediation") or (
         f'Confirm with {who} that {what or "this change"} was authorised; if not, revert it and '
         "rotate the credentials used (see eventID in CloudTrail event history).")
-    return title, _clip(desc, DESCRIPTION_CHARS), _clip(remediation, DESCRIPTION_CHARS)
+    return (_clip(title, TITLE_CHARS), _clip(desc, DESCRIPTION_CHARS),
+            _clip(remediation, DESCRIPTION_CHARS))
 
 
 def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
@@ -369,15 +370,15 @@ def routing_keys(alert: dict[str, Any]) -> dict[str, str]:
     ``account`` is the account the event happened in (``recipientAccountId``; for events that are
     not CloudTrail records, the log group's owner); keys without a value are left out.
     """
-    rule = alert.get("rule") if alert.get("rule").__class__ is dict else {}
-    event = alert.get("event") if alert.get("event").__class__ is dict else {}
-    delivery = alert.get("delivery") if alert.get("delivery").__class__ is dict else {}
-    out = {"alert_id": _text(alert.get("alert_id")), "kind": _text(alert.get("kind")),
-           "rule_id": _text(rule.get("id")), "severity": _text(rule.get("severity")),
-           "account": _text(event.get("recipientAccountId")) or _text(delivery.get("owner")),
-           "region": _text(event.get("awsRegion")),
-           "event_name": _text(event.get("eventName"))}
-    return {k: v for k, v in out.items() if v}
+    rule, event, delivery = alert.get("rule"), alert.get("event"), alert.get("delivery")
+    rule = rule if rule.__class__ is dict else {}
+    event = event if event.__class__ is dict else {}
+    delivery = delivery if delivery.__class__ is dict else {}
+    out = {"alert_id": alert.get("alert_id"), "kind": alert.get("kind"),
+           "rule_id": rule.get("id"), "severity": rule.get("severity"),
+           "account": _text(event.get("recipientAccountId")) or delivery.get("owner"),
+           "region": event.get("awsRegion"), "event_name": event.get("eventName")}
+    return {k: v for k, v in out.items() if v.__class__ is str and v}
 
 
 def detail_type(alert: dict[str, Any]) -> str:

@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from handlers.alerts import aggregate
-from handlers.chat import ENV_TOPIC, ChatSink
-from handlers.securityhub import SecurityHubSink, enabled
 
 
 def routing_sinks(env: Mapping[str, str], client_factory: Callable[[str], Any],
                   sleep: Callable[[float], None] = time.sleep) -> list[Any]:
+    from handlers.chat import ENV_TOPIC, ChatSink     # imported only when configured
+    from handlers.securityhub import SecurityHubSink, enabled
+
     sinks: list[Any] = []
     if enabled(env):
         sinks.append(SecurityHubSink(client_factory, sleep))

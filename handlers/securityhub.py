@@ -14,6 +14,7 @@ keys of at most 128 and values of at most 2,048 characters; at most 32 ``Resourc
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -52,6 +53,15 @@ _RESOURCE_TYPES = {("iam", "role"): "AwsIamRole", ("iam", "user"): "AwsIamUser",
                    ("kms", "key"): "AwsKmsKey", ("cloudtrail", "trail"): "AwsCloudTrailTrail",
                    ("ec2", "security-group"): "AwsEc2SecurityGroup",
                    ("ec2", "instance"): "AwsEc2Instance", ("lambda", "function"): "AwsLambdaFunction"}
+
+
+_ACCOUNT = re.compile(r"\d{12}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def _region(value: Any, fallback: str) -> str:
+    """A Region name from the record only if it looks like one (record fields are untrusted)."""
+    return value if isinstance(value, str) and _REGION.fullmatch(value) else fallback
 
 
 def enabled(env: Any) -> bool:
@@ -159,14 +169,17 @@ class SecurityHubSink(_RetryingSink):
         if remediation.startswith("https://") and " " not in remediation:
             recommendation["Url"] = remediation
         event_account = keys.get("account")
+        if not (event_account and _ACCOUNT.fullmatch(event_account)):
+            event_account = None
+        event_region = _region(keys.get("region"), region)
         resources = [{"Type": _resource_type(arn), "Id": arn, "Partition": partition,
-                      "Region": (arn.split(":") + [""] * 4)[3] or keys.get("region", region)}
+                      "Region": _region((arn.split(":") + [""] * 4)[3], event_region)}
                      for arn in (alert.get("resources") or ())[:MAX_RESOURCES - 1]
                      if isinstance(arn, str)]
         if event_account or not resources:
             resources.append({"Type": "AwsAccount",
                               "Id": f"AWS::::Account:{event_account or account}",
-                              "Partition": partition, "Region": keys.get("region", region)})
+                              "Partition": partition, "Region": event_region})
         finding = {
             "SchemaVersion": SCHEMA_VERSION,
             "Id": alert["alert_id"],
@@ -242,8 +255,11 @@ class SecurityHubSink(_RetryingSink):
         for alert in alerts:
             finding = self.finding(alert)
             size = len(orjson.dumps(finding))
-            while size > MAX_FINDING_BYTES and finding["ProductFields"]:   # cannot happen with
-                finding["ProductFields"].popitem()                        # today's caps; kept safe
+            while size > MAX_FINDING_BYTES and finding["ProductFields"]:   # hostile records only:
+                finding["ProductFields"].popitem()                        # least useful first
+                size = len(orjson.dumps(finding))
+            if size > MAX_FINDING_BYTES:      # then the resource list, down to the account
+                finding["Resources"] = finding["Resources"][-1:]
                 size = len(orjson.dumps(finding))
             entries[alert["alert_id"]] = finding
             sizes.append((alert["alert_id"], size))

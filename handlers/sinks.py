@@ -32,13 +32,20 @@ SNS_ATTRIBUTE_CHARS = 256        # our cap on a routing attribute value
 EVENT_SOURCE = "trailwatch"      # contract name; detail-type is one per kind (alerts.DETAIL_TYPES)
 
 ClientFactory = Callable[[str], Any]
-# Characters SNS accepts in a String attribute value (XML 1.0 chars); anything else becomes "?".
-_BAD_ATTR_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _GROUP_ID_CHARS = re.compile(r"[^A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]")
 
 
+def _attr_char(c: str) -> str:
+    # SNS accepts XML 1.0 characters in a String attribute value; anything else becomes "?".
+    ok = c in "\t\n\r" or " " <= c <= "\ud7ff" or "\ue000" <= c <= "\ufffd" or c >= "\U00010000"
+    return c if ok else "?"
+
+
 def _attr_value(value: str) -> str:
-    return _BAD_ATTR_CHARS.sub("?", value[:SNS_ATTRIBUTE_CHARS])
+    value = value[:SNS_ATTRIBUTE_CHARS]
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(map(_attr_char, value))
 
 
 def _group_id(alert: dict[str, Any]) -> str:
@@ -146,12 +153,18 @@ class SnsSink(_RetryingSink):
     def attributes_with_size(alert: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
         """(attributes, their size in bytes). Keys without a value are left out (SNS rejects
         empty values); values are cleaned of characters SNS refuses and capped."""
-        attrs = {k: {"DataType": "String", "StringValue": v}
-                 for k, v in ((k, _attr_value(v)) for k, v in routing_keys(alert).items()) if v}
-        attrs["expected_change"] = {"DataType": "String",
-                                    "StringValue": "true" if alert.get("expected_change") else "false"}
+        attrs: dict[str, dict[str, str]] = {}
+        size = 0
+        for k, v in routing_keys(alert).items():
+            v = _attr_value(v)
+            if v:
+                attrs[k] = {"DataType": "String", "StringValue": v}
+                size += len(k) + 6 + (len(v) if v.isascii() else len(v.encode()))   # 6: "String"
+        expected = "true" if alert.get("expected_change") else "false"
+        attrs["expected_change"] = {"DataType": "String", "StringValue": expected}
+        size += 15 + 6 + len(expected)
         assert len(attrs) <= SNS_MAX_ATTRIBUTES
-        return attrs, SnsSink.attributes_size(attrs)
+        return attrs, size
 
     @staticmethod
     def attributes_size(attrs: dict[str, dict[str, str]]) -> int:
