@@ -8,6 +8,7 @@ The alert contract is versioned (``schema``) and published as a JSON Schema besi
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,9 @@ def _partition(record: dict[str, Any]) -> str:
     return "aws"
 
 
+# arn:partition:service:region:account:resource (EventBridge and Security Hub get only these).
+_ARN = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}|aws)?:[^\x00-\x1f]+\Z")
+
 # Request parameters that name a resource whose ARN is unambiguous, per event source.
 _NAMED = {
     "s3.amazonaws.com": (("bucketName", "arn:{p}:s3:::{v}"),),
@@ -182,7 +186,7 @@ def affected_resources(record: dict[str, Any]) -> list[str]:
                     candidates.append(template.format(p=_partition(record), a=acct, r=region, v=v))
     for arn in candidates:
         if (arn.__class__ is str and arn.startswith("arn:") and len(arn) <= MAX_ARN_CHARS
-                and arn not in found):
+                and arn not in found and _ARN.match(arn)):
             found.append(arn)
             if len(found) == MAX_RESOURCES:
                 break

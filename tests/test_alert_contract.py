@@ -101,14 +101,17 @@ def test_affected_resources_from_resources_list_params_and_known_names():
                          {"ARN": "not-an-arn"}, {"ARN": "x" * 2000}]}
     assert A.affected_resources(rec) == ["arn:aws:s3:::logs/key", "arn:aws:iam::aws:policy/X",
                                          "arn:aws:s3:::logs"]
-    iam = {"eventSource": "iam.amazonaws.com", "recipientAccountId": "1", "awsRegion": "us-east-1",
-           "requestParameters": {"roleName": "Admin", "userName": "../evil"}}
-    assert A.affected_resources(iam) == ["arn:aws:iam::1:role/Admin"]
+    iam = {"eventSource": "iam.amazonaws.com", "recipientAccountId": "111122223333",
+           "awsRegion": "us-east-1", "requestParameters": {"roleName": "Admin", "userName": "../evil"}}
+    assert A.affected_resources(iam) == ["arn:aws:iam::111122223333:role/Admin"]
     many = {"requestParameters": {"arns": [f"arn:aws:s3:::b{i}" for i in range(50)]}}
+    malformed = {"requestParameters": {"a": "arn:", "b": "arn:aws:s3", "c": "arn:x:s3:::b",
+                                       "d": "arn:aws:iam::12:role/x", "e": "arn:aws:s3:::ok\n"}}
+    assert A.affected_resources(malformed) == []
     assert len(A.affected_resources(many)) == A.MAX_RESOURCES
-    gov = {"eventSource": "kms.amazonaws.com", "recipientAccountId": "1", "awsRegion": "us-gov-west-1",
-           "requestParameters": {"keyId": "k-1"}}
-    assert A.affected_resources(gov) == ["arn:aws-us-gov:kms:us-gov-west-1:1:key/k-1"]
+    gov = {"eventSource": "kms.amazonaws.com", "recipientAccountId": "111122223333",
+           "awsRegion": "us-gov-west-1", "requestParameters": {"keyId": "k-1"}}
+    assert A.affected_resources(gov) == ["arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k-1"]
 
 
 @pytest.mark.parametrize("rule,kind,rec", [c for c in iter_cases(builtin_rules()) if c[1] == "match"],

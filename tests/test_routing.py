@@ -191,7 +191,7 @@ def test_eventbridge_detail_type_per_kind_and_resources():
 @given(st.integers(0, 400_000), st.integers(1, 10), st.integers(10, 1000))
 def test_eventbridge_entry_with_resources_fits(size, n_res, arn_len):
     rec = dict(record(), requestParameters={"b": "é" * size},
-               resources=[{"ARN": "arn:" + str(i) + "x" * arn_len} for i in range(n_res)])
+               resources=[{"ARN": f"arn:aws:s3:::b{i}" + "x" * arn_len} for i in range(n_res)])
     a = A.rule_alert(rule(), rec, ENV, {"id": "le"}, None)
     entries, sizes = EventBridgeSink("bus", client_factory=lambda s: None).prepare([a])
     (ident, total), = sizes
