@@ -408,7 +408,7 @@ def aggregate(alerts: Iterable[dict[str, Any]], threshold: int = DEFAULT_AGGREGA
     as its ``event`` and adds ``aggregate`` = {count, first/last event time, sample event ids}.
     """
     alerts = list(alerts)
-    if threshold <= 0:
+    if threshold <= 0 or len(alerts) <= threshold:   # cannot have a group above the threshold
         return alerts, {}
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for a in alerts:
