@@ -372,8 +372,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         processed = process(invocations, topic, fail_q)
         alerts = drain_queue(_client("sqs"), read_q)
         failures = drain_queue(_client("sqs"), fail_q)
-        from setup import routing_demo   # issue 12: where each alert went
-        report["routing"] = routing_demo.run(invocations, _client)
+    from setup import routing_demo   # issue 12: where each alert went
+    report["routing"] = routing_demo.run_isolated(invocations)
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}
