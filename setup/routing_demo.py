@@ -139,7 +139,8 @@ def print_section(result: dict[str, Any] | None, out: TextIO) -> None:
     if not result:
         return
     print("\n=== where each alert went (all routing options on) " + "=" * 19, file=out)
-    print(f"{result['alerts_raised']} alert(s) raised (before aggregation)", file=out)
+    print(f"{result['alerts_raised']} alert(s) raised (before aggregation); in-process moto, "
+          f"{result.get('seconds', '?')} s", file=out)
     for name, n in result["delivered"].items():
         print(f"  {name:<48} {n}", file=out)
     print(f"  {'Security Hub findings (get_findings)':<48} {result['security_hub_findings']}",
