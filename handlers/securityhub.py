@@ -41,12 +41,15 @@ SEVERITY_LABELS = {"INFO": "INFORMATIONAL", "LOW": "LOW", "MEDIUM": "MEDIUM", "H
                    "CRITICAL": "CRITICAL"}
 CIS_TYPE = "Software and Configuration Checks/Industry and Regulatory Standards/" \
            "CIS AWS Foundations Benchmark"
-# ASFF's TTPs categories, keyed by MITRE ATT&CK tactic id.
-TTP_CATEGORIES = {"TA0001": "Initial Access", "TA0002": "Execution", "TA0003": "Persistence",
-                  "TA0004": "Privilege Escalation", "TA0005": "Defense Evasion",
-                  "TA0006": "Credential Access", "TA0007": "Discovery",
-                  "TA0008": "Lateral Movement", "TA0009": "Collection",
-                  "TA0011": "Command and Control", "TA0010": "Exfiltration", "TA0040": "Impact"}
+# ASFF types for MITRE ATT&CK tactic ids: the TTPs namespace's categories follow ATT&CK's tactics;
+# exfiltration is an ASFF effect. Tactics ASFF has no category for (Impact, Reconnaissance,
+# Resource Development) add no type.
+TTP_TYPES = {"TA0001": "TTPs/Initial Access", "TA0002": "TTPs/Execution",
+             "TA0003": "TTPs/Persistence", "TA0004": "TTPs/Privilege Escalation",
+             "TA0005": "TTPs/Defense Evasion", "TA0006": "TTPs/Credential Access",
+             "TA0007": "TTPs/Discovery", "TA0008": "TTPs/Lateral Movement",
+             "TA0009": "TTPs/Collection", "TA0011": "TTPs/Command and Control",
+             "TA0010": "Effects/Data Exfiltration"}
 # Resource types Security Hub knows, by (ARN service, resource prefix); anything else is "Other".
 _RESOURCE_TYPES = {("iam", "role"): "AwsIamRole", ("iam", "user"): "AwsIamUser",
                    ("iam", "group"): "AwsIamGroup", ("iam", "policy"): "AwsIamPolicy",
@@ -96,9 +99,9 @@ def finding_types(rule: dict[str, Any], kind: str) -> list[str]:
     if rule.get("cis"):
         types.append(CIS_TYPE)
     for tactic in (rule.get("attack") or {}).get("tactics") or ():
-        cat = TTP_CATEGORIES.get(tactic)
-        if cat and f"TTPs/{cat}" not in types:
-            types.append(f"TTPs/{cat}")
+        kind_ = TTP_TYPES.get(tactic)
+        if kind_ and kind_ not in types:
+            types.append(kind_)
     if rule.get("source") == "tamper" and not any(t.startswith("TTPs/") for t in types):
         types.append("TTPs/Defense Evasion")
     if not types:
