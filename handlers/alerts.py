@@ -51,6 +51,7 @@ LAST_RESORT_FIELDS = ("errorMessage", "userAgent")
 PREVIEW_CHARS = 256
 TITLE_CHARS = 256          # = ASFF Title
 DESCRIPTION_CHARS = 1024   # = ASFF Description
+TEXT_VALUE_CHARS = 128     # a record value repeated in title/remediation or an aggregate
 MAX_RESOURCES = 10         # affected ARNs per alert (EventBridge entry size counts each one)
 MAX_ARN_CHARS = 1024
 DEFAULT_AGGREGATION_THRESHOLD = 20
@@ -207,11 +208,13 @@ def principal_of(event: dict[str, Any]) -> str:
 
 
 def _rule_texts(rule_doc: dict[str, Any], event: dict[str, Any]) -> tuple[str, str, str]:
-    who = principal_of(event)
+    # Record values are clipped before they are repeated: the texts add little to an alert's size.
+    who = _clip(principal_of(event), TEXT_VALUE_CHARS)
     source, name = event.get("eventSource"), event.get("eventName")
-    what = " ".join(x for x in (source, name) if x.__class__ is str and x)
+    what = " ".join(_clip(x, TEXT_VALUE_CHARS) for x in (source, name) if x.__class__ is str and x)
     acct, region = event.get("recipientAccountId"), event.get("awsRegion")
-    where = "/".join(x for x in (acct, region) if x.__class__ is str and x)
+    where = "/".join(_clip(x, TEXT_VALUE_CHARS) for x in (acct, region)
+                     if x.__class__ is str and x)
     title = f'{rule_doc.get("title") or rule_doc["id"]}: {what or "event"} by {who}'
     if where:
         title += f" in {where}"
@@ -394,7 +397,7 @@ def detail_type(alert: dict[str, Any]) -> str:
 
 def _short(value: Any) -> Any:
     """A record value repeated in an aggregate, bounded (record fields are attacker-sized)."""
-    return _clip(value, 128) if value.__class__ is str else value if value.__class__ in (
+    return _clip(value, TEXT_VALUE_CHARS) if value.__class__ is str else value if value.__class__ in (
         int, float, bool, type(None)) else None
 
 
@@ -438,7 +441,7 @@ def aggregate(alerts: Iterable[dict[str, Any]], threshold: int = DEFAULT_AGGREGA
         doc["aggregate"] = {
             "count": len(group),
             "threshold": threshold,
-            "principal": _clip(principal, MAX_ARN_CHARS),
+            "principal": _clip(principal, TEXT_VALUE_CHARS * 2),
             "first_event_time": _short(first["event"].get("eventTime")),
             "last_event_time": _short(last["event"].get("eventTime")),
             "sample_event_ids": [_short(a["event"].get("eventID"))

@@ -28,7 +28,7 @@ EVENTBRIDGE_MAX_BATCH = 10
 SQS_MAX_BYTES = 262_144          # conservative: queues created with an explicit 256 KiB keep it
 SQS_MAX_BATCH = 10
 SNS_MAX_ATTRIBUTES = 10
-SNS_ATTRIBUTE_CHARS = 256        # our cap on a routing attribute value
+SNS_ATTRIBUTE_CHARS = 128        # our cap on a routing attribute value
 EVENT_SOURCE = "trailwatch"      # contract name; detail-type is one per kind (alerts.DETAIL_TYPES)
 
 ClientFactory = Callable[[str], Any]

@@ -80,7 +80,7 @@ def test_attributes_without_a_value_are_left_out_and_hostile_values_cleaned():
     assert over["account"]["StringValue"] == "111122223333" and "region" not in over
     hostile = alert(name="Evil\x00Name\ud800" + "é" * 1000)
     value = SnsSink.attributes(hostile)["event_name"]["StringValue"]
-    assert value.startswith("Evil?Name?") and len(value) == 256
+    assert value.startswith("Evil?Name?") and len(value) == 128
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
