@@ -1,14 +1,22 @@
-"""Alert documents: deterministic ids, incident-response context, and byte-exact size fitting."""
+"""Alert documents: deterministic ids, incident-response context, and byte-exact size fitting.
+
+The alert contract is versioned (``schema``) and published as a JSON Schema beside this module
+(:data:`SCHEMA_FILE`); the README's "Alert contract and routing" section lists what changed from
+``trailwatch.alert/1``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-SCHEMA = "trailwatch.alert/1"
-EXPECTED_CHANGE_MARKER = "trailwatch/"
+SCHEMA = "trailwatch.alert/2"
+SCHEMA_FILE = Path(__file__).with_name("alert-schema-v2.json")
 
 # Fields of the CloudTrail record copied into every alert, in this order.
 IDENTITY_FIELDS = (
@@ -23,14 +31,34 @@ IDENTITY_FIELDS = (
     "userAgent",
     "errorCode",
     "errorMessage",
+    "requestID",
+    "sharedEventID",
+    "eventCategory",
+    "managementEvent",
+    "readOnly",
+    "vpcEndpointId",
+    "vpcEndpointAccountId",
+    "sessionCredentialFromConsole",
 )
-USER_IDENTITY_FIELDS = ("type", "arn", "accountId", "principalId", "invokedBy", "userName")
+USER_IDENTITY_FIELDS = ("type", "arn", "accountId", "principalId", "accessKeyId", "userName",
+                        "invokedBy", "identityProvider")
+SESSION_ISSUER_FIELDS = ("type", "arn", "accountId", "principalId", "userName")
 # Bulky context, truncated (bulkiest first) when an alert would exceed a sink's limit.
 BULKY_FIELDS = ("requestParameters", "responseElements", "additionalEventData", "resources",
-                "serviceEventDetails", "insightDetails")
+                "serviceEventDetails", "insightDetails", "tlsDetails")
 # Free-text identity fields that may be shortened as a last resort (never removed).
 LAST_RESORT_FIELDS = ("errorMessage", "userAgent")
 PREVIEW_CHARS = 256
+TITLE_CHARS = 256          # = ASFF Title
+DESCRIPTION_CHARS = 1024   # = ASFF Description
+TEXT_VALUE_CHARS = 128     # a record value repeated in title/remediation or an aggregate
+MAX_RESOURCES = 10         # affected ARNs per alert (EventBridge entry size counts each one)
+MAX_ARN_CHARS = 1024
+DEFAULT_AGGREGATION_THRESHOLD = 20
+AGGREGATE_SAMPLES = 10
+DETAIL_TYPES = {"rule_match": "trailwatch rule match",
+                "oversize_event": "trailwatch oversize event",
+                "delivery_delayed": "trailwatch delivery delayed"}
 
 
 class AlertTooLarge(ValueError):
@@ -51,11 +79,31 @@ def event_key(record: dict[str, Any] | None, log_event_id: str | None) -> str:
     return f"logEvent:{log_event_id}"
 
 
+def _identity(ui: dict[str, Any]) -> dict[str, Any]:
+    """The identity block: who, with which key, through which role session (MFA, source identity)."""
+    out = {k: ui[k] for k in USER_IDENTITY_FIELDS if k in ui}
+    sc = ui.get("sessionContext")
+    if sc.__class__ is dict:
+        ctx: dict[str, Any] = {}
+        issuer = sc.get("sessionIssuer")
+        if issuer.__class__ is dict:
+            ctx["sessionIssuer"] = {k: issuer[k] for k in SESSION_ISSUER_FIELDS if k in issuer}
+        attrs = sc.get("attributes")
+        if attrs.__class__ is dict:
+            ctx["attributes"] = {k: attrs[k] for k in ("mfaAuthenticated", "creationDate")
+                                 if k in attrs}
+        for k in ("sourceIdentity", "ec2RoleDelivery"):
+            if k in sc:
+                ctx[k] = sc[k]
+        out["sessionContext"] = ctx
+    return out
+
+
 def summarize(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: record[k] for k in IDENTITY_FIELDS if k in record}
     ui = record.get("userIdentity")
     if ui.__class__ is dict:
-        out["userIdentity"] = {k: ui[k] for k in USER_IDENTITY_FIELDS if k in ui}
+        out["userIdentity"] = _identity(ui)
     for k in BULKY_FIELDS:
         v = record.get(k)
         if v is not None:
@@ -79,17 +127,126 @@ def delivery_info(envelope: dict[str, Any], log_event: dict[str, Any],
     }
 
 
+def _text(value: Any) -> str:
+    return value if value.__class__ is str else ""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _partition(record: dict[str, Any]) -> str:
+    region = _text(record.get("awsRegion"))
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+# arn:partition:service:region:account:resource (EventBridge and Security Hub get only these).
+_ARN = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}|aws)?:[^\x00-\x1f]+\Z")
+
+# Request parameters that name a resource whose ARN is unambiguous, per event source.
+_NAMED = {
+    "s3.amazonaws.com": (("bucketName", "arn:{p}:s3:::{v}"),),
+    "iam.amazonaws.com": (("userName", "arn:{p}:iam::{a}:user/{v}"),
+                          ("roleName", "arn:{p}:iam::{a}:role/{v}"),
+                          ("groupName", "arn:{p}:iam::{a}:group/{v}")),
+    "cloudtrail.amazonaws.com": (("name", "arn:{p}:cloudtrail:{r}:{a}:trail/{v}"),),
+    "kms.amazonaws.com": (("keyId", "arn:{p}:kms:{r}:{a}:key/{v}"),),
+    "ec2.amazonaws.com": (("groupId", "arn:{p}:ec2:{r}:{a}:security-group/{v}"),),
+}
+
+
+def affected_resources(record: dict[str, Any]) -> list[str]:
+    """ARNs of the resources an event acted on (not the caller), at most :data:`MAX_RESOURCES`.
+
+    From CloudTrail's ``resources`` list, ARN-valued request parameters, and the few resource names
+    whose ARN is unambiguous (S3 bucket, IAM user/role/group, trail, KMS key, security group).
+    """
+    found: list[str] = []
+    candidates: list[Any] = []
+    res = record.get("resources")
+    if res.__class__ is list:
+        candidates += [r.get("ARN") for r in res if r.__class__ is dict]
+    params = record.get("requestParameters")
+    if params.__class__ is dict:
+        for value in params.values():
+            if value.__class__ is str:
+                candidates.append(value)
+            elif value.__class__ is list:
+                candidates += value[:MAX_RESOURCES]
+        named = _NAMED.get(_text(record.get("eventSource")))
+        if named:
+            acct, region = _text(record.get("recipientAccountId")), _text(record.get("awsRegion"))
+            for key, template in named:
+                v = params.get(key)
+                if (v.__class__ is str and v and not v.startswith("arn:") and "/" not in v
+                        and (acct or "{a}" not in template) and (region or "{r}" not in template)):
+                    candidates.append(template.format(p=_partition(record), a=acct, r=region, v=v))
+    for arn in candidates:
+        if (arn.__class__ is str and arn.startswith("arn:") and len(arn) <= MAX_ARN_CHARS
+                and arn not in found and _ARN.match(arn)):
+            found.append(arn)
+            if len(found) == MAX_RESOURCES:
+                break
+    return found
+
+
+def principal_of(event: dict[str, Any]) -> str:
+    """The acting principal of an alert's ``event`` (ARN, else principal id, else account)."""
+    ui = event.get("userIdentity")
+    if ui.__class__ is dict:
+        for k in ("arn", "principalId", "accountId"):
+            if ui.get(k).__class__ is str and ui[k]:
+                return ui[k]
+        issuer = (ui.get("sessionContext") or {}).get("sessionIssuer")
+        if issuer.__class__ is dict and _text(issuer.get("arn")):
+            return issuer["arn"]
+    return "unknown"
+
+
+def _rule_texts(rule_doc: dict[str, Any], event: dict[str, Any]) -> tuple[str, str, str]:
+    # Record values are clipped before they are repeated: the texts add little to an alert's size.
+    who = _clip(principal_of(event), TEXT_VALUE_CHARS)
+    source, name = event.get("eventSource"), event.get("eventName")
+    what = " ".join(_clip(x, TEXT_VALUE_CHARS) for x in (source, name) if x.__class__ is str and x)
+    acct, region = event.get("recipientAccountId"), event.get("awsRegion")
+    where = "/".join(_clip(x, TEXT_VALUE_CHARS) for x in (acct, region)
+                     if x.__class__ is str and x)
+    title = f'{rule_doc.get("title") or rule_doc["id"]}: {what or "event"} by {who}'
+    if where:
+        title += f" in {where}"
+    desc = rule_doc.get("description") or f'Rule {rule_doc["id"]} matched a CloudTrail event.'
+    if rule_doc.get("cis"):
+        desc += f' (CIS AWS Foundations Benchmark {rule_doc["cis"]}.)'
+    remediation = rule_doc.get("remediation") or (
+        f'Confirm with {who} that {what or "this change"} was authorised; if not, revert it and '
+        "rotate the credentials used (see eventID in CloudTrail event history).")
+    return (_clip(title, TITLE_CHARS), _clip(desc, DESCRIPTION_CHARS),
+            _clip(remediation, DESCRIPTION_CHARS))
+
+
 def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
-               log_event: dict[str, Any], lag: float | None) -> dict[str, Any]:
-    ua = record.get("userAgent")   # trailwatch's own calls are expected changes, not incidents
+               log_event: dict[str, Any], lag: float | None, *,
+               expected_change: bool = False) -> dict[str, Any]:
+    """A rule-match alert. ``expected_change`` is decided by the caller from trusted configuration
+    (never from the record: user agents and other record fields are evidence, not authority)."""
+    event = summarize(record)
+    title, description, remediation = _rule_texts(rule.doc, event)
     return {
         "schema": SCHEMA,
         "alert_id": alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
         "kind": "rule_match",
+        "title": title,
+        "description": description,
+        "remediation": remediation,
         "rule": rule.doc,
-        "event": summarize(record),
+        "event": event,
+        "resources": affected_resources(record),
         "delivery": delivery_info(envelope, log_event, lag),
-        "expected_change": ua.__class__ is str and EXPECTED_CHANGE_MARKER in ua,
+        "expected_change": bool(expected_change),
         "truncated_fields": [],
     }
 
@@ -103,9 +260,18 @@ def oversize_alert(envelope: dict[str, Any], log_event: dict[str, Any], size: in
         "alert_id": alert_id("oversize_event", "trailwatch-oversize-event",
                              event_key(None, log_event.get("id"))),
         "kind": "oversize_event",
+        "title": _clip(f"Log event of {size} bytes in {envelope.get('logGroup')} is larger than "
+                       f"CloudTrail's {limit}-byte event limit", TITLE_CHARS),
+        "description": "CloudTrail never delivers events larger than 256 KB, so this log event was "
+                       "written by something other than CloudTrail (or was altered). It was not "
+                       "parsed; its first bytes are in event.first_bytes.",
+        "remediation": "Find the writer of this log stream (CloudTrail event history: PutLogEvents "
+                       "on the log group) and restrict logs:PutLogEvents on the trail's log group "
+                       "to CloudTrail's role.",
         "rule": {"id": "trailwatch-oversize-event", "title": "Log event larger than CloudTrail's "
-                 "256 KB event limit", "severity": "MEDIUM"},
+                 "256 KB event limit", "severity": "MEDIUM", "source": "trailwatch"},
         "event": {"size_bytes": size, "limit_bytes": limit, "first_bytes": head},
+        "resources": [],
         "delivery": delivery_info(envelope, log_event, None),
         "expected_change": False,
         "truncated_fields": [],
@@ -125,9 +291,17 @@ def delivery_delayed_alert(delayed: list[dict[str, Any]], threshold: float) -> d
         "schema": SCHEMA,
         "alert_id": alert_id("delivery_delayed", "trailwatch-delivery-delayed", "|".join(keys)),
         "kind": "delivery_delayed",
+        "title": _clip(f"{len(delayed)} CloudTrail event(s) delivered up to "
+                       f"{round(worst['lag'])} s after they happened (threshold {threshold:g} s)",
+                       TITLE_CHARS),
+        "description": "Alerts on these events arrived late: detections ran after the lag "
+                       "threshold. event.reasons counts CloudTrail's addendum reasons "
+                       "(DELIVERY_DELAY, SERVICE_OUTAGE, UPDATED_DATA).",
+        "remediation": "Check the AWS Health Dashboard for CloudTrail or CloudWatch Logs events in "
+                       "the affected Regions; review the late events (event.event_keys) by hand.",
         "rule": {"id": "trailwatch-delivery-delayed",
                  "title": "CloudTrail delivered events later than the lag threshold",
-                 "severity": "LOW"},
+                 "severity": "LOW", "source": "trailwatch"},
         "event": {
             "count": len(delayed),
             "max_lag_seconds": round(worst["lag"], 3),
@@ -138,6 +312,7 @@ def delivery_delayed_alert(delayed: list[dict[str, Any]], threshold: float) -> d
             "event_keys": keys[:20],
             "streams": streams[:10],
         },
+        "resources": [],
         "delivery": None,
         "expected_change": False,
         "truncated_fields": [],
@@ -192,3 +367,98 @@ def fit(alert: dict[str, Any], budget: int) -> bytes:
                 return body
     raise AlertTooLarge(f"alert {alert.get('alert_id')} is {len(body)} bytes after truncation, "
                         f"limit {budget}")
+
+
+# ------------------------------------------------------------------------------ routing keys
+
+def routing_keys(alert: dict[str, Any]) -> dict[str, str]:
+    """The values consumers route on (SNS attributes, EventBridge patterns, Security Hub, chat).
+
+    ``account`` is the account the event happened in (``recipientAccountId``; for events that are
+    not CloudTrail records, the log group's owner); keys without a value are left out.
+    """
+    rule, event, delivery = alert.get("rule"), alert.get("event"), alert.get("delivery")
+    rule = rule if rule.__class__ is dict else {}
+    event = event if event.__class__ is dict else {}
+    delivery = delivery if delivery.__class__ is dict else {}
+    out = {"alert_id": alert.get("alert_id"), "kind": alert.get("kind"),
+           "rule_id": rule.get("id"), "severity": rule.get("severity"),
+           "account": _text(event.get("recipientAccountId")) or delivery.get("owner"),
+           "region": event.get("awsRegion"), "event_name": event.get("eventName")}
+    return {k: v for k, v in out.items() if v.__class__ is str and v}
+
+
+def detail_type(alert: dict[str, Any]) -> str:
+    """EventBridge ``detail-type``: one per kind, so a rule selects a kind without content filters."""
+    return DETAIL_TYPES.get(_text(alert.get("kind")), "trailwatch alert")
+
+
+# ------------------------------------------------------------------------------ aggregation
+
+def _short(value: Any) -> Any:
+    """A record value repeated in an aggregate, bounded (record fields are attacker-sized)."""
+    return _clip(value, TEXT_VALUE_CHARS) if value.__class__ is str else value if value.__class__ in (
+        int, float, bool, type(None)) else None
+
+
+def aggregate(alerts: Iterable[dict[str, Any]], threshold: int = DEFAULT_AGGREGATION_THRESHOLD
+              ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Collapse more than ``threshold`` rule matches of one rule by one principal into one alert.
+
+    Returns (alerts to publish, {aggregate alert_id: ids of the alerts it replaces}). Expected and
+    unexpected changes are never mixed (so an expected change cannot hide an unexpected one), nor
+    are accounts. ``threshold`` <= 0 disables aggregation. The aggregate keeps the earliest event
+    as its ``event`` and adds ``aggregate`` = {count, first/last event time, sample event ids}.
+    """
+    alerts = list(alerts)
+    if threshold <= 0 or len(alerts) <= threshold:   # cannot have a group above the threshold
+        return alerts, {}
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for a in alerts:
+        if a.get("kind") == "rule_match" and "aggregate" not in a:
+            key = (a["rule"].get("id"), principal_of(a["event"]),
+                   _text(a["event"].get("recipientAccountId")), bool(a.get("expected_change")))
+            groups.setdefault(key, []).append(a)
+    replaced: dict[str, str] = {}
+    made: dict[str, dict[str, Any]] = {}
+    members: dict[str, list[str]] = {}
+    for (rule_id, principal, _, _), group in groups.items():
+        if len(group) <= threshold:
+            continue
+        group = sorted(group, key=lambda a: (_text(a["event"].get("eventTime")), a["alert_id"]))
+        ids = sorted(a["alert_id"] for a in group)
+        agg_id = alert_id("aggregate", str(rule_id), "|".join(ids))
+        first, last = group[0], group[-1]
+        resources: list[str] = []
+        for a in group:
+            for arn in a.get("resources") or ():
+                if arn not in resources and len(resources) < MAX_RESOURCES:
+                    resources.append(arn)
+        doc = dict(first)
+        doc["alert_id"] = agg_id
+        doc["title"] = _clip(f"{len(group)}x {first['title']}", TITLE_CHARS)
+        doc["resources"] = resources
+        doc["aggregate"] = {
+            "count": len(group),
+            "threshold": threshold,
+            "principal": _clip(principal, TEXT_VALUE_CHARS * 2),
+            "first_event_time": _short(first["event"].get("eventTime")),
+            "last_event_time": _short(last["event"].get("eventTime")),
+            "sample_event_ids": [_short(a["event"].get("eventID"))
+                                 for a in group[:AGGREGATE_SAMPLES]],
+            "alert_ids": ids[:AGGREGATE_SAMPLES],
+        }
+        made[agg_id] = doc
+        members[agg_id] = ids
+        for i in ids:
+            replaced[i] = agg_id
+    if not made:
+        return alerts, {}
+    out: list[dict[str, Any]] = []
+    for a in alerts:
+        agg = replaced.get(a["alert_id"])
+        if agg is None:
+            out.append(a)
+        elif agg in made:
+            out.append(made.pop(agg))   # in place of its first member, once
+    return out, members

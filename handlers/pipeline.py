@@ -263,8 +263,11 @@ class Pipeline:
                     continue
             hits = matches(rec)
             if hits:
+                # Placeholder decision (today's behaviour) until issue 11's trusted-principal check.
+                ua = rec.get("userAgent")
+                expected = ua.__class__ is str and "trailwatch/" in ua
                 for rule in hits:
-                    alert = rule_alert(rule, rec, env, ev, lag)
+                    alert = rule_alert(rule, rec, env, ev, lag, expected_change=expected)
                     if alert["alert_id"] not in seen:
                         seen.add(alert["alert_id"])
                         alerts.append(alert)

@@ -16,6 +16,12 @@ sinks and records Powertools metrics (EMF). Environment (contract names):
 ``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
 ``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
 ``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
+``SECURITY_HUB_FINDINGS``            ``enabled`` -> alerts also imported as ASFF findings (Security Hub)
+``CHAT_TOPIC_ARN``                   SNS topic for Amazon Q Developer chat notifications (optional)
+``ALERT_AGGREGATION_THRESHOLD``      > N matches of one rule by one principal per invocation -> one
+                                     aggregated alert (20; 0 disables)
+``IDEMPOTENCY_TABLE_NAME``           DynamoDB table: no alert published twice within the window
+``IDEMPOTENCY_WINDOW_SECONDS``       that window (86400)
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from handlers import canary as canary_mod
 from handlers import emf
-from handlers.alerts import delivery_delayed_alert
+from handlers.alerts import DEFAULT_AGGREGATION_THRESHOLD, delivery_delayed_alert
 from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
                                DEFAULT_SKEW_TOLERANCE, PayloadError, Pipeline, Settings,
                                decode_subscription_data, iter_sources)
+from handlers.dedupe import wrap_sinks
+from handlers.routing import aggregate_for, routing_sinks
 from handlers.rules import builtin_rules, load_rules_file
 from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink, FailureQueue, SnsSink,
                             default_client_factory)
@@ -59,6 +67,8 @@ def _num(env: Mapping[str, str], key: str, default: float) -> float:
 
 
 class App:
+    aggregation_threshold = int(DEFAULT_AGGREGATION_THRESHOLD)
+
     def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: FailureQueue | None,
                  metrics_sink: Any = None, log: Any = None,
                  emit: Callable[[bytes], None] | None = None) -> None:
@@ -91,9 +101,14 @@ class App:
             sinks.append(EventBridgeSink(env["ALERT_BUS_NAME"], client_factory, sleep,
                                          max_entry_bytes=int(_num(env, "EVENTBRIDGE_MAX_ENTRY_BYTES",
                                                                   EVENTBRIDGE_MAX_ENTRY_BYTES))))
+        sinks += routing_sinks(env, client_factory, sleep)
+        sinks = wrap_sinks(sinks, env, client_factory)
         fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep) \
             if env.get("FAILURE_QUEUE_URL") else None
-        return cls(Pipeline(rules, settings, clock), sinks, fq, **kw)
+        app = cls(Pipeline(rules, settings, clock), sinks, fq, **kw)
+        app.aggregation_threshold = int(_num(env, "ALERT_AGGREGATION_THRESHOLD",
+                                             DEFAULT_AGGREGATION_THRESHOLD))
+        return app
 
     # ------------------------------------------------------------------------------ handle
     def handle(self, event: Any) -> dict[str, Any]:
@@ -188,7 +203,8 @@ class App:
                                  f"failure queue; failing the invocation so Lambda retries it")
 
         counts["alerts"] = len(alerts)
-        undelivered = self._publish(list(alerts.values()))
+        undelivered = self._publish(aggregate_for(list(alerts.values()), origin,
+                                                  self.aggregation_threshold))
         self._record_metrics(counts, delivery_lags, receipt_lags)
 
         if mode == "kinesis":

@@ -10,6 +10,7 @@ for it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 
 from handlers import __version__
-from handlers.alerts import fit
+from handlers.alerts import detail_type, fit, routing_keys
 
 SNS_MAX_BYTES = 262_144          # Publish / PublishBatch: message + attributes, and batch total
 SNS_MAX_BATCH = 10
@@ -26,11 +27,31 @@ EVENTBRIDGE_MAX_REQUEST_BYTES = 262_144
 EVENTBRIDGE_MAX_BATCH = 10
 SQS_MAX_BYTES = 262_144          # conservative: queues created with an explicit 256 KiB keep it
 SQS_MAX_BATCH = 10
-EVENT_SOURCE = "trailwatch"
-DETAIL_TYPE = "trailwatch alert"
+SNS_MAX_ATTRIBUTES = 10
+SNS_ATTRIBUTE_CHARS = 128        # our cap on a routing attribute value
+EVENT_SOURCE = "trailwatch"      # contract name; detail-type is one per kind (alerts.DETAIL_TYPES)
 
 ClientFactory = Callable[[str], Any]
-_ATTRIBUTES: dict[tuple[str, str, str, bool], tuple[dict[str, dict[str, str]], int]] = {}
+_GROUP_ID_CHARS = re.compile(r"[^A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]")
+
+
+def _attr_char(c: str) -> str:
+    # SNS accepts XML 1.0 characters in a String attribute value; anything else becomes "?".
+    ok = c in "\t\n\r" or " " <= c <= "\ud7ff" or "\ue000" <= c <= "\ufffd" or c >= "\U00010000"
+    return c if ok else "?"
+
+
+def _attr_value(value: str) -> str:
+    value = value[:SNS_ATTRIBUTE_CHARS]
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(map(_attr_char, value))
+
+
+def _group_id(alert: dict[str, Any]) -> str:
+    """FIFO ``MessageGroupId``: the event's account (ordering per account), max 128 chars."""
+    gid = _GROUP_ID_CHARS.sub("_", routing_keys(alert).get("account", ""))[:128]
+    return gid or "trailwatch"
 
 
 def default_client_factory(service: str) -> Any:
@@ -124,29 +145,26 @@ class SnsSink(_RetryingSink):
 
     @staticmethod
     def attributes(alert: dict[str, Any]) -> dict[str, dict[str, str]]:
-        """Message attributes for SNS subscription filter policies (kind, rule, severity)."""
+        """Message attributes for SNS subscription filter policies (contract names):
+        ``alert_id kind rule_id severity account region event_name expected_change``."""
         return SnsSink.attributes_with_size(alert)[0]
 
     @staticmethod
     def attributes_with_size(alert: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
-        """(attributes, their size in bytes); one per rule and kind, so built once and reused."""
-        rule = alert.get("rule") or {}
-        key = (str(alert.get("kind")), str(rule.get("id")), str(rule.get("severity")),
-               bool(alert.get("expected_change")))
-        cached = _ATTRIBUTES.get(key)
-        if cached is None:
-            kind, rule_id, severity, expected = key
-            attrs = {
-                "kind": {"DataType": "String", "StringValue": kind},
-                "rule_id": {"DataType": "String", "StringValue": rule_id},
-                "severity": {"DataType": "String", "StringValue": severity},
-                "expected_change": {"DataType": "String",
-                                    "StringValue": "true" if expected else "false"},
-            }
-            if len(_ATTRIBUTES) >= 4096:   # rules are few; bound it anyway
-                _ATTRIBUTES.clear()
-            cached = _ATTRIBUTES[key] = (attrs, SnsSink.attributes_size(attrs))
-        return cached
+        """(attributes, their size in bytes). Keys without a value are left out (SNS rejects
+        empty values); values are cleaned of characters SNS refuses and capped."""
+        attrs: dict[str, dict[str, str]] = {}
+        size = 0
+        for k, v in routing_keys(alert).items():
+            v = _attr_value(v)
+            if v:
+                attrs[k] = {"DataType": "String", "StringValue": v}
+                size += len(k) + 6 + (len(v) if v.isascii() else len(v.encode()))   # 6: "String"
+        expected = "true" if alert.get("expected_change") else "false"
+        attrs["expected_change"] = {"DataType": "String", "StringValue": expected}
+        size += 15 + 6 + len(expected)
+        assert len(attrs) <= SNS_MAX_ATTRIBUTES
+        return attrs, size
 
     @staticmethod
     def attributes_size(attrs: dict[str, dict[str, str]]) -> int:
@@ -154,14 +172,23 @@ class SnsSink(_RetryingSink):
         return sum(len(k.encode()) + len(v["DataType"].encode()) + len(v["StringValue"].encode())
                    for k, v in attrs.items())
 
+    @property
+    def fifo(self) -> bool:
+        return self.topic_arn.endswith(".fifo")
+
     def prepare(self, alerts: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, int]]]:
         entries: dict[str, Any] = {}
         sizes: list[tuple[str, int]] = []
+        fifo = self.fifo
         for alert in alerts:
             attrs, overhead = self.attributes_with_size(alert)
             body = fit(alert, self.max_bytes - overhead)
             ident = alert["alert_id"]
-            entries[ident] = {"Id": ident, "Message": body.decode("utf-8"), "MessageAttributes": attrs}
+            entry = {"Id": ident, "Message": body.decode("utf-8"), "MessageAttributes": attrs}
+            if fifo:   # FIFO topic: ordered per account, deduplicated by alert id for 5 minutes
+                entry["MessageGroupId"] = _group_id(alert)
+                entry["MessageDeduplicationId"] = ident
+            entries[ident] = entry
             sizes.append((ident, len(body) + overhead))
         return entries, sizes
 
@@ -203,12 +230,15 @@ class EventBridgeSink(_RetryingSink):
         self.max_request_bytes = max(max_request_bytes, max_entry_bytes)
 
     def prepare(self, alerts: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-        fixed = len(EVENT_SOURCE.encode()) + len(DETAIL_TYPE.encode())
         entries: dict[str, Any] = {}
         sizes: list[tuple[str, int]] = []
         for alert in alerts:
+            dtype = detail_type(alert)
+            resources = [r for r in alert.get("resources") or () if isinstance(r, str)]
+            fixed = eventbridge_entry_size({"Source": EVENT_SOURCE, "DetailType": dtype,
+                                            "Resources": resources})
             body = fit(alert, self.max_entry_bytes - fixed)
-            entry = {"Source": EVENT_SOURCE, "DetailType": DETAIL_TYPE,
+            entry = {"Source": EVENT_SOURCE, "DetailType": dtype, "Resources": resources,
                      "Detail": body.decode("utf-8"), "EventBusName": self.bus_name}
             entries[alert["alert_id"]] = entry
             sizes.append((alert["alert_id"], eventbridge_entry_size(entry)))

@@ -384,6 +384,8 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         report["canary"] = demo_canary.run(world, log_group, role, topic, read_q, fail_q, TRAIL, cli)
         from setup.demo_topology import run_topology   # topology (ii), issue 14
         report["topology"] = run_topology(world, log_group, cli)
+    from setup import routing_demo   # issue 12: where each alert went
+    report["routing"] = routing_demo.run_isolated(invocations)
     totals = processed["totals"]
     lags = processed["lags"]
     by_rule: dict[str, int] = {}
@@ -475,4 +477,6 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
         from setup.demo_topology import print_topology
         section("topology (ii): management log group -> destination -> audit processor")
         print_topology(r["topology"], out)
+    from setup import routing_demo   # issue 12
+    routing_demo.print_section(r.get("routing"), out)
     print(f"\ndone in {r['seconds']} s", file=out)

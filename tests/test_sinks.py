@@ -25,7 +25,7 @@ R = Rule(id="r1", title="Rule one", severity="HIGH", cis="4.5", securityhub="Clo
          pattern=compile_pattern("{ $.eventName = UpdateTrail }"))
 
 
-def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x"):
+def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x", expected=False):
     rec = {"eventVersion": "1.08", "eventID": f"ev-{i}", "eventName": "UpdateTrail",
            "eventTime": "2026-11-20T10:00:00Z", "userAgent": ua,
            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/a", "accountId": "1",
@@ -33,7 +33,8 @@ def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x")
            "requestParameters": {"blob": char * request_size},
            "responseElements": {"blob": char * response_size}}
     env = {"owner": "1", "logGroup": "g", "logStream": "s"}
-    return A.rule_alert(R, rec, env, {"id": f"le-{i}", "timestamp": 1}, 300.0)
+    return A.rule_alert(R, rec, env, {"id": f"le-{i}", "timestamp": 1}, 300.0,
+                        expected_change=expected)
 
 
 def test_alert_id_is_deterministic_per_event_and_rule():
@@ -49,7 +50,9 @@ def test_alert_contract_keys():
                          "securityhub": "CloudWatch.5", "source": "user"}
     assert a["event"]["eventID"] == "ev-0"
     assert a["delivery"]["log_event_id"] == "le-0" and a["expected_change"] is False
-    assert make_alert(ua="Boto3/1.35 trailwatch/0.1.0")["expected_change"] is True
+    # the caller decides (issue 11); the user agent is evidence, not authority
+    assert make_alert(ua="Boto3/1.35 trailwatch/0.1.0")["expected_change"] is False
+    assert make_alert(expected=True)["expected_change"] is True
 
 
 def test_fit_truncates_bulkiest_first_and_keeps_identity():
@@ -68,13 +71,14 @@ def test_fit_truncates_bulkiest_first_and_keeps_identity():
     assert json.loads(A.fit(a, 2_000_000))["truncated_fields"] == []
 
 
-def test_sns_attributes_are_built_once_per_rule_and_sized_in_bytes():
+def test_sns_attributes_are_sized_in_bytes():
     a, b = make_alert(1), make_alert(2)
     (attrs_a, size_a), (attrs_b, size_b) = (SnsSink.attributes_with_size(x) for x in (a, b))
-    assert attrs_a is attrs_b and size_a == size_b == SnsSink.attributes_size(attrs_a)
+    assert size_a == size_b == SnsSink.attributes_size(attrs_a)   # alert ids have one length
+    assert attrs_a["alert_id"]["StringValue"] == a["alert_id"] != attrs_b["alert_id"]["StringValue"]
     assert attrs_a["rule_id"]["StringValue"] == "r1"
     assert attrs_a["expected_change"]["StringValue"] == "false"
-    changed = SnsSink.attributes(make_alert(ua="trailwatch/0.1.0"))
+    changed = SnsSink.attributes(make_alert(expected=True))
     assert changed["expected_change"]["StringValue"] == "true"
 
 

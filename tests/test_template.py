@@ -129,7 +129,7 @@ def test_every_alarm_metric_threshold_and_action(cfn):
     for name, (ns, metric, threshold) in EXPECTED_ALARMS.items():
         p = alarms[name]["Properties"]
         assert (p["Namespace"], p["MetricName"], p["Threshold"]) == (ns, metric, threshold), name
-        assert p["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+        assert p["AlarmActions"] == p["OKActions"] == [{"Ref": "OpsTopic"}], name
     lag = alarms["DeliveryLagAlarm"]["Properties"]
     assert lag["ExtendedStatistic"] == "p95"
     assert lag["Dimensions"] == [{"Name": "service", "Value": "trailwatch"}]
