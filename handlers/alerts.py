@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import orjson
+from handlers.jsonsafe import dumps as _safe_dumps
 
 SCHEMA = "trailwatch.alert/1"
-EXPECTED_CHANGE_MARKER = "trailwatch/"
 
 # Fields of the CloudTrail record copied into every alert, in this order.
 IDENTITY_FIELDS = (
@@ -80,8 +79,10 @@ def delivery_info(envelope: dict[str, Any], log_event: dict[str, Any],
 
 
 def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
-               log_event: dict[str, Any], lag: float | None) -> dict[str, Any]:
-    ua = record.get("userAgent")   # trailwatch's own calls are expected changes, not incidents
+               log_event: dict[str, Any], lag: float | None, *,
+               expected_change: bool = False) -> dict[str, Any]:
+    """``expected_change`` is decided by :mod:`handlers.expected` (configured principal AND
+    trailwatch's user agent AND a managed resource), never from the user agent alone."""
     return {
         "schema": SCHEMA,
         "alert_id": alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
@@ -89,7 +90,7 @@ def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
         "rule": rule.doc,
         "event": summarize(record),
         "delivery": delivery_info(envelope, log_event, lag),
-        "expected_change": ua.__class__ is str and EXPECTED_CHANGE_MARKER in ua,
+        "expected_change": bool(expected_change),
         "truncated_fields": [],
     }
 
@@ -145,10 +146,9 @@ def delivery_delayed_alert(delayed: list[dict[str, Any]], threshold: float) -> d
 
 
 def _dumps(doc: Any) -> bytes:
-    try:
-        return orjson.dumps(doc)
-    except TypeError:   # a non-str key (never from orjson.loads; possible in hand-built docs)
-        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+    """orjson, or (surrogates, nesting deeper than orjson's 254, non-str keys) the iterative
+    encoder of :mod:`handlers.jsonsafe`; U+FFFE/U+FFFF escaped so SNS -> SQS delivery accepts it."""
+    return _safe_dumps(doc)
 
 
 def _marker(value: Any, size: int) -> dict[str, Any]:
@@ -186,6 +186,27 @@ def fit(alert: dict[str, Any], budget: int) -> bytes:
         if isinstance(event.get(key), str) and len(event[key]) > PREVIEW_CHARS:
             event[key] = event[key][:PREVIEW_CHARS] + "…[truncated]"
             truncated.append(key)
+            alert["truncated_fields"] = truncated
+            body = _dumps(alert)
+            if len(body) <= budget:
+                return body
+    # Identity fields alone are too large (a hostile record can make eventID or userIdentity a
+    # huge value). Replace the largest remaining event/delivery values by markers, largest
+    # first; the alert keeps its id, kind, rule and every field's name.
+    for block in ("event", "delivery"):
+        part = alert.get(block)
+        if not isinstance(part, dict):
+            continue
+        part = dict(part)
+        alert[block] = part
+        sizes = sorted(((len(_dumps(v)), k) for k, v in part.items()
+                        if not (isinstance(v, dict) and v.get("trailwatch_truncated"))),
+                       reverse=True)
+        for size, key in sizes:
+            if size <= 64:
+                break
+            part[key] = _marker(part[key], size)
+            truncated.append(key if block == "event" else f"delivery.{key}")
             alert["truncated_fields"] = truncated
             body = _dumps(alert)
             if len(body) <= budget:

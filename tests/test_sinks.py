@@ -25,7 +25,7 @@ R = Rule(id="r1", title="Rule one", severity="HIGH", cis="4.5", securityhub="Clo
          pattern=compile_pattern("{ $.eventName = UpdateTrail }"))
 
 
-def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x"):
+def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x", expected=False):
     rec = {"eventVersion": "1.08", "eventID": f"ev-{i}", "eventName": "UpdateTrail",
            "eventTime": "2026-11-20T10:00:00Z", "userAgent": ua,
            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/a", "accountId": "1",
@@ -33,7 +33,8 @@ def make_alert(i=0, request_size=10, response_size=10, ua="aws-cli/2", char="x")
            "requestParameters": {"blob": char * request_size},
            "responseElements": {"blob": char * response_size}}
     env = {"owner": "1", "logGroup": "g", "logStream": "s"}
-    return A.rule_alert(R, rec, env, {"id": f"le-{i}", "timestamp": 1}, 300.0)
+    return A.rule_alert(R, rec, env, {"id": f"le-{i}", "timestamp": 1}, 300.0,
+                        expected_change=expected)
 
 
 def test_alert_id_is_deterministic_per_event_and_rule():
@@ -49,7 +50,9 @@ def test_alert_contract_keys():
                          "securityhub": "CloudWatch.5", "source": "user"}
     assert a["event"]["eventID"] == "ev-0"
     assert a["delivery"]["log_event_id"] == "le-0" and a["expected_change"] is False
-    assert make_alert(ua="Boto3/1.35 trailwatch/0.1.0")["expected_change"] is True
+    # the user agent alone never marks an alert expected (issue 11); handlers.expected decides
+    assert make_alert(ua="Boto3/1.35 trailwatch/0.1.0")["expected_change"] is False
+    assert make_alert(expected=True)["expected_change"] is True
 
 
 def test_fit_truncates_bulkiest_first_and_keeps_identity():
@@ -74,7 +77,7 @@ def test_sns_attributes_are_built_once_per_rule_and_sized_in_bytes():
     assert attrs_a is attrs_b and size_a == size_b == SnsSink.attributes_size(attrs_a)
     assert attrs_a["rule_id"]["StringValue"] == "r1"
     assert attrs_a["expected_change"]["StringValue"] == "false"
-    changed = SnsSink.attributes(make_alert(ua="trailwatch/0.1.0"))
+    changed = SnsSink.attributes(make_alert(expected=True))
     assert changed["expected_change"]["StringValue"] == "true"
 
 
@@ -215,13 +218,31 @@ def test_eventbridge_to_sqs_read_back():
 
 
 @mock_aws
-def test_failure_queue_keeps_large_messages_within_sqs_limit():
+def test_failure_queue_keeps_large_messages_whole_in_the_archive():
+    # Issue 11: an oversize failure record goes whole to S3; the queue message points to it.
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="fail-archive")
+    q = sqs.create_queue(QueueName="fail")["QueueUrl"]
+    fq = FailureQueue(q, client_factory=lambda s: boto3.client(s, region_name="us-east-1"),
+                      archive_bucket="fail-archive")
+    big = "é" * 200_000
+    assert fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": big}]) == []
+    raw = sqs.receive_message(QueueUrl=q)["Messages"][0]["Body"]
+    assert len(raw.encode()) <= 262_144
+    body = json.loads(raw)
+    assert body["log_event_id"] == "9" and body["reason"] == "invalid_json"
+    whole = s3.get_object(Bucket=body["archive"]["bucket"], Key=body["archive"]["key"])
+    assert json.loads(whole["Body"].read())["message"] == big
+
+
+@mock_aws
+def test_failure_queue_without_archive_reports_an_oversize_record_undelivered():
     sqs = boto3.client("sqs", region_name="us-east-1")
     q = sqs.create_queue(QueueName="fail")["QueueUrl"]
     fq = FailureQueue(q, client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
-    big = "é" * 200_000
-    assert fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": big}]) == []
-    body = json.loads(sqs.receive_message(QueueUrl=q)["Messages"][0]["Body"])
-    assert body["log_event_id"] == "9" and body["message_truncated"] is True
-    assert body["message_bytes"] == 400_000
-    assert len(json.dumps(body, ensure_ascii=False).encode()) <= 262_144
+    (bad,) = fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": "é" * 200_000},
+                      {"reason": "invalid_json", "log_event_id": "10", "message": "small"}])
+    assert bad["id"] == "f0" and "FAILURE_ARCHIVE_BUCKET" in bad["error"]
+    (msg,) = sqs.receive_message(QueueUrl=q)["Messages"]
+    assert json.loads(msg["Body"])["log_event_id"] == "10"
