@@ -115,6 +115,7 @@ EXPECTED_ALARMS = {
     "FailedInvocationsAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible", 1),
     "DeliveryLagAlarm": ("Trailwatch", "DeliveryLag", {"Ref": "DeliveryLagThresholdSeconds"}),
     "HeartbeatAlarm": ("AWS/Logs", "IncomingLogEvents", 1),
+    "RuleErrorsAlarm": ("Trailwatch", "RuleErrors", 1),
 }
 
 
@@ -148,7 +149,13 @@ def test_metric_names_match_what_the_handler_emits(cfn):
 
 def _statements(doc):
     st = doc.get("Statement", [])
-    return [st] if isinstance(st, dict) else st
+    out = []
+    for s in [st] if isinstance(st, dict) else st:
+        if "Fn::If" in s:   # conditional statement: check both branches (NoValue skipped)
+            out += [b for b in s["Fn::If"][1:] if isinstance(b, dict) and "Ref" not in b]
+        else:
+            out.append(s)
+    return out
 
 
 ALLOWED_STAR = {"kinesis:ListStreams"}   # AWS offers no resource-level form
