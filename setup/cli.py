@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--broken-policy", action="store_true",
                    help="scenario: a single-account stream policy on an org trail; verify "
                         "catches the member-account delivery failure")
+    from setup.replay import register as register_replay   # issue 11: `trailwatch replay`
+    register_replay(sub)
     return parser
 
 
@@ -412,6 +414,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, stdin: Tex
         args = parser.parse_args(argv)
     except SystemExit as e:
         return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+    if getattr(args, "handler", None) is not None:   # subcommands with a register() hook
+        return args.handler(args, out)
     if args.command == "demo":
         from setup.demo import run_demo
         return run_demo(output=args.output, broken_policy=args.broken_policy, out=out)
