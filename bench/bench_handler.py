@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -36,7 +37,8 @@ import orjson  # noqa: E402
 
 from handlers.pipeline import parse_event_time  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus"
+# TRAILWATCH_CORPUS overrides the location (e.g. when running from a worktree)
+CORPUS = Path(os.environ.get("TRAILWATCH_CORPUS") or ROOT.parent / "shared" / "corpus")
 ROUNDS = 15
 TARGET_FLOOR_RATIO = 1.3
 TARGET_SPEEDUP = 1.6

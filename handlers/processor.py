@@ -304,6 +304,13 @@ class App:
         each. Returns at the deadline whatever is still running (it is reported, not awaited)."""
         if not calls:
             return []
+        if deadline is None and len(calls) == 1:
+            # No deadline to watch (no Lambda context) and nothing to overlap: run it here and
+            # save the thread hand-off.
+            try:
+                return [("ok", calls[0]())]
+            except Exception as e:  # noqa: BLE001 - reported like a pool task's exception
+                return [("error", e)]
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=self.concurrency,
