@@ -478,3 +478,22 @@ def test_rules_file_from_s3_and_ssm():
             app = App.from_env({"RULES_FILE": ref}, clock=lambda: NOW, sleep=lambda s: None,
                                metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda x: None)
             assert app.rule_errors == [] and "from-remote" in {r.id for r in app.pipeline.rules}
+
+
+def test_error_logs_carry_the_lambda_request_id(monkeypatch):
+    import io
+
+    import handlers.processor as proc
+    stream = io.StringIO()
+    monkeypatch.setattr(proc.logger.registered_handler, "stream", stream)
+    monkeypatch.setattr(proc, "_APP", None)
+    monkeypatch.delenv("FAILURE_QUEUE_URL", raising=False)
+    monkeypatch.delenv("ALERT_TOPIC_ARN", raising=False)
+    monkeypatch.delenv("ALERT_BUS_NAME", raising=False)
+    clock = FakeClock()
+    proc.lambda_handler(awslogs_event([{"id": "le-1", "timestamp": TS, "message": "not json"}]),
+                        FakeContext(clock, 60_000))
+    logs = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    (err,) = [entry for entry in logs if entry["message"] == "unprocessable log event"]
+    assert err["function_request_id"] == "req-42" and err["log_event_id"] == "le-1"
+    monkeypatch.setattr(proc, "_APP", None)
