@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from typing import Any
 
@@ -40,6 +41,17 @@ _SQS_BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ff
 
 def _error(code: str, message: str, op: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, op)
+
+
+def _parse(text: str) -> Any:
+    """json.loads with room for any depth the processor can be sent (the service parses JSON on
+    its own stack, not under the caller's recursion limit)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return json.loads(text)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def utf8_len(text: str) -> int:
@@ -148,7 +160,7 @@ class StrictEvents(_Fake):
             if size > self.max_entry_bytes:
                 raise self._refuse("ValidationException", f"entry of {size} bytes", op)
             try:
-                detail = json.loads(e.get("Detail") or "")
+                detail = _parse(e.get("Detail") or "")
             except ValueError:
                 raise self._refuse("ValidationException", "Detail is not JSON", op) from None
             if not isinstance(detail, dict):
