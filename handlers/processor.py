@@ -107,6 +107,7 @@ class App:
         self.monotonic = monotonic
         self._executor: Any = None
         self._deadline_kw: dict[int, bool] = {}
+        self._route_error = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -268,8 +269,9 @@ class App:
             failed_sources = self._route_failures(failures, deadline)
             counts["failures_unrouted"] = sum(1 for s, _ in failures if s in failed_sources)
             if failed_sources and mode == "awslogs":
-                raise DeliveryFailed(f"could not write {len(failures)} unprocessable item(s) to "
-                                     f"the failure queue; failing the invocation so Lambda "
+                raise DeliveryFailed(f"could not write {counts['failures_unrouted']} of "
+                                     f"{len(failures)} unprocessable item(s) to the failure queue "
+                                     f"({self._route_error}); failing the invocation so Lambda "
                                      f"retries it")
             undelivered = self._publish(list(alerts.values()), deadline)
             counts["alerts_undelivered"] = len(undelivered)
@@ -350,16 +352,20 @@ class App:
         results = self._run([lambda c=chunk: self._call(fq.send, c, deadline)
                              for _, chunk in chunks], deadline)
         failed: set[int] = set()
+        errors: list[str] = []
         for (offset, chunk), (status, value) in zip(chunks, results, strict=True):
             if status == "ok":
                 for u in value or ():
                     self.log.error("failure queue write failed", extra=u)
                     failed.add(offset + int(str(u["id"])[1:]))
+                    errors.append(str(u.get("error")))
             else:
                 err = "deadline" if status == "timeout" else f"{type(value).__name__}: {value}"
                 self.log.error("failure queue write failed",
                                extra={"count": len(chunk), "error": err})
                 failed.update(range(offset, offset + len(chunk)))
+                errors.append(err)
+        self._route_error = f"first error: {errors[0][:300]}" if errors else ""
         return {failures[i][0] for i in failed}
 
     def _publish(self, alerts: list[dict[str, Any]], deadline: float | None) -> set[str]:
