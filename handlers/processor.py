@@ -25,7 +25,6 @@ alerts could not be delivered before the deadline (same). Alert ids make both re
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -84,6 +83,7 @@ def _short(value: Any) -> Any:
 
 
 def _accepts_deadline(fn: Callable[..., Any]) -> bool:
+    import inspect   # deferred: not needed at cold start
     try:
         return "deadline" in inspect.signature(fn).parameters
     except (TypeError, ValueError):

@@ -14,7 +14,9 @@ through ``App.handle`` with SNS, EventBridge, SQS and S3 fakes that enforce AWS'
   queue (or from the S3 archive the queue message points to);
 * every alert reached both sinks, and no request broke a byte, count or character limit.
 
-The example counts add up to 10,500 generated invocation events. ``derandomize=True`` and no
+The example counts add up to 10,500 generated invocation events, plus 500 more with injected
+faults (ClientErrors and partial batch failures from the fakes), where the only exception allowed
+is the documented ``DeliveryFailed`` and a normal return means everything was delivered. ``derandomize=True`` and no
 example database make CI runs identical; ``TRAILWATCH_FUZZ_SCALE`` (e.g. 0.1 or 10) scales them.
 """
 
@@ -400,3 +402,61 @@ def test_fuzz_top_level_shapes(event):
         raise AssertionError("generator never builds Kinesis records here")
     else:
         run(event, [], True)
+
+
+# ------------------------------------------------------------------- with injected faults
+
+FAULT_EXAMPLES = max(1, int(500 * SCALE))
+
+
+@st.composite
+def fault_plans(draw):
+    """A seed for which calls fail: a ClientError (throttling, KMS, access denied) or a partial
+    batch failure, each with the drawn probability."""
+    return draw(st.integers(0, 2 ** 32)), draw(st.sampled_from([0.0, 0.1, 0.3, 0.6, 1.0]))
+
+
+@fuzz_settings(FAULT_EXAMPLES)
+@given(payloads(), fault_plans())
+def test_fuzz_with_faults_only_the_documented_failure(payload, plan):
+    from botocore.exceptions import ClientError
+
+    from handlers.processor import DeliveryFailed
+    seed, p = plan
+    rng = random.Random(seed)
+    lock = __import__("threading").Lock()
+
+    def fail(op, request):
+        with lock:
+            r = rng.random()
+        if r < p / 2:
+            code = rng.choice(["ThrottlingException", "KMS.DisabledException", "AccessDenied"])
+            return ClientError({"Error": {"Code": code, "Message": "injected"}}, op)
+        return "partial" if r < p else None
+
+    aws = StrictAws(fail=fail)
+    app = App.from_env(aws.env, client_factory=aws.client, clock=lambda: NOW,
+                       sleep=lambda s: None, metrics_sink=ListMetrics(), log=ListLogger(),
+                       emit=lambda line: None)
+    data, body = payload
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)
+    try:
+        app.handle({"awslogs": {"data": data}})
+        raised = False
+    except DeliveryFailed:
+        raised = True     # the documented failure: Lambda retries the invocation
+    finally:
+        sys.setrecursionlimit(limit)
+    assert aws.violations == []
+    assert app.metrics.total("LogEvents") >= 0 and "LogEvents" in app.metrics.values
+    if not raised:   # success means everything was delivered and routed
+        alerts = aws.alerts()
+        n = app.metrics.total("Alerts")
+        assert len({a["alert_id"] for a in alerts["sns"]}) == n
+        assert len({a["alert_id"] for a in alerts["eventbridge"]}) == n
+        kind, events = expect_payload(body)
+        malformed = sum(1 for ev in events if classify_event(ev) == "malformed")
+        assert len(aws.failure_records()) == (kind == "error") + malformed
+    elif p == 0.0:
+        raise AssertionError("DeliveryFailed without any injected fault")
