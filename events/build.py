@@ -13,7 +13,6 @@ or Kinesis ``Records``. Output is deterministic (fixed gzip mtime), so re-runnin
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import sys
 import zlib
@@ -65,7 +64,9 @@ def encode(doc: dict | str, how: str = "gzip") -> str:
     raw = doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     data = raw.encode()
     if how == "gzip":
-        data = gzip.compress(data, mtime=0)
+        # zlib's own gzip wrapper (mtime 0, OS byte from zlib): the same bytes on Python 3.11-3.13
+        # (3.13's gzip.compress writes OS byte 255 where earlier versions let zlib write it).
+        data = zlib.compress(data, 9, wbits=31)
     elif how == "zlib":
         data = zlib.compress(data, 9)
     elif how != "none":

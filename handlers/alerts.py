@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
+from handlers.jsonsafe import dumps as _safe_dumps
 
 SCHEMA = "trailwatch.alert/2"
 SCHEMA_FILE = Path(__file__).with_name("alert-schema-v2.json")
@@ -320,10 +320,9 @@ def delivery_delayed_alert(delayed: list[dict[str, Any]], threshold: float) -> d
 
 
 def _dumps(doc: Any) -> bytes:
-    try:
-        return orjson.dumps(doc)
-    except TypeError:   # a non-str key (never from orjson.loads; possible in hand-built docs)
-        return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+    """orjson, or (surrogates, nesting deeper than orjson's 254, non-str keys) the iterative
+    encoder of :mod:`handlers.jsonsafe`; U+FFFE/U+FFFF escaped so SNS -> SQS delivery accepts it."""
+    return _safe_dumps(doc)
 
 
 def _marker(value: Any, size: int) -> dict[str, Any]:
@@ -361,6 +360,27 @@ def fit(alert: dict[str, Any], budget: int) -> bytes:
         if isinstance(event.get(key), str) and len(event[key]) > PREVIEW_CHARS:
             event[key] = event[key][:PREVIEW_CHARS] + "…[truncated]"
             truncated.append(key)
+            alert["truncated_fields"] = truncated
+            body = _dumps(alert)
+            if len(body) <= budget:
+                return body
+    # Identity fields alone are too large (a hostile record can make eventID or userIdentity a
+    # huge value). Replace the largest remaining event/delivery values by markers, largest
+    # first; the alert keeps its id, kind, rule and every field's name.
+    for block in ("event", "delivery"):
+        part = alert.get(block)
+        if not isinstance(part, dict):
+            continue
+        part = dict(part)
+        alert[block] = part
+        sizes = sorted(((len(_dumps(v)), k) for k, v in part.items()
+                        if not (isinstance(v, dict) and v.get("trailwatch_truncated"))),
+                       reverse=True)
+        for size, key in sizes:
+            if size <= 64:
+                break
+            part[key] = _marker(part[key], size)
+            truncated.append(key if block == "event" else f"delivery.{key}")
             alert["truncated_fields"] = truncated
             body = _dumps(alert)
             if len(body) <= budget:

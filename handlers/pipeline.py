@@ -24,11 +24,18 @@ except ImportError:  # pragma: no cover - exercised by tests through the ``lib``
 
 from handlers import alerts as A
 from handlers.canary import CANARY_EVENTS, canary_nonce, observation
+from handlers.expected import is_expected_change
+from handlers.jsonsafe import dumps
 from handlers.rules import Rule, build_index
 from handlers.thresholds import apply_thresholds, thresholds_of
 
 CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
-DEFAULT_MAX_DECOMPRESSED = 8 * 1024 * 1024
+# A Kinesis record carries up to 1 MiB of gzip; real CloudTrail batches inflate ~10x. 16 MiB leaves
+# headroom over that (peak RSS measured in README); larger is refused as a possible bomb.
+DEFAULT_MAX_DECOMPRESSED = 16 * 1024 * 1024
+# CloudWatch Logs timestamps are epoch milliseconds; outside this range a value cannot be a real
+# delivery time (and lags computed from it would be values CloudWatch metrics reject).
+MAX_TIMESTAMP_MS = 2 ** 53
 DEFAULT_LAG_THRESHOLD = 900.0
 DEFAULT_SKEW_TOLERANCE = 60.0
 _UTC = timezone.utc
@@ -66,11 +73,19 @@ def decompress(raw: bytes, max_bytes: int, lib: Any = _inflate) -> bytes:
                            f"(MAX_DECOMPRESSED_BYTES); refusing a possible decompression bomb")
     if not d.eof:
         raise PayloadError("truncated", f"compressed stream ends early after {len(out)} bytes")
+    if d.unused_data:
+        # CloudWatch Logs sends exactly one gzip member. A second member or junk after the stream
+        # is refused whole (routed as a payload error), never silently ignored.
+        raise PayloadError("trailing_data", f"{len(d.unused_data)} byte(s) after the end of the "
+                           f"compressed stream (a second gzip member or junk)")
     return out
 
 
 def decode_subscription_data(data: Any, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> dict[str, Any]:
     """``awslogs.data`` (or a Kinesis record's data) -> the subscription envelope dict."""
+    if isinstance(data, _Whole):
+        raise PayloadError("bad_record", "Kinesis batch entry without a kinesis object, data or a "
+                           "unique sequence number")
     if not isinstance(data, str | bytes) or not data:
         raise PayloadError("bad_envelope", "missing data")
     try:
@@ -91,18 +106,46 @@ def decode_subscription_data(data: Any, max_bytes: int = DEFAULT_MAX_DECOMPRESSE
 
 
 def iter_sources(event: Any) -> tuple[str, list[tuple[str, Any]]]:
-    """Split an invocation event into (mode, [(source_id, base64 data), ...])."""
+    """Split an invocation event into (mode, [(source_id, base64 data), ...]).
+
+    Kinesis: the source id is the record's sequence number (what ``batchItemFailures`` reports).
+    A record that is not a Kinesis record, or has no usable sequence number, gets ``record#N`` and
+    its whole record as data, so it is routed as a payload error instead of failing the batch.
+    """
     if isinstance(event, dict):
         awslogs = event.get("awslogs")
         if isinstance(awslogs, dict):
             return "awslogs", [("awslogs", awslogs.get("data"))]
         records = event.get("Records")
-        if isinstance(records, list) and records and all(
+        if isinstance(records, list) and records and any(
                 isinstance(r, dict) and isinstance(r.get("kinesis"), dict) for r in records):
-            return "kinesis", [(str(r["kinesis"].get("sequenceNumber")), r["kinesis"].get("data"))
-                               for r in records]
+            out: list[tuple[str, Any]] = []
+            seen: set[str] = set()
+            for n, r in enumerate(records):
+                kin = r.get("kinesis") if isinstance(r, dict) else None
+                seq = kin.get("sequenceNumber") if isinstance(kin, dict) else None
+                if isinstance(seq, str) and seq and seq not in seen and not seq.startswith("record#"):
+                    seen.add(seq)
+                    out.append((seq, kin.get("data")))
+                else:
+                    out.append((f"record#{n}", _Whole(r)))
+            return "kinesis", out
     raise PayloadError("unsupported_event", "expected {'awslogs': {'data': ...}} or Kinesis "
                        "'Records' carrying CloudWatch Logs subscription data")
+
+
+class _Whole:
+    """A Kinesis batch entry that is not a usable Kinesis record: routed whole as a payload error."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def source_data(data: Any) -> Any:
+    """The JSON value to keep in a payload failure record (the data, or the whole bad entry)."""
+    return data.value if isinstance(data, _Whole) else data
 
 
 # ----------------------------------------------------------------------------------- records
@@ -120,6 +163,13 @@ def parse_event_time(value: Any) -> float | None:
     return dt.timestamp()
 
 
+def _text(value: Any) -> str | None:
+    """An envelope field as text (it may be any JSON value in a hostile payload)."""
+    if value is None or value.__class__ is str:
+        return value
+    return dumps(value).decode("utf-8")
+
+
 def utf8_size(message: str) -> int:
     if message.isascii():
         return len(message)
@@ -132,6 +182,8 @@ class Settings:
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED
     lag_threshold: float = DEFAULT_LAG_THRESHOLD
     skew_tolerance: float = DEFAULT_SKEW_TOLERANCE
+    # EXPECTED_CHANGE_PRINCIPALS: role ARNs that run trailwatch (empty: nothing is marked expected)
+    expected_principals: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -163,18 +215,26 @@ class Pipeline:
     def _failure(self, result: BatchResult, env: dict[str, Any], ev: Any, reason: str,
                  detail: str) -> None:
         result.malformed += 1
-        ev = ev if isinstance(ev, dict) else {"message": ev}
-        msg = ev.get("message")
-        result.failures.append({
+        doc: dict[str, Any] = {
             "reason": reason,
             "detail": detail,
             "owner": env.get("owner"),
             "log_group": env.get("logGroup"),
             "log_stream": env.get("logStream"),
-            "log_event_id": ev.get("id"),
-            "timestamp": ev.get("timestamp"),
-            "message": msg if isinstance(msg, str) else None,
-        })
+        }
+        if isinstance(ev, dict):
+            doc["log_event_id"] = ev.get("id")
+            doc["timestamp"] = ev.get("timestamp")
+            doc["message"] = ev.get("message")     # kept as its JSON value, whatever its type
+            extra = {k: v for k, v in ev.items() if k not in ("id", "timestamp", "message")}
+            if extra or "message" not in ev:
+                doc["log_event"] = ev              # anything else it carried, whole
+        else:
+            doc["log_event_id"] = None
+            doc["timestamp"] = None
+            doc["message"] = None
+            doc["log_event"] = ev                  # not an object: the whole value
+        result.failures.append(doc)
 
     def process_envelope(self, env: dict[str, Any]) -> BatchResult:
         """Process one DATA_MESSAGE envelope (the hot loop: locals only, no attribute writes)."""
@@ -189,6 +249,7 @@ class Pipeline:
         matches = self.index.matches
         fromisoformat = datetime.fromisoformat
         rule_alert = A.rule_alert
+        principals = s.expected_principals
         times: dict[str, float | None] = {}   # events of one batch share their seconds
         result = BatchResult(log_group=env.get("logGroup"), log_stream=env.get("logStream"))
         delivery_lags = result.delivery_lags
@@ -197,16 +258,22 @@ class Pipeline:
         seen: set[str] = set()
         events = env.get("logEvents") or ()
         n_oversize = n_skewed = n_no_time = 0
+        max_ts = MAX_TIMESTAMP_MS
+        lg_text = _text(result.log_group)
+        ls_text = _text(result.log_stream)
 
         for ev in events:
             try:
                 msg = ev["message"]
                 ts = ev["timestamp"]
-            except (KeyError, TypeError):
-                msg = ts = None
-            if msg.__class__ is not str or ts.__class__ not in _NUMBER:
+                eid = ev.get("id")
+            except (KeyError, TypeError, AttributeError):
+                msg = ts = eid = None
+            if msg.__class__ is not str or ts.__class__ not in _NUMBER or not 0 <= ts <= max_ts \
+                    or (eid is not None and eid.__class__ is not str):
                 self._failure(result, env, ev, "bad_log_event",
-                              "log event needs a string message and a numeric timestamp")
+                              "log event needs a string message, a numeric epoch-millisecond "
+                              "timestamp and a string id")
                 continue
             if len(msg) > quick:
                 size = utf8_size(msg)
@@ -247,12 +314,16 @@ class Pipeline:
                 delivery_lags.append(lag)
                 if lag > threshold:
                     addendum = rec.get("addendum")
+                    reason = addendum.get("reason") if addendum.__class__ is dict else None
+                    if reason is not None and reason.__class__ is not str:   # any JSON value
+                        reason = dumps(reason).decode("utf-8") \
+                            if not isinstance(reason, bool | int | float) else str(reason)
                     result.delayed.append({
                         "key": A.event_key(rec, ev.get("id")),
                         "lag": lag,
-                        "reason": addendum.get("reason") if addendum.__class__ is dict else None,
-                        "log_group": result.log_group,
-                        "log_stream": result.log_stream,
+                        "reason": reason,
+                        "log_group": lg_text,
+                        "log_stream": ls_text,
                     })
                 elif lag < skew:
                     n_skewed += 1
@@ -263,9 +334,7 @@ class Pipeline:
                     continue
             hits = matches(rec)
             if hits:
-                # Placeholder decision (today's behaviour) until issue 11's trusted-principal check.
-                ua = rec.get("userAgent")
-                expected = ua.__class__ is str and "trailwatch/" in ua
+                expected = is_expected_change(rec, principals) if principals else False
                 for rule in hits:
                     alert = rule_alert(rule, rec, env, ev, lag, expected_change=expected)
                     if alert["alert_id"] not in seen:

@@ -1,17 +1,22 @@
 """Lambda entry point: ``handlers/processor.py::lambda_handler``.
 
 A thin shell around the pure pipeline: it reads configuration from the environment once (cold
-start), routes what cannot be processed to the failure queue, publishes alerts to the configured
-sinks and records Powertools metrics (EMF). Environment (contract names):
+start), routes what cannot be processed to the failure queue (whole; oversize records to the S3
+failure archive), publishes alerts to the configured sinks concurrently within the invocation's
+deadline, and records Powertools metrics (EMF). Environment (contract names):
 
 ``ALERT_TOPIC_ARN``                  SNS topic for alerts (optional)
 ``ALERT_BUS_NAME``                   EventBridge bus for alerts (optional; neither -> alerts are logged)
 ``FAILURE_QUEUE_URL``                SQS queue for unprocessable payloads/records (optional: logged)
-``DELIVERY_LAG_THRESHOLD_SECONDS``   one ``delivery_delayed`` alert per invocation above it (900)
-``RULES_FILE``                       JSON file with extra rules in the filter-pattern language
+``FAILURE_QUEUE_MAX_BYTES``          that queue's MaximumMessageSize (262144 when unset)
+``FAILURE_ARCHIVE_BUCKET``           S3 bucket for failure records larger than the queue takes
+``EXPECTED_CHANGE_PRINCIPALS``       comma-separated role ARNs that run trailwatch (see expected.py)
+``DELIVERY_LAG_THRESHOLD_SECONDS``   ``delivery_delayed`` alert per payload above it (900)
+``RULES_FILE``                       extra rules: a path, ``s3://bucket/key`` or ``ssm:/name``
 ``CLOCK_SKEW_TOLERANCE_SECONDS``     negative lag tolerated before counting clock skew (60)
-``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (8 MiB)
+``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (16 MiB)
 ``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
+``PUBLISH_CONCURRENCY``              threads publishing alerts / writing failures (16)
 ``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/tamper.py; unset: not watched)
 ``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
 ``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
@@ -22,13 +27,17 @@ sinks and records Powertools metrics (EMF). Environment (contract names):
                                      aggregated alert (20; 0 disables)
 ``IDEMPOTENCY_TABLE_NAME``           DynamoDB table: no alert published twice within the window
 ``IDEMPOTENCY_WINDOW_SECONDS``       that window (86400)
+
+The only ways an invocation fails: the failure destination cannot be written (direct mode: the
+whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
+alerts could not be delivered before the deadline (same). Alert ids make both retries safe.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -37,19 +46,30 @@ from aws_lambda_powertools.metrics import MetricUnit
 from handlers import canary as canary_mod
 from handlers import emf
 from handlers.alerts import DEFAULT_AGGREGATION_THRESHOLD, delivery_delayed_alert
+from handlers.dedupe import wrap_sinks
+from handlers.expected import parse_principals
+from handlers.jsonsafe import dumps as safe_dumps
 from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
                                DEFAULT_SKEW_TOLERANCE, PayloadError, Pipeline, Settings,
-                               decode_subscription_data, iter_sources)
-from handlers.dedupe import wrap_sinks
+                               decode_subscription_data, iter_sources, source_data)
 from handlers.routing import aggregate_for, routing_sinks
 from handlers.rules import builtin_rules, load_rules_file
-from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink, FailureQueue, SnsSink,
-                            default_client_factory)
+from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, SQS_MAX_BYTES, EventBridgeSink,
+                            FailureQueue, SnsSink, default_client_factory)
 
 SERVICE = "trailwatch"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+DEFAULT_CONCURRENCY = 16
+ALERT_CHUNK = 100            # alerts per publish task (a sink may set ``chunk_size``)
+FAILURE_CHUNK = 10           # failure records per task (one SendMessageBatch)
+POLL_SECONDS = 0.05          # how often the waiting thread re-reads the (injected) clock
+# Time kept back from Lambda's remaining time to log, write metrics and return: 10% of it,
+# at least 0.5 s and at most 5 s.
+RESERVE_FRACTION, RESERVE_MIN, RESERVE_MAX = 0.10, 0.5, 5.0
+LOG_PREVIEW = 256
 
 
 class DeliveryFailed(RuntimeError):
@@ -66,52 +86,107 @@ def _num(env: Mapping[str, str], key: str, default: float) -> float:
         raise ValueError(f"{key} must be a number, got {raw!r}") from None
 
 
+def _short(value: Any) -> Any:
+    """A log-friendly bounded form of a value from a hostile payload."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str) and len(value) <= LOG_PREVIEW:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe_dumps(value).decode("utf-8")[:LOG_PREVIEW]
+
+
+def _accepts_deadline(fn: Callable[..., Any]) -> bool:
+    import inspect   # deferred: not needed at cold start
+    try:
+        return "deadline" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class App:
     aggregation_threshold = int(DEFAULT_AGGREGATION_THRESHOLD)
 
-    def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: FailureQueue | None,
+    def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: Any | None,
                  metrics_sink: Any = None, log: Any = None,
-                 emit: Callable[[bytes], None] | None = None) -> None:
+                 emit: Callable[[bytes], None] | None = None,
+                 rule_errors: Sequence[str] = (), concurrency: int = DEFAULT_CONCURRENCY,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
         self.sinks = sinks
         self.failure_queue = failure_queue
         self.metrics = metrics_sink if metrics_sink is not None else metrics
         self.log = log if log is not None else logger
         self.emit = emit if emit is not None else emf.stdout_writer()
+        self.rule_errors = list(rule_errors)
+        self.concurrency = max(1, int(concurrency))
+        self.monotonic = monotonic
+        self._executor: Any = None
+        self._deadline_kw: dict[int, bool] = {}
+        self._route_error = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
                  client_factory: Callable[[str], Any] = default_client_factory,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time, **kw: Any) -> App:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic, **kw: Any) -> App:
         env = os.environ if env is None else env
         settings = Settings(
             lag_threshold=_num(env, "DELIVERY_LAG_THRESHOLD_SECONDS", DEFAULT_LAG_THRESHOLD),
             skew_tolerance=_num(env, "CLOCK_SKEW_TOLERANCE_SECONDS", DEFAULT_SKEW_TOLERANCE),
             max_decompressed_bytes=int(_num(env, "MAX_DECOMPRESSED_BYTES",
                                             DEFAULT_MAX_DECOMPRESSED)),
+            expected_principals=parse_principals(env.get("EXPECTED_CHANGE_PRINCIPALS")),
         )
+        # Built-in rules always load; a bad or clashing user rule (or an unreadable RULES_FILE)
+        # is skipped with an error log and counted in the RuleErrors metric of every invocation.
         rules = builtin_rules(env)
+        rule_errors: list[str] = []
         if env.get("RULES_FILE"):
-            rules += load_rules_file(env["RULES_FILE"])
+            rules += load_rules_file(env["RULES_FILE"], errors=rule_errors,
+                                     taken={r.id for r in rules}, client_factory=client_factory)
+        log = kw.get("log") if kw.get("log") is not None else logger
+        for err in rule_errors:
+            log.error("rule skipped", extra={"rules_file": env.get("RULES_FILE"), "error": err})
         sinks: list[Any] = []
         if env.get("ALERT_TOPIC_ARN"):
-            sinks.append(SnsSink(env["ALERT_TOPIC_ARN"], client_factory, sleep))
+            sinks.append(SnsSink(env["ALERT_TOPIC_ARN"], client_factory, sleep, clock=monotonic))
         if env.get("ALERT_BUS_NAME"):
             sinks.append(EventBridgeSink(env["ALERT_BUS_NAME"], client_factory, sleep,
                                          max_entry_bytes=int(_num(env, "EVENTBRIDGE_MAX_ENTRY_BYTES",
-                                                                  EVENTBRIDGE_MAX_ENTRY_BYTES))))
-        sinks += routing_sinks(env, client_factory, sleep)
-        sinks = wrap_sinks(sinks, env, client_factory)
-        fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep) \
+                                                                  EVENTBRIDGE_MAX_ENTRY_BYTES)),
+                                         clock=monotonic))
+        sinks += routing_sinks(env, client_factory, sleep)      # Security Hub, chat (issue 12)
+        sinks = wrap_sinks(sinks, env, client_factory)          # idempotency (issue 12)
+        fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep,
+                          max_bytes=int(_num(env, "FAILURE_QUEUE_MAX_BYTES", SQS_MAX_BYTES)),
+                          archive_bucket=env.get("FAILURE_ARCHIVE_BUCKET") or None,
+                          clock=monotonic, wall_clock=clock) \
             if env.get("FAILURE_QUEUE_URL") else None
-        app = cls(Pipeline(rules, settings, clock), sinks, fq, **kw)
+        kw.setdefault("concurrency", int(_num(env, "PUBLISH_CONCURRENCY", DEFAULT_CONCURRENCY)))
+        app = cls(Pipeline(rules, settings, clock), sinks, fq, rule_errors=rule_errors,
+                  monotonic=monotonic, **kw)
         app.aggregation_threshold = int(_num(env, "ALERT_AGGREGATION_THRESHOLD",
                                              DEFAULT_AGGREGATION_THRESHOLD))
         return app
 
     # ------------------------------------------------------------------------------ handle
-    def handle(self, event: Any) -> dict[str, Any]:
+    def deadline(self, context: Any) -> float | None:
+        """When publishing must be over (on ``monotonic``): Lambda's remaining time minus a
+        reserve to log, write metrics and return. None without a Lambda context."""
+        get = getattr(context, "get_remaining_time_in_millis", None)
+        if get is None:
+            return None
+        try:
+            remaining = float(get()) / 1000.0
+        except (TypeError, ValueError):
+            return None
+        reserve = min(max(remaining * RESERVE_FRACTION, RESERVE_MIN), RESERVE_MAX)
+        return self.monotonic() + max(0.0, remaining - reserve)
+
+    def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
+        deadline = self.deadline(context)
+        request_id = getattr(context, "aws_request_id", None)
         try:
             mode, sources = iter_sources(event)
         except PayloadError as e:
@@ -122,46 +197,52 @@ class App:
 
         counts = dict(payloads=0, payload_errors=0, control_messages=0, log_events=0, records=0,
                       oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
-                      alerts=0, failures_routed=0)
+                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0)
         failures: list[tuple[str, dict[str, Any]]] = []
         alerts: dict[str, dict[str, Any]] = {}        # alert_id -> alert (first one wins)
         # Kinesis: which records each alert came from, so a failed publish fails only those.
         origin: dict[str, set[str]] | None = {} if mode == "kinesis" else None
-        delayed: list[dict[str, Any]] = []
-        delayed_sources: set[str] = set()
         delivery_lags: list[float] = []
         receipt_lags: list[float] = []
         canaries: list[dict[str, Any]] = []
+        kinesis = mode == "kinesis"
+
+        def payload_failure(source_id: str, reason: str, detail: str, data: Any) -> None:
+            counts["payload_errors"] += 1
+            self.log.error("undecodable subscription payload",
+                           extra={"source": _short(source_id), "reason": reason,
+                                  "detail": _short(detail)})
+            doc = {"reason": reason, "detail": detail, "source": source_id, "data": data}
+            if kinesis and not source_id.startswith("record#"):
+                doc["sequence_number"] = source_id
+            failures.append((source_id, doc))
 
         if unsupported is not None:
             counts["payload_errors"] += 1
             self.log.error("unsupported invocation event", extra={"reason": unsupported.kind,
                                                                    "detail": unsupported.detail})
             failures.append(("event", {"reason": unsupported.kind, "detail": unsupported.detail,
-                                       "source": "event", "event_keys": sorted(event)
-                                       if isinstance(event, dict) else None}))
+                                       "source": "event", "event_keys": sorted(map(str, event))
+                                       if isinstance(event, dict) else None,
+                                       "data": event}))   # the whole invocation event
 
         max_bytes = self.pipeline.settings.max_decompressed_bytes
+        threshold = self.pipeline.settings.lag_threshold
         for source_id, data in sources:
             counts["payloads"] += 1
             try:
                 env = decode_subscription_data(data, max_bytes)
             except PayloadError as e:
-                counts["payload_errors"] += 1
-                self.log.error("undecodable subscription payload",
-                               extra={"source": source_id, "reason": e.kind, "detail": e.detail})
-                failures.append((source_id, {"reason": e.kind, "detail": e.detail,
-                                             "source": source_id,
-                                             "data": data if isinstance(data, str) else None}))
+                payload_failure(source_id, e.kind, e.detail, source_data(data))
                 continue
             message_type = env["messageType"]
             if message_type == "CONTROL_MESSAGE":
                 counts["control_messages"] += 1
                 continue
             if message_type != "DATA_MESSAGE":
-                counts["payload_errors"] += 1
-                failures.append((source_id, {"reason": "unknown_message_type",
-                                             "detail": message_type, "source": source_id}))
+                payload_failure(source_id, "unknown_message_type",
+                                f"messageType {message_type[:64]!r} is neither DATA_MESSAGE nor "
+                                f"CONTROL_MESSAGE", data)
                 continue
             res = self.pipeline.process_envelope(env)
             counts["log_events"] += res.log_events
@@ -175,88 +256,188 @@ class App:
             canaries += res.canaries
             for f in res.failures:
                 self.log.error("unprocessable log event", extra={
-                    "reason": f["reason"], "detail": f["detail"], "log_event_id": f["log_event_id"],
-                    "log_group": f["log_group"], "log_stream": f["log_stream"]})
+                    "reason": f["reason"], "detail": _short(f["detail"]), "source": _short(source_id),
+                    "log_event_id": _short(f["log_event_id"]),
+                    "log_group": _short(f["log_group"]), "log_stream": _short(f["log_stream"])})
+                f["source"] = source_id
+                if kinesis and not source_id.startswith("record#"):
+                    f["sequence_number"] = source_id
                 failures.append((source_id, f))
             for alert in res.alerts:
                 alerts.setdefault(alert["alert_id"], alert)
                 if origin is not None:
                     origin.setdefault(alert["alert_id"], set()).add(source_id)
             if res.delayed:
-                delayed += res.delayed
-                delayed_sources.add(source_id)
+                # One alert per payload: its id depends only on that payload's events, so a
+                # Kinesis batch redelivered in part gives the same id for the same record.
+                counts["delayed"] += len(res.delayed)
+                alert = delivery_delayed_alert(res.delayed, threshold)
+                alerts.setdefault(alert["alert_id"], alert)
+                if origin is not None:
+                    origin.setdefault(alert["alert_id"], set()).add(source_id)
 
-        counts["delayed"] = len(delayed)
         canary_mod.report(canaries, self.log, self.emit, NAMESPACE, SERVICE,
                           int(self.pipeline.clock() * 1000))
-        if delayed:
-            alert = delivery_delayed_alert(delayed, self.pipeline.settings.lag_threshold)
-            alerts.setdefault(alert["alert_id"], alert)
-            if origin is not None:
-                origin.setdefault(alert["alert_id"], set()).update(delayed_sources)
-
-        failed_sources = self._route_failures(failures)
-        counts["failures_routed"] = len(failures)
-        if failed_sources and mode == "awslogs":
-            self._record_metrics(counts, delivery_lags, receipt_lags)
-            raise DeliveryFailed(f"could not write {len(failures)} unprocessable item(s) to the "
-                                 f"failure queue; failing the invocation so Lambda retries it")
+        if request_id is not None:
+            for alert in alerts.values():
+                delivery = alert.get("delivery")
+                if isinstance(delivery, dict):
+                    delivery["request_id"] = request_id
+                else:
+                    alert["delivery"] = {"request_id": request_id}
 
         counts["alerts"] = len(alerts)
-        undelivered = self._publish(aggregate_for(list(alerts.values()), origin,
-                                                  self.aggregation_threshold))
-        self._record_metrics(counts, delivery_lags, receipt_lags)
+        counts["failures_routed"] = len(failures)
+        undelivered: set[str] = set()
+        try:
+            failed_sources = self._route_failures(failures, deadline)
+            counts["failures_unrouted"] = sum(1 for s, _ in failures if s in failed_sources)
+            if failed_sources and mode == "awslogs":
+                raise DeliveryFailed(f"could not write {counts['failures_unrouted']} of "
+                                     f"{len(failures)} unprocessable item(s) to the failure queue "
+                                     f"({self._route_error}); failing the invocation so Lambda "
+                                     f"retries it")
+            undelivered = self._publish(aggregate_for(list(alerts.values()), origin,
+                                                      self.aggregation_threshold), deadline)
+            counts["alerts_undelivered"] = len(undelivered)
+        finally:
+            self._record_metrics(counts, delivery_lags, receipt_lags)
 
-        if mode == "kinesis":
+        if kinesis:
             assert origin is not None
             for ident in undelivered:
-                failed_sources |= origin[ident]
+                failed_sources |= origin.get(ident, set())
             return {"batchItemFailures": [{"itemIdentifier": s} for s, _ in sources
                                           if s in failed_sources]}
         if undelivered:
-            raise DeliveryFailed("some alerts could not be published after retries; failing the "
-                                 "invocation so Lambda retries it (alert ids make that safe)")
+            raise DeliveryFailed(f"{len(undelivered)} alert(s) could not be published within the "
+                                 f"retries and the invocation's deadline; failing the invocation "
+                                 f"so Lambda retries it (alert ids make that safe)")
         # Percentiles are CloudWatch's job (the EMF samples above); the response carries the max.
         counts["max_delivery_lag_seconds"] = round(max(delivery_lags), 3) if delivery_lags else None
         return counts
 
-    def _route_failures(self, failures: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    # ------------------------------------------------------------------------------ delivery
+    def _call(self, fn: Callable[..., Any], items: list[Any], deadline: float | None) -> Any:
+        key = id(fn.__self__) if hasattr(fn, "__self__") else id(fn)
+        takes = self._deadline_kw.get(key)
+        if takes is None:
+            takes = self._deadline_kw[key] = _accepts_deadline(fn)
+        return fn(items, deadline=deadline) if takes else fn(items)
+
+    def _run(self, calls: list[Callable[[], Any]],
+             deadline: float | None) -> list[tuple[str, Any]]:
+        """Run ``calls`` on the bounded pool; ("ok", result) | ("error", exc) | ("timeout", None)
+        each. Returns at the deadline whatever is still running (it is reported, not awaited)."""
+        if not calls:
+            return []
+        if deadline is None and len(calls) == 1:
+            # No deadline to watch (no Lambda context) and nothing to overlap: run it here and
+            # save the thread hand-off.
+            try:
+                return [("ok", calls[0]())]
+            except Exception as e:  # noqa: BLE001 - reported like a pool task's exception
+                return [("error", e)]
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.concurrency,
+                                                thread_name_prefix="trailwatch-publish")
+        futures = [self._executor.submit(c) for c in calls]
+        pending = set(futures)
+        while pending:
+            timeout = None
+            if deadline is not None:
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    break
+                timeout = min(left, POLL_SECONDS)
+            _, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        out: list[tuple[str, Any]] = []
+        for f in futures:
+            if f.done() and not f.cancelled():
+                exc = f.exception()
+                out.append(("error", exc) if exc is not None else ("ok", f.result()))
+            else:
+                f.cancel()
+                out.append(("timeout", None))
+        return out
+
+    def _route_failures(self, failures: list[tuple[str, dict[str, Any]]],
+                        deadline: float | None) -> set[str]:
         if not failures:
             return set()
-        if self.failure_queue is None:
+        fq = self.failure_queue
+        if fq is None:
             for _, f in failures:
                 self.log.error("unprocessable item (no FAILURE_QUEUE_URL configured)",
-                               extra={"failure": f})
+                               extra={"failure": safe_dumps(f).decode("utf-8")})
             return set()
-        undelivered = self.failure_queue.send([f for _, f in failures])
-        for u in undelivered:
-            self.log.error("failure queue write failed", extra=u)
-        return {failures[int(u["id"][1:])][0] for u in undelivered}
+        docs = [f for _, f in failures]
+        chunks = [(i, docs[i:i + FAILURE_CHUNK]) for i in range(0, len(docs), FAILURE_CHUNK)]
+        results = self._run([lambda c=chunk: self._call(fq.send, c, deadline)
+                             for _, chunk in chunks], deadline)
+        failed: set[int] = set()
+        errors: list[str] = []
+        for (offset, chunk), (status, value) in zip(chunks, results, strict=True):
+            if status == "ok":
+                for u in value or ():
+                    self.log.error("failure queue write failed", extra=u)
+                    failed.add(offset + int(str(u["id"])[1:]))
+                    errors.append(str(u.get("error")))
+            else:
+                err = "deadline" if status == "timeout" else f"{type(value).__name__}: {value}"
+                self.log.error("failure queue write failed",
+                               extra={"count": len(chunk), "error": err})
+                failed.update(range(offset, offset + len(chunk)))
+                errors.append(err)
+        self._route_error = f"first error: {errors[0][:300]}" if errors else ""
+        return {failures[i][0] for i in failed}
 
-    def _publish(self, alerts: list[dict[str, Any]]) -> set[str]:
-        """Send every alert to every sink; return the ids some sink could not deliver."""
+    def _publish(self, alerts: list[dict[str, Any]], deadline: float | None) -> set[str]:
+        """Send every alert to every sink, concurrently; return the ids some sink could not
+        deliver. Sinks fail independently: an exception or a timeout in one is that sink's
+        failure for those alerts only."""
         if not alerts:
             return set()
         if not self.sinks:
             for alert in alerts:
                 self.log.warning("alert", extra={"alert": alert})
             return set()
-        failed: set[str] = set()
+        tasks: list[tuple[Any, list[dict[str, Any]]]] = []
         for sink in self.sinks:
-            for u in sink.publish(alerts):
-                self.log.error("alert not delivered", extra={"sink": sink.name, **u})
-                failed.add(u["id"])
+            size = max(1, int(getattr(sink, "chunk_size", ALERT_CHUNK) or ALERT_CHUNK))
+            tasks += [(sink, alerts[i:i + size]) for i in range(0, len(alerts), size)]
+        results = self._run([lambda s=sink, c=chunk: self._call(s.publish, c, deadline)
+                             for sink, chunk in tasks], deadline)
+        failed: set[str] = set()
+        for (sink, chunk), (status, value) in zip(tasks, results, strict=True):
+            name = getattr(sink, "name", type(sink).__name__)
+            if status == "ok":
+                for u in value or ():
+                    self.log.error("alert not delivered", extra={"sink": name, **u})
+                    failed.add(u["id"])
+            else:
+                err = "deadline: still publishing when the invocation's time ran out" \
+                    if status == "timeout" else f"{type(value).__name__}: {value}"
+                self.log.error("alerts not delivered", extra={
+                    "sink": name, "count": len(chunk), "error": err,
+                    "ids": [a["alert_id"] for a in chunk[:10]]})
+                failed.update(a["alert_id"] for a in chunk)
         return failed
 
     def _record_metrics(self, counts: dict[str, int], delivery_lags: list[float],
                         receipt_lags: list[float]) -> None:
         m = self.metrics
         count = MetricUnit.Count
+        counts = dict(counts, rule_errors=len(self.rule_errors))
         for name, key in (("Payloads", "payloads"), ("PayloadErrors", "payload_errors"),
                           ("ControlMessages", "control_messages"), ("LogEvents", "log_events"),
                           ("CloudTrailRecords", "records"), ("OversizeEvents", "oversize"),
                           ("MalformedEvents", "malformed"), ("ClockSkewEvents", "clock_skew"),
-                          ("DelayedEvents", "delayed"), ("Alerts", "alerts")):
+                          ("DelayedEvents", "delayed"), ("Alerts", "alerts"),
+                          ("AlertsUndelivered", "alerts_undelivered"),
+                          ("FailuresUnrouted", "failures_unrouted"),
+                          ("RuleErrors", "rule_errors")):
             # Zero counters are skipped (alarms treat missing data as not breaching); LogEvents
             # is always sent so the dashboard shows the invocation.
             if counts[key] or key == "log_events":
@@ -280,5 +461,6 @@ def get_app() -> App:
 
 
 @metrics.log_metrics
+@logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return get_app().handle(event)
+    return get_app().handle(event, context)

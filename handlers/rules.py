@@ -120,13 +120,37 @@ def _id_list(value: Any, where: str, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
+def parse_rules(doc: Any, source: str = "rules file", errors: list[str] | None = None,
+                taken: set[str] | frozenset[str] = frozenset()) -> list[Rule]:
+    """Rules from a parsed rules document.
+
+    Strict by default (the first problem raises :class:`RuleLoadError`). With ``errors`` (a list),
+    a bad rule or an id that repeats one before it or one in ``taken`` (the built-in ids) is
+    skipped and its message appended, and the good rules are returned.
+    """
     items = doc.get("rules") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise RuleLoadError(f"{source}: expected a list of rules or {{\"rules\": [...]}}")
+    if errors is None:
+        return _parse_rules(items, source, set(taken))
     rules: list[Rule] = []
-    seen: set[str] = set()
+    seen = set(taken)
     for n, item in enumerate(items):
+        try:
+            (rule,) = _parse_rules([item], source, seen, n)
+        except RuleLoadError as e:
+            errors.append(str(e))
+            continue
+        except Exception as e:  # noqa: BLE001 - any other surprise in one rule skips that rule
+            errors.append(f"{source}: rule #{n + 1}: {type(e).__name__}: {e}")
+            continue
+        rules.append(rule)
+    return rules
+
+
+def _parse_rules(items: list[Any], source: str, seen: set[str], first: int = 0) -> list[Rule]:
+    rules: list[Rule] = []
+    for n, item in enumerate(items, first):
         where = f"{source}: rule #{n + 1}"
         if not isinstance(item, dict):
             raise RuleLoadError(f"{where}: expected an object")
@@ -135,7 +159,8 @@ def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
             raise RuleLoadError(f"{where}: missing 'id'")
         where = f"{source}: rule {rid!r}"
         if rid in seen:
-            raise RuleLoadError(f"{where}: duplicate id")
+            raise RuleLoadError(f"{where}: duplicate id (another rule, or a built-in rule, "
+                                f"already uses it)")
         seen.add(rid)
         severity = str(item.get("severity", "MEDIUM")).upper()
         if severity not in SEVERITIES:
@@ -165,15 +190,61 @@ def parse_rules(doc: Any, source: str = "rules file") -> list[Rule]:
     return rules
 
 
-def load_rules_file(path: str | Path) -> list[Rule]:
-    p = Path(path)
+def read_rules_source(ref: str, client_factory: Any = None) -> tuple[bytes, str]:
+    """The bytes of a rules file named by ``RULES_FILE``: a path, ``s3://bucket/key`` or
+    ``ssm:/parameter/name`` (SSM Parameter Store, decrypted). Returns (bytes, display name)."""
+    if ref.startswith("s3://"):
+        bucket, _, key = ref[5:].partition("/")
+        if not bucket or not key:
+            raise RuleLoadError(f"{ref}: expected s3://BUCKET/KEY")
+        s3 = _client("s3", client_factory)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read(), ref
+        except Exception as e:  # noqa: BLE001 - ClientError, network: reported, never fatal
+            raise RuleLoadError(f"{ref}: cannot read the rules object: {e}") from e
+    if ref.startswith("ssm:"):
+        name = ref[4:]
+        if not name:
+            raise RuleLoadError(f"{ref}: expected ssm:/PARAMETER/NAME")
+        ssm = _client("ssm", client_factory)
+        try:
+            value = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        except Exception as e:  # noqa: BLE001
+            raise RuleLoadError(f"{ref}: cannot read the rules parameter: {e}") from e
+        return value.encode("utf-8"), ref
+    p = Path(ref)
     try:
-        doc = orjson.loads(p.read_bytes())
+        return p.read_bytes(), str(p)
     except FileNotFoundError as e:
         raise RuleLoadError(f"{p}: rules file not found") from e
-    except orjson.JSONDecodeError as e:
-        raise RuleLoadError(f"{p}: not valid JSON: {e}") from e
-    return parse_rules(doc, str(p))
+    except OSError as e:
+        raise RuleLoadError(f"{p}: cannot read the rules file: {e}") from e
+
+
+def _client(service: str, client_factory: Any) -> Any:
+    if client_factory is not None:
+        return client_factory(service)
+    from handlers.sinks import default_client_factory   # deferred: boto3 only when used
+    return default_client_factory(service)
+
+
+def load_rules_file(path: str | Path, errors: list[str] | None = None,
+                    taken: set[str] | frozenset[str] = frozenset(),
+                    client_factory: Any = None) -> list[Rule]:
+    """Rules from ``path`` (a file path, ``s3://`` or ``ssm:``). Strict unless ``errors`` is a
+    list: then an unreadable source or a bad rule is recorded there and skipped."""
+    try:
+        raw, name = read_rules_source(str(path), client_factory)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise RuleLoadError(f"{name}: not valid JSON: {e}") from e
+        return parse_rules(doc, name, errors, taken)
+    except RuleLoadError as e:
+        if errors is None:
+            raise
+        errors.append(str(e))
+        return []
 
 
 def build_index(rules: list[Rule]) -> PatternIndex:

@@ -11,21 +11,24 @@ for it.
 from __future__ import annotations
 
 import re
+import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import orjson
-
 from handlers import __version__
 from handlers.alerts import detail_type, fit, routing_keys
+from handlers.alerts import fit
+from handlers.jsonsafe import dumps as safe_dumps
 
 SNS_MAX_BYTES = 262_144          # Publish / PublishBatch: message + attributes, and batch total
 SNS_MAX_BATCH = 10
 EVENTBRIDGE_MAX_ENTRY_BYTES = 262_144   # API text; AWS raised event size to 1 MB in 2026: configurable
 EVENTBRIDGE_MAX_REQUEST_BYTES = 262_144
 EVENTBRIDGE_MAX_BATCH = 10
-SQS_MAX_BYTES = 262_144          # conservative: queues created with an explicit 256 KiB keep it
+SQS_MAX_BYTES = 262_144          # FAILURE_QUEUE_MAX_BYTES default: queues created with 256 KiB keep it
+SQS_MAX_BATCH_BYTES = 1_048_576  # SendMessageBatch total (and the largest MaximumMessageSize)
 SQS_MAX_BATCH = 10
 SNS_MAX_ATTRIBUTES = 10
 SNS_ATTRIBUTE_CHARS = 128        # our cap on a routing attribute value
@@ -54,12 +57,30 @@ def _group_id(alert: dict[str, Any]) -> str:
     return gid or "trailwatch"
 
 
-def default_client_factory(service: str) -> Any:
-    import boto3  # deferred: keeps the cold start small
+# botocore's defaults (60 s connect and read timeouts, retries on top) can outlive a 60 s Lambda.
+# Calls here are small: fail a stuck one fast and let the sink's own loop retry within the deadline.
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 5.0
+BOTOCORE_MAX_ATTEMPTS = 2     # total attempts per call inside botocore (its throttling backoff)
+MAX_POOL_CONNECTIONS = 32     # >= the processor's publishing concurrency, so threads never queue
+
+
+def client_config() -> Any:
     from botocore.config import Config
 
-    return boto3.client(service, config=Config(user_agent_extra=f"trailwatch/{__version__}",
-                                               retries={"mode": "standard", "max_attempts": 5}))
+    return Config(user_agent_extra=f"trailwatch/{__version__}",
+                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                  max_pool_connections=MAX_POOL_CONNECTIONS,
+                  retries={"mode": "standard", "total_max_attempts": BOTOCORE_MAX_ATTEMPTS})
+
+
+def default_client_factory(service: str) -> Any:
+    import boto3  # deferred: keeps the cold start small
+
+    return boto3.client(service, config=client_config())
+
+
+_LAZY_LOCK = threading.Lock()
 
 
 class _Lazy:
@@ -70,7 +91,9 @@ class _Lazy:
 
     def __call__(self) -> Any:
         if self._client is None:
-            self._client = self.factory(self.service)
+            with _LAZY_LOCK:   # sinks publish from several threads; build the client once
+                if self._client is None:
+                    self._client = self.factory(self.service)
         return self._client
 
 
@@ -93,36 +116,58 @@ def pack(items: Sequence[tuple[str, int]], max_count: int, max_total: int) -> li
 
 
 class _RetryingSink:
-    """Send entries in batches; retry the ones a partial failure reports, with bounded backoff."""
+    """Send entries in batches; retry the ones a partial failure reports, with bounded backoff.
+
+    A whole call that raises (``ClientError`` after botocore's own retries, a timeout, a bug in a
+    batch) fails that batch's entries, which are retried like partial failures. With a
+    ``deadline`` (on ``clock``), no call starts and no backoff sleeps past it: what is left is
+    reported undelivered, so the caller can fail the invocation before Lambda kills it.
+    """
 
     name = "sink"
     max_attempts = 4
     base_delay = 0.2
     max_delay = 2.0
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sleep = sleep
+        self.clock = clock
         self.calls = 0
 
     def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
         raise NotImplementedError
 
-    def _deliver(self, entries: dict[str, Any], batches: list[list[str]]) -> list[dict[str, str]]:
+    def _deliver(self, entries: dict[str, Any], batches: list[list[str]],
+                 deadline: float | None = None) -> list[dict[str, str]]:
         pending = [i for b in batches for i in b]
         errors: dict[str, str] = {}
         for attempt in range(self.max_attempts):
             if attempt:
-                self.sleep(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                if deadline is not None and self.clock() + delay >= deadline:
+                    break
+                self.sleep(delay)
             failed: list[str] = []
             for batch in self._rebatch(pending, batches, attempt):
+                if deadline is not None and self.clock() >= deadline:
+                    for ident in batch:
+                        failed.append(ident)
+                        errors.setdefault(ident, "deadline: not sent before the invocation's "
+                                                 "time ran out")
+                    continue
                 self.calls += 1
-                for ident, err in self._send_batch(batch, entries):
+                try:
+                    results = self._send_batch(batch, entries)
+                except Exception as e:  # noqa: BLE001 - a whole-call failure is this batch's
+                    results = [(ident, f"{type(e).__name__}: {e}") for ident in batch]
+                for ident, err in results:
                     failed.append(ident)
                     errors[ident] = err
             if not failed:
                 return []
             pending = failed
-        return [{"id": i, "error": errors[i]} for i in pending]
+        return [{"id": i, "error": errors.get(i, "deadline")} for i in pending]
 
     def _rebatch(self, pending: list[str], batches: list[list[str]], attempt: int) -> list[list[str]]:
         if attempt == 0:
@@ -131,14 +176,37 @@ class _RetryingSink:
         return [[i for i in b if i in keep] for b in batches if any(i in keep for i in b)]
 
 
+def _prepare_each(prepare: Callable[[Sequence[dict[str, Any]]], tuple[dict[str, Any], list[Any]]],
+                  alerts: Sequence[dict[str, Any]]
+                  ) -> tuple[dict[str, Any], list[tuple[str, int]], list[dict[str, str]]]:
+    """``prepare`` over all alerts; if it raises, alert by alert, so one alert that cannot be
+    prepared (e.g. ``AlertTooLarge``) is that alert's failure, not its batch's."""
+    try:
+        entries, sizes = prepare(alerts)
+        return entries, sizes, []
+    except Exception:  # noqa: BLE001 - isolate the bad alert below
+        pass
+    entries, sizes, bad = {}, [], []
+    for alert in alerts:
+        try:
+            e, sz = prepare([alert])
+        except Exception as exc:  # noqa: BLE001
+            bad.append({"id": str(alert.get("alert_id")), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        entries.update(e)
+        sizes += sz
+    return entries, sizes, bad
+
+
 class SnsSink(_RetryingSink):
     """Publishes each alert as the SNS message body (the alert JSON itself), via PublishBatch."""
 
     name = "sns"
 
     def __init__(self, topic_arn: str, client_factory: ClientFactory = default_client_factory,
-                 sleep: Callable[[float], None] = time.sleep, max_bytes: int = SNS_MAX_BYTES) -> None:
-        super().__init__(sleep)
+                 sleep: Callable[[float], None] = time.sleep, max_bytes: int = SNS_MAX_BYTES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(sleep, clock)
         self.topic_arn = topic_arn
         self.client = _Lazy("sns", client_factory)
         self.max_bytes = max_bytes
@@ -192,11 +260,12 @@ class SnsSink(_RetryingSink):
             sizes.append((ident, len(body) + overhead))
         return entries, sizes
 
-    def publish(self, alerts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    def publish(self, alerts: Sequence[dict[str, Any]],
+                deadline: float | None = None) -> list[dict[str, str]]:
         if not alerts:
             return []
-        entries, sizes = self.prepare(alerts)
-        return self._deliver(entries, pack(sizes, SNS_MAX_BATCH, self.max_bytes))
+        entries, sizes, bad = _prepare_each(self.prepare, alerts)
+        return bad + self._deliver(entries, pack(sizes, SNS_MAX_BATCH, self.max_bytes), deadline)
 
     def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
         resp = self.client().publish_batch(TopicArn=self.topic_arn,
@@ -221,8 +290,9 @@ class EventBridgeSink(_RetryingSink):
     def __init__(self, bus_name: str, client_factory: ClientFactory = default_client_factory,
                  sleep: Callable[[float], None] = time.sleep,
                  max_entry_bytes: int = EVENTBRIDGE_MAX_ENTRY_BYTES,
-                 max_request_bytes: int = EVENTBRIDGE_MAX_REQUEST_BYTES) -> None:
-        super().__init__(sleep)
+                 max_request_bytes: int = EVENTBRIDGE_MAX_REQUEST_BYTES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(sleep, clock)
         self.bus_name = bus_name
         self.client = _Lazy("events", client_factory)
         self.max_entry_bytes = max_entry_bytes
@@ -244,11 +314,13 @@ class EventBridgeSink(_RetryingSink):
             sizes.append((alert["alert_id"], eventbridge_entry_size(entry)))
         return entries, sizes
 
-    def publish(self, alerts: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    def publish(self, alerts: Sequence[dict[str, Any]],
+                deadline: float | None = None) -> list[dict[str, str]]:
         if not alerts:
             return []
-        entries, sizes = self.prepare(alerts)
-        return self._deliver(entries, pack(sizes, EVENTBRIDGE_MAX_BATCH, self.max_request_bytes))
+        entries, sizes, bad = _prepare_each(self.prepare, alerts)
+        return bad + self._deliver(entries, pack(sizes, EVENTBRIDGE_MAX_BATCH,
+                                                  self.max_request_bytes), deadline)
 
     def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
         resp = self.client().put_events(Entries=[entries[i] for i in ids])
@@ -260,41 +332,85 @@ class EventBridgeSink(_RetryingSink):
 
 
 class FailureQueue(_RetryingSink):
-    """SQS queue for records and payloads trailwatch could not process (never dropped)."""
+    """SQS queue for records and payloads trailwatch could not process (never dropped, never cut).
+
+    Each failure record is serialised losslessly (:func:`handlers.jsonsafe.dumps`). A record that
+    does not fit the queue's ``MaximumMessageSize`` (``max_bytes``, env ``FAILURE_QUEUE_MAX_BYTES``)
+    is written whole to the S3 failure archive (``archive_bucket``, env
+    ``FAILURE_ARCHIVE_BUCKET``) and the queue message is a pointer: the record's small keys plus
+    ``archive: {"bucket", "key"}``. Without an archive bucket such a record is undeliverable (the
+    invocation fails and Lambda's retry/on-failure destination keeps the event).
+    """
 
     name = "failure_queue"
-    MESSAGE_BUDGET = 200_000  # leaves room for the JSON wrapper within SQS_MAX_BYTES
+    POINTER_KEYS = ("reason", "detail", "source", "sequence_number", "log_event_id", "timestamp",
+                    "owner", "log_group", "log_stream")
 
     def __init__(self, queue_url: str, client_factory: ClientFactory = default_client_factory,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(sleep)
+                 sleep: Callable[[float], None] = time.sleep, max_bytes: int = SQS_MAX_BYTES,
+                 archive_bucket: str | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        super().__init__(sleep, clock)
         self.queue_url = queue_url
         self.client = _Lazy("sqs", client_factory)
+        self.s3 = _Lazy("s3", client_factory)
+        self.max_bytes = max_bytes
+        self.archive_bucket = archive_bucket or None
+        self.wall_clock = wall_clock
 
-    @classmethod
-    def body(cls, failure: dict[str, Any]) -> bytes:
-        doc = dict(failure)
-        for key in ("message", "data"):
-            val = doc.get(key)
-            if isinstance(val, str):
-                raw = val.encode("utf-8", "surrogatepass")
-                if len(raw) > cls.MESSAGE_BUDGET:
-                    doc[key] = raw[: cls.MESSAGE_BUDGET].decode("utf-8", "ignore")
-                    doc[f"{key}_truncated"] = True
-                    doc[f"{key}_bytes"] = len(raw)
-        return orjson.dumps(doc)
+    @staticmethod
+    def body(failure: dict[str, Any]) -> bytes:
+        """The whole record as JSON: lossless for any value, and only characters SQS accepts."""
+        return safe_dumps(failure)
 
-    def send(self, failures: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    def pointer(self, failure: dict[str, Any], bucket: str, key: str, size: int) -> bytes:
+        cap = max(64, min(1024, self.max_bytes // 16))
+        doc: dict[str, Any] = {}
+        for k in self.POINTER_KEYS:
+            if k in failure:
+                v = safe_dumps(failure[k])
+                doc[k] = failure[k] if len(v) <= cap else \
+                    {"trailwatch_truncated": True, "original_bytes": len(v),
+                     "preview": v[: cap // 8].decode("ascii", "ignore")}
+        doc["archive"] = {"bucket": bucket, "key": key}
+        doc["archived_bytes"] = size
+        return safe_dumps(doc)
+
+    def archive(self, body: bytes) -> tuple[str, str]:
+        assert self.archive_bucket
+        day = time.strftime("%Y/%m/%d", time.gmtime(self.wall_clock()))
+        key = f"failures/{day}/{hashlib.sha256(body).hexdigest()}.json"   # same record, same key
+        self.s3().put_object(Bucket=self.archive_bucket, Key=key, Body=body,
+                             ContentType="application/json")
+        return self.archive_bucket, key
+
+    def send(self, failures: Sequence[dict[str, Any]],
+             deadline: float | None = None) -> list[dict[str, str]]:
         if not failures:
             return []
         entries: dict[str, Any] = {}
         sizes: list[tuple[str, int]] = []
+        bad: list[dict[str, str]] = []
         for n, failure in enumerate(failures):
             ident = f"f{n}"
-            body = self.body(failure)
+            try:
+                body = self.body(failure)
+                if len(body) > self.max_bytes:
+                    if not self.archive_bucket:
+                        raise ValueError(f"record of {len(body)} bytes exceeds the queue's "
+                                         f"{self.max_bytes} (FAILURE_QUEUE_MAX_BYTES) and no "
+                                         f"FAILURE_ARCHIVE_BUCKET is set")
+                    if deadline is not None and self.clock() >= deadline:
+                        raise TimeoutError("deadline: not archived before the time ran out")
+                    bucket, key = self.archive(body)
+                    body = self.pointer(failure, bucket, key, len(body))
+            except Exception as e:  # noqa: BLE001 - this record's failure, not the batch's
+                bad.append({"id": ident, "error": f"{type(e).__name__}: {e}"})
+                continue
             entries[ident] = {"Id": ident, "MessageBody": body.decode("utf-8")}
             sizes.append((ident, len(body)))
-        return self._deliver(entries, pack(sizes, SQS_MAX_BATCH, SQS_MAX_BYTES))
+        return bad + self._deliver(entries, pack(sizes, SQS_MAX_BATCH, min(SQS_MAX_BATCH_BYTES, max(self.max_bytes, 1))), deadline)
 
     def _send_batch(self, ids: list[str], entries: dict[str, Any]) -> list[tuple[str, str]]:
         resp = self.client().send_message_batch(QueueUrl=self.queue_url,

@@ -289,7 +289,14 @@ def _register_rules(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> No
                                       needs_aws=False)
 
 
-REGISTRARS += [_register_subscribe, _register_rules]
+def _register_replay(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    """`trailwatch replay` (issue 11): re-drive failure records into the processor."""
+    from setup import replay
+    replay.register(sub, [parents["globals"]])
+    sub.choices["replay"].set_defaults(handler=lambda inv: replay.cmd_replay(inv.args, inv.out))
+
+
+REGISTRARS += [_register_subscribe, _register_rules, _register_replay]
 
 
 def _run_demo(inv: Invocation) -> int:

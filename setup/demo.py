@@ -246,7 +246,10 @@ def trailwatch_update_record(world: dict[str, Any], now: float) -> dict[str, Any
         "eventSource": "cloudtrail.amazonaws.com", "eventName": "UpdateTrail",
         "awsRegion": REGION, "sourceIPAddress": "203.0.113.10",
         "userAgent": f"Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 {USER_AGENT}",
-        "requestParameters": {"name": f"arn:aws:cloudtrail:{REGION}:{acct}:trail/{TRAIL}"},
+        "requestParameters": {"name": f"arn:aws:cloudtrail:{REGION}:{acct}:trail/{TRAIL}",
+                              # a trail wired to trailwatch's delivery role: a managed resource
+                              "cloudWatchLogsRoleArn":
+                                  f"arn:aws:iam::{acct}:role/trailwatch-cwl-{TRAIL}"},
         "responseElements": None, "eventID": "demo-trailwatch-update", "eventType": "AwsApiCall",
         "recipientAccountId": acct, "managementEvent": True, "eventCategory": "Management"}
 
@@ -319,7 +322,10 @@ def process(invocations: list[dict[str, Any]], topic: str, fail_q: str) -> dict[
     from handlers.processor import App
     metrics = CountingMetrics()
     lags: list[float] = []
-    app = App.from_env({"ALERT_TOPIC_ARN": topic, "FAILURE_QUEUE_URL": fail_q},
+    acct = topic.split(":")[4]
+    # the demo's operator (user secops) is the principal that runs trailwatch (issue 11)
+    app = App.from_env({"ALERT_TOPIC_ARN": topic, "FAILURE_QUEUE_URL": fail_q,
+                        "EXPECTED_CHANGE_PRINCIPALS": f"arn:aws:iam::{acct}:user/secops"},
                        metrics_sink=metrics, log=QuietLog(),
                        emit=lambda line: lags.extend(json.loads(line).get("DeliveryLag", [])))
     totals: dict[str, int] = {}

@@ -207,9 +207,24 @@ def test_rules_file_adds_rules_and_bad_pattern_fails_with_position(tmp_path, aws
     assert "custom-sg" in {a["rule"]["id"] for a in aws["alerts"]()}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": "broken", "pattern": "{ $.eventName = X && }"}]))
-    from handlers.rules import RuleLoadError
-    with pytest.raises(RuleLoadError, match=r"rule 'broken'.*position 21"):
-        make_app({"RULES_FILE": str(bad)})
+    # Issue 11: a bad rule is skipped with an error log (position included) and RuleErrors;
+    # the built-in rules still load and run.
+    app = make_app(dict(aws["env"], RULES_FILE=str(bad)))
+    (err,) = [e for lvl, msg, e in app.log.records if msg == "rule skipped"]
+    assert "rule 'broken'" in err["error"] and "position 21" in err["error"]
+    app.handle(load_event("single-trail-cis"))
+    assert app.metrics.total("RuleErrors") == 1
+    assert len(aws["alerts"]()) == 16
+
+
+class FakeContext:
+    function_name = "trailwatch-processor"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:111122223333:function:trailwatch-processor"
+    aws_request_id = "req-0001"
+
+    def get_remaining_time_in_millis(self):
+        return 60_000
 
 
 def test_lambda_handler_entry_point_with_powertools(monkeypatch, capsys, aws):
@@ -217,13 +232,15 @@ def test_lambda_handler_entry_point_with_powertools(monkeypatch, capsys, aws):
     monkeypatch.setattr(proc, "_APP", None)
     for k, v in aws["env"].items():
         monkeypatch.setenv(k, v)
-    out = proc.lambda_handler(load_event("single-trail-cis"), None)
+    out = proc.lambda_handler(load_event("single-trail-cis"), FakeContext())
     assert out["alerts"] == 19  # 15 CIS controls (4.5 twice) + 3 detection-pack rules
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
            if line.startswith("{") and "_aws" in line]
     names = {m["Name"] for blob in emf for d in blob["_aws"]["CloudWatchMetrics"]
              for m in d["Metrics"]}
     assert {"DeliveryLag", "LogEvents", "Alerts"} <= names
+    # Issue 11: every alert carries the invocation's request id in its delivery block
+    assert {a["delivery"]["request_id"] for a in aws["alerts"]()} == {"req-0001"}
     monkeypatch.setattr(proc, "_APP", None)
 
 

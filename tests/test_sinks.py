@@ -219,13 +219,31 @@ def test_eventbridge_to_sqs_read_back():
 
 
 @mock_aws
-def test_failure_queue_keeps_large_messages_within_sqs_limit():
+def test_failure_queue_keeps_large_messages_whole_in_the_archive():
+    # Issue 11: an oversize failure record goes whole to S3; the queue message points to it.
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="fail-archive")
+    q = sqs.create_queue(QueueName="fail")["QueueUrl"]
+    fq = FailureQueue(q, client_factory=lambda s: boto3.client(s, region_name="us-east-1"),
+                      archive_bucket="fail-archive")
+    big = "é" * 200_000
+    assert fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": big}]) == []
+    raw = sqs.receive_message(QueueUrl=q)["Messages"][0]["Body"]
+    assert len(raw.encode()) <= 262_144
+    body = json.loads(raw)
+    assert body["log_event_id"] == "9" and body["reason"] == "invalid_json"
+    whole = s3.get_object(Bucket=body["archive"]["bucket"], Key=body["archive"]["key"])
+    assert json.loads(whole["Body"].read())["message"] == big
+
+
+@mock_aws
+def test_failure_queue_without_archive_reports_an_oversize_record_undelivered():
     sqs = boto3.client("sqs", region_name="us-east-1")
     q = sqs.create_queue(QueueName="fail")["QueueUrl"]
     fq = FailureQueue(q, client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
-    big = "é" * 200_000
-    assert fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": big}]) == []
-    body = json.loads(sqs.receive_message(QueueUrl=q)["Messages"][0]["Body"])
-    assert body["log_event_id"] == "9" and body["message_truncated"] is True
-    assert body["message_bytes"] == 400_000
-    assert len(json.dumps(body, ensure_ascii=False).encode()) <= 262_144
+    (bad,) = fq.send([{"reason": "invalid_json", "log_event_id": "9", "message": "é" * 200_000},
+                      {"reason": "invalid_json", "log_event_id": "10", "message": "small"}])
+    assert bad["id"] == "f0" and "FAILURE_ARCHIVE_BUCKET" in bad["error"]
+    (msg,) = sqs.receive_message(QueueUrl=q)["Messages"]
+    assert json.loads(msg["Body"])["log_event_id"] == "10"

@@ -120,6 +120,7 @@ EXPECTED_ALARMS = {
     "ProcessorHeartbeatAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "LogEvents", 1),
     "IteratorAgeAlarm": ("AWS/Lambda", "IteratorAge",
                          {"Ref": "IteratorAgeThresholdMilliseconds"}),
+    "RuleErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "RuleErrors", 1),
 }
 
 
@@ -153,11 +154,10 @@ def test_metric_names_match_what_the_handler_emits(cfn):
 
 def _statements(doc):
     st = doc.get("Statement", [])
-    st = [st] if isinstance(st, dict) else st
     out = []
-    for s in st:   # a conditional statement: check both branches
-        if "Fn::If" in s:
-            out += [b for b in s["Fn::If"][1:] if isinstance(b, dict) and "Action" in b]
+    for s in [st] if isinstance(st, dict) else st:
+        if "Fn::If" in s:   # conditional statement: check both branches (NoValue skipped)
+            out += [b for b in s["Fn::If"][1:] if isinstance(b, dict) and "Ref" not in b]
         else:
             out.append(s)
     return out

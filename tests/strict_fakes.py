@@ -1,0 +1,294 @@
+"""Strict in-memory fakes of SNS, EventBridge, SQS and S3 that enforce AWS's documented limits.
+
+moto accepts anything; these fakes refuse (and record in ``violations``) what AWS refuses:
+
+* SNS PublishBatch: at most 10 entries; Ids unique, 1-80 of ``[A-Za-z0-9_-]``; each message
+  non-empty valid UTF-8 and, with its attributes (name + data type + value bytes), at most
+  262,144 bytes; the batch total at most 262,144 bytes (botocore ``PublishBatch``).
+* EventBridge PutEvents: at most 10 entries; each entry at most ``max_entry_bytes`` by the
+  documented formula (Time 14 bytes if set + UTF-8 bytes of Source, DetailType, Detail and each
+  Resources entry); Detail a JSON object (aws-facts.md section 6).
+* SQS SendMessageBatch: at most 10 entries, Ids as SNS; each body non-empty, only the characters
+  SQS allows (``#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF``) and at most
+  the queue's ``MaximumMessageSize`` bytes; the batch total at most 1,048,576 bytes.
+* S3 PutObject: key 1-1,024 UTF-8 bytes, body bytes.
+
+A refused call raises a ``ClientError`` with AWS's error code (as the real service would), and the
+violation is recorded so a test can assert that trailwatch never sent one (trailwatch's sinks catch
+errors, so a raise alone would go unnoticed). ``fail`` lets a test inject faults: a callable
+``(operation, request) -> None | Exception | "partial"``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+SNS_MAX_BYTES = 262_144
+SNS_MAX_BATCH = 10
+EVENTBRIDGE_MAX_BATCH = 10
+SQS_MAX_BATCH = 10
+SQS_MAX_BATCH_BYTES = 1_048_576
+S3_MAX_KEY_BYTES = 1024
+_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_SQS_BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _error(code: str, message: str, op: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, op)
+
+
+def _parse(text: str) -> Any:
+    """json.loads with room for any depth the processor can be sent (the service parses JSON on
+    its own stack, not under the caller's recursion limit)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return json.loads(text)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))   # raises UnicodeEncodeError on lone surrogates
+
+
+class _Fake:
+    def __init__(self, fail: Any = None) -> None:
+        self.violations: list[str] = []
+        self.calls = 0
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def _refuse(self, code: str, message: str, op: str) -> ClientError:
+        with self.lock:
+            self.violations.append(f"{op}: {code}: {message}")
+        return _error(code, message, op)
+
+    def _inject(self, op: str, request: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+        if self.fail is None:
+            return None
+        out = self.fail(op, request)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def _ids(self, entries: list[dict[str, Any]], op: str) -> None:
+        ids = [e.get("Id") for e in entries]
+        if len(set(ids)) != len(ids):
+            raise self._refuse("BatchEntryIdsNotDistinct", "duplicate Id", op)
+        for i in ids:
+            if not isinstance(i, str) or not _ID.fullmatch(i):
+                raise self._refuse("InvalidBatchEntryId", f"bad Id {i!r}", op)
+
+
+class StrictSns(_Fake):
+    def __init__(self, fail: Any = None) -> None:
+        super().__init__(fail)
+        self.messages: list[dict[str, Any]] = []
+
+    def publish_batch(self, TopicArn: str, PublishBatchRequestEntries: list[dict[str, Any]]):  # noqa: N803
+        op = "PublishBatch"
+        entries = PublishBatchRequestEntries
+        if not 1 <= len(entries) <= SNS_MAX_BATCH:
+            raise self._refuse("TooManyEntriesInBatchRequest", f"{len(entries)} entries", op)
+        self._ids(entries, op)
+        total = 0
+        for e in entries:
+            msg = e.get("Message")
+            if not isinstance(msg, str) or not msg:
+                raise self._refuse("InvalidParameter", "empty message", op)
+            try:
+                size = utf8_len(msg)
+                for name, attr in (e.get("MessageAttributes") or {}).items():
+                    value = attr.get("StringValue")
+                    if not isinstance(value, str) or not value:
+                        raise self._refuse("ParameterValueInvalid", f"attribute {name} empty", op)
+                    size += utf8_len(name) + utf8_len(attr["DataType"]) + utf8_len(value)
+            except UnicodeEncodeError:
+                raise self._refuse("InvalidParameter", "message is not valid UTF-8", op) from None
+            if size > SNS_MAX_BYTES:
+                raise self._refuse("InvalidParameter", f"message of {size} bytes", op)
+            if _SQS_BAD_CHARS.search(msg):   # SNS -> SQS subscriptions would refuse delivery
+                raise self._refuse("InvalidParameter", "characters SQS subscribers refuse", op)
+            total += size
+        if total > SNS_MAX_BYTES:
+            raise self._refuse("BatchRequestTooLong", f"batch of {total} bytes", op)
+        out = self._inject(op, entries)
+        failed = []
+        with self.lock:
+            for n, e in enumerate(entries):
+                if out == "partial" and n % 2:
+                    failed.append({"Id": e["Id"], "Code": "InternalError", "SenderFault": False})
+                else:
+                    self.messages.append(e)
+        return {"Successful": [], "Failed": failed}
+
+
+class StrictEvents(_Fake):
+    def __init__(self, max_entry_bytes: int = 262_144, fail: Any = None) -> None:
+        super().__init__(fail)
+        self.max_entry_bytes = max_entry_bytes
+        self.entries: list[dict[str, Any]] = []
+
+    @staticmethod
+    def entry_size(entry: dict[str, Any]) -> int:
+        size = 14 if entry.get("Time") is not None else 0
+        for key in ("Source", "DetailType", "Detail"):
+            if entry.get(key):
+                size += utf8_len(entry[key])
+        for res in entry.get("Resources") or ():
+            size += utf8_len(res)
+        return size
+
+    def put_events(self, Entries: list[dict[str, Any]]):  # noqa: N803
+        op = "PutEvents"
+        if not 1 <= len(Entries) <= EVENTBRIDGE_MAX_BATCH:
+            raise self._refuse("ValidationException", f"{len(Entries)} entries", op)
+        for e in Entries:
+            try:
+                size = self.entry_size(e)
+            except UnicodeEncodeError:
+                raise self._refuse("ValidationException", "entry is not valid UTF-8", op) from None
+            if size > self.max_entry_bytes:
+                raise self._refuse("ValidationException", f"entry of {size} bytes", op)
+            try:
+                detail = _parse(e.get("Detail") or "")
+            except ValueError:
+                raise self._refuse("ValidationException", "Detail is not JSON", op) from None
+            if not isinstance(detail, dict):
+                raise self._refuse("ValidationException", "Detail is not a JSON object", op)
+        out = self._inject(op, Entries)
+        results = []
+        with self.lock:
+            for n, e in enumerate(Entries):
+                if out == "partial" and n % 2:
+                    results.append({"ErrorCode": "InternalFailure", "ErrorMessage": "retry"})
+                else:
+                    self.entries.append(e)
+                    results.append({"EventId": f"ev-{len(self.entries)}"})
+        return {"FailedEntryCount": sum(1 for r in results if "ErrorCode" in r), "Entries": results}
+
+
+class StrictSqs(_Fake):
+    def __init__(self, max_message_bytes: int = 262_144, fail: Any = None) -> None:
+        super().__init__(fail)
+        self.max_message_bytes = max_message_bytes
+        self.bodies: list[str] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]):  # noqa: N803
+        op = "SendMessageBatch"
+        if not 1 <= len(Entries) <= SQS_MAX_BATCH:
+            raise self._refuse("AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+                               f"{len(Entries)} entries", op)
+        self._ids(Entries, op)
+        total = 0
+        for e in Entries:
+            body = e.get("MessageBody")
+            if not isinstance(body, str) or not body:
+                raise self._refuse("InvalidParameterValue", "empty body", op)
+            if _SQS_BAD_CHARS.search(body):
+                raise self._refuse("InvalidMessageContents", "characters outside the allowed set",
+                                   op)
+            try:
+                size = utf8_len(body)
+            except UnicodeEncodeError:
+                raise self._refuse("InvalidMessageContents", "not valid UTF-8", op) from None
+            if size > self.max_message_bytes:
+                raise self._refuse("InvalidParameterValue", f"message of {size} bytes > "
+                                   f"MaximumMessageSize {self.max_message_bytes}", op)
+            total += size
+        if total > SQS_MAX_BATCH_BYTES:
+            raise self._refuse("AWS.SimpleQueueService.BatchRequestTooLong", f"{total} bytes", op)
+        out = self._inject(op, Entries)
+        failed = []
+        with self.lock:
+            for n, e in enumerate(Entries):
+                if out == "partial" and n % 2:
+                    failed.append({"Id": e["Id"], "Code": "InternalError", "SenderFault": False})
+                else:
+                    self.bodies.append(e["MessageBody"])
+        return {"Successful": [], "Failed": failed}
+
+
+class StrictS3(_Fake):
+    def __init__(self, fail: Any = None) -> None:
+        super().__init__(fail)
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any):  # noqa: N803
+        op = "PutObject"
+        try:
+            klen = utf8_len(Key)
+        except UnicodeEncodeError:
+            raise self._refuse("InvalidArgument", "key is not valid UTF-8", op) from None
+        if not 1 <= klen <= S3_MAX_KEY_BYTES:
+            raise self._refuse("KeyTooLongError", f"key of {klen} bytes", op)
+        if not isinstance(Body, bytes | bytearray):
+            raise self._refuse("InvalidArgument", "body is not bytes", op)
+        self._inject(op, Key)
+        with self.lock:
+            self.objects[(Bucket, Key)] = bytes(Body)
+        return {"ETag": '"x"'}
+
+    def get_object(self, Bucket: str, Key: str):  # noqa: N803
+        import io
+        try:
+            return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+        except KeyError:
+            raise _error("NoSuchKey", Key, "GetObject") from None
+
+
+class StrictAws:
+    """One of each fake, a client factory for ``App.from_env``, and read-back helpers."""
+
+    def __init__(self, queue_max_bytes: int = 262_144, eventbridge_max_entry_bytes: int = 262_144,
+                 fail: Any = None) -> None:
+        self.sns = StrictSns(fail)
+        self.events = StrictEvents(eventbridge_max_entry_bytes, fail)
+        self.sqs = StrictSqs(queue_max_bytes, fail)
+        self.s3 = StrictS3(fail)
+        self.env = {"ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:111122223333:alerts",
+                    "ALERT_BUS_NAME": "alerts",
+                    "FAILURE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/111122223333/fail",
+                    "FAILURE_QUEUE_MAX_BYTES": str(queue_max_bytes),
+                    "FAILURE_ARCHIVE_BUCKET": "fail-archive"}
+
+    def client(self, service: str) -> Any:
+        return {"sns": self.sns, "events": self.events, "sqs": self.sqs, "s3": self.s3}[service]
+
+    @property
+    def violations(self) -> list[str]:
+        return self.sns.violations + self.events.violations + self.sqs.violations + \
+            self.s3.violations
+
+    def failure_records(self) -> list[dict[str, Any]]:
+        """Every failure record, whole: queue messages, with archived ones read from S3."""
+        out = []
+        for body in self.sqs.bodies:
+            doc = json.loads(body)
+            if "archive" in doc:
+                whole = json.loads(self.s3.objects[(doc["archive"]["bucket"],
+                                                    doc["archive"]["key"])])
+                for key in ("reason", "source"):
+                    assert doc.get(key) == whole.get(key), key   # the pointer names the record
+                doc = whole
+            out.append(doc)
+        return out
+
+    def alerts(self) -> dict[str, list[dict[str, Any]]]:
+        return {"sns": [json.loads(m["Message"]) for m in self.sns.messages],
+                "eventbridge": [json.loads(e["Detail"]) for e in self.events.entries]}
+
+    def reset(self) -> None:
+        self.sns.messages.clear()
+        self.events.entries.clear()
+        self.sqs.bodies.clear()
+        self.s3.objects.clear()
