@@ -29,7 +29,8 @@ def make(aws: StrictAws, env: dict | None = None, **kw) -> App:
 
 
 def record(**fields) -> dict:
-    rec = {"eventVersion": "1.08", "eventID": "ev-1", "eventName": "StopLogging",
+    """A CloudTrail record exactly one built-in rule matches (CIS 4.5: CreateTrail)."""
+    rec = {"eventVersion": "1.08", "eventID": "ev-1", "eventName": "CreateTrail",
            "eventSource": "cloudtrail.amazonaws.com", "eventTime": "2025-11-20T11:50:00Z",
            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/mallory"},
            "userAgent": "aws-cli/2"}
@@ -208,7 +209,7 @@ def trailwatch_change(**over) -> dict:
 
 
 @pytest.mark.parametrize("rec", [
-    record(userAgent="trailwatch/0.1.0"),                                   # StopLogging
+    record(eventName="StopLogging", userAgent="trailwatch/0.1.0"),
     record(eventName="DeleteTrail", eventID="d", userAgent="x trailwatch/9"),
     trailwatch_change(eventName="StopLogging"),                             # not a managed change
     trailwatch_change(userAgent="aws-cli/2"),                               # not trailwatch's UA
@@ -258,18 +259,19 @@ def test_a_raising_sink_does_not_stop_the_others_direct():
 
 def test_a_throttled_sink_fails_only_its_kinesis_records():
     def fail(op, request):
-        if op == "PutEvents" and any("StopLogging" in e["Detail"] for e in request):
+        if op == "PutEvents" and any('"eventName":"StopLogging"' in e["Detail"] for e in request):
             return ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, op)
         return None
     aws = StrictAws(fail=fail)
     app = make(aws)
     app.sinks[1].chunk_size = 1    # one alert per PutEvents call, so one call fails, not both
-    stop = event_of(record())["awslogs"]["data"]
+    stop = event_of(record(eventName="StopLogging"))["awslogs"]["data"]
     other = event_of(record(eventName="DeleteTrail", eventID="ev-2"))["awslogs"]["data"]
     out = app.handle({"Records": [{"kinesis": {"sequenceNumber": "s1", "data": stop}},
                                   {"kinesis": {"sequenceNumber": "s2", "data": other}}]})
     assert out == {"batchItemFailures": [{"itemIdentifier": "s1"}]}
-    assert len(aws.alerts()["sns"]) == 2 and len(aws.alerts()["eventbridge"]) == 1
+    # StopLogging and DeleteTrail each match CIS 4.5 and the pack's tw-cloudtrail-stopped-or-deleted
+    assert len(aws.alerts()["sns"]) == 4 and len(aws.alerts()["eventbridge"]) == 2
 
 
 def test_a_sink_without_a_deadline_keyword_still_works():
