@@ -88,7 +88,8 @@ def test_permissions_boundary_that_allows_logs_passes(aws):
 
 
 def test_grant_in_attached_managed_policy_is_not_a_fail(aws):
-    target = Target(trail=Trail("main", "x", REGION, ACCT, False, True), account=ACCT,
+    target = Target(trail=Trail("main", f"arn:aws:cloudtrail:{REGION}:{ACCT}:trail/main", REGION,
+                                ACCT, False, True), account=ACCT,
                     log_group=GROUP, role_name=ROLE)
     r = check(make(managed=stream_policy(target)), verify.role_stream_policy)
     assert r.status == "PASS", r.message
@@ -209,7 +210,7 @@ def test_data_events_only_trail_fails_cis_filters_when_deployed(aws):
     target = make()
     logs = boto3.client("logs", region_name=REGION)
     for c in CIS_CONTROLS:
-        logs.put_metric_filter(**filter_params(c, GROUP))
+        logs.put_metric_filter(**filter_params(c, target))
     _data_events_only(target)
     assert check(target, verify.trail_management_events).status == "FAIL"
     r = check(target, verify.cis_metric_filters)
