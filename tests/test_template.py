@@ -96,10 +96,14 @@ def test_logs_permission_is_regional_and_scoped(cfn):
 
 
 def test_on_failure_destinations(cfn):
-    (cfg,) = resources(cfn, "AWS::Lambda::EventInvokeConfig").values()
-    assert cfg["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == \
-        {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}
-    assert cfg["Properties"]["MaximumRetryAttempts"] == 2
+    configs = resources(cfn, "AWS::Lambda::EventInvokeConfig")
+    # the processor's and the scheduled watchdog's (issue 10) failed async invocations
+    assert {c["Properties"]["FunctionName"]["Ref"] for c in configs.values()} == \
+        {"ProcessorFunction", "WatchdogFunction"}
+    for cfg in configs.values():
+        assert cfg["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == \
+            {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}
+        assert cfg["Properties"]["MaximumRetryAttempts"] == 2
     esm = cfn["Resources"]["KinesisSource"]
     assert esm["Condition"] == "ReadsStream"   # kinesis and destination modes
     p = esm["Properties"]
@@ -219,7 +223,22 @@ def test_watchdog_block(cfn):
     writes = [a for p in role["Policies"] for st in _statements(p["PolicyDocument"])
               for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
               if not a.split(":")[1].startswith(("Get", "List", "Describe"))]
+    # notices to the encrypted ops topic, its state, failed runs to the on-failure queue
     assert sorted(writes) == ["kms:Decrypt", "kms:GenerateDataKey", "sns:Publish",
-                             "ssm:PutParameter"]   # alerts to the encrypted topic, its state
+                             "sqs:SendMessage", "ssm:PutParameter"]
+    assert env["ALERT_TOPIC_ARN"] == {"Ref": "OpsTopic"}
+    publish = [st for p in role["Policies"] for st in _statements(p["PolicyDocument"])
+               if "sns:Publish" in json.dumps(st["Action"])]
+    assert [st["Resource"] for st in publish] == [
+        {"Fn::Sub": ["arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:${topicName}",
+                     {"topicName": {"Fn::GetAtt": ["OpsTopic", "TopicName"]}}]}]
+    assert rule["Properties"]["Targets"][0]["DeadLetterConfig"] == \
+        {"Arn": {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}}
+    dlq = cfn["Resources"]["WatchdogScheduleDeadLetterPolicy"]["Properties"]
+    (st,) = dlq["PolicyDocument"]["Statement"]
+    assert st["Principal"] == {"Service": "events.amazonaws.com"}
+    assert st["Action"] == "sqs:SendMessage"
+    assert st["Condition"] == {"ArnEquals": {"aws:SourceArn": {
+        "Fn::GetAtt": ["WatchdogFunctionSchedule", "Arn"]}}}
     penv = cfn["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
     assert {"TRAIL_NAME", "TRAIL_LOG_GROUP_NAME", "DELIVERY_ROLE_NAME"} <= set(penv)

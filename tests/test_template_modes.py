@@ -100,7 +100,13 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
           "DeliveryLagAlarm", "ProcessorHeartbeatAlarm", "Dashboard",
           # issue 10: the scheduled watchdog (continuous verify)
           "WatchdogLogGroup", "WatchdogState", "WatchdogFunction", "WatchdogFunctionRole",
-          "WatchdogFunctionSchedule", "WatchdogFunctionSchedulePermission"}
+          "WatchdogFunctionSchedule", "WatchdogFunctionSchedulePermission",
+          # its failed runs and undeliverable ticks land in the on-failure queue
+          "WatchdogFunctionEventInvokeConfig", "WatchdogScheduleDeadLetterPolicy",
+          # issue 11: the failure archive and the RULES_FILE alarm
+          "FailureArchiveBucket", "FailureArchiveBucketPolicy", "RuleErrorsAlarm",
+          # issue 12: the operational alarms' own topic
+          "OpsTopic"}
 MODES = {
     "direct": ({}, COMMON | {"LogsInvokePermission", "TrailSubscription", "HeartbeatAlarm"}),
     "kinesis": ({"KinesisStreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/trail"},
