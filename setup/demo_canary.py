@@ -94,6 +94,9 @@ def lambda_runs_processor(world: dict[str, Any], log_group: str, role_name: str,
 
     def send_log_event(self: Any, function_arn: str, filter_name: str, log_group_name: str,
                        log_stream_name: str, log_events: Any) -> None:
+        # moto hands integer ids; CloudWatch Logs sends them as strings (aws-facts §4.1), and the
+        # processor refuses anything else as a malformed log event.
+        log_events = [dict(e, id=str(e.get("id"))) for e in log_events]
         envelope = {"messageType": "DATA_MESSAGE", "owner": world["account"],
                     "logGroup": log_group_name, "logStream": log_stream_name,
                     "subscriptionFilters": [filter_name], "logEvents": log_events}
