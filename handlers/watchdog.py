@@ -13,7 +13,8 @@ Environment (contract names, set by template.yaml):
 ``VERIFY_ROLE_ARN``             optional role to assume in the log group's account
 ``ORG_ID``                      optional organization id (else organizations:DescribeOrganization)
 ``MAX_DELIVERY_AGE_SECONDS``    verify --max-delivery-age (7200)
-``ALERT_TOPIC_ARN``             SNS topic for the alerts (unset: alerts are only logged)
+``ALERT_TOPIC_ARN``             SNS topic for the notices: the template points it at the ops topic
+                                (delivery health is operational); unset: notices are only logged
 ``WATCHDOG_STATE_PARAMETER``    SSM String parameter holding the last statuses (JSON)
 
 The artifact bundles ``setup/`` beside ``handlers/`` (Makefile ``build-WatchdogFunction``).
@@ -28,7 +29,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handlers.alerts import SCHEMA, alert_id
+from handlers.alerts import alert_id
+
+# Not a trailwatch.alert (no record, no identity block): its own versioned message kind, so a
+# consumer of the alert contract never mistakes a watchdog notice for a detection.
+SCHEMA = "trailwatch.watchdog/1"
 
 SERVICE = "trailwatch-watchdog"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")

@@ -41,6 +41,8 @@ def test_change_to_fail_alerts_once_unchanged_none_recovery_once():
     assert dog.run({"time": "t1"})["alerts"] == 0
     assert dog.run({"time": "t2"})["alerts"] == 1
     assert published[-1]["kind"] == "verify_check_failed"
+    # an ops-topic notice, never mistaken for a detection (trailwatch.alert/N)
+    assert published[-1]["schema"] == "trailwatch.watchdog/1"
     assert published[-1]["rule"]["id"] == "trailwatch-verify-delivery.recent"
     assert published[-1]["event"]["previous_status"] == "PASS"
     assert dog.run({"time": "t3"})["alerts"] == 0
