@@ -131,7 +131,8 @@ def test_demo_healthy_scenario():
     assert checks["delivery.error"] == "PASS" and checks["delivery.recent"] == "PASS"
     assert checks["cis.metric_filters"] == checks["cis.alarms"] == "PASS"
     assert checks["cis.topic_subscribers"] == "PASS"
-    assert report["seconds"] < 30
+    # Speed is measured by `make bench`, not by a timed test: only that the demo reports it.
+    assert isinstance(report["seconds"], (int, float)) and report["seconds"] > 0
 
 
 def test_demo_broken_policy_reports_member_delivery_failure():
