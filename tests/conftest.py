@@ -10,6 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No test may depend on wall-clock speed: hypothesis' per-example deadline is off (a loaded
+# 2-core CI machine or a mutation run's tracing made examples "flaky" for taking 500 ms).
+# HYPOTHESIS_PROFILE=mutate (set by `make mutate`) also runs fewer examples per property.
+settings.register_profile("default", deadline=None)
+settings.register_profile("mutate", deadline=None, max_examples=25)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from setup.demo import drain_queue  # noqa: F401  (one helper for tests and the demo)
 
