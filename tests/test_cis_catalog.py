@@ -232,3 +232,20 @@ def test_console_authentication_failure_terms(fields, expected):
 
 def test_a_plain_read_only_call_hits_no_cis_control():
     assert cis_hits(record()) == set()
+
+
+# ----------------------------------------------------------------------- the fact sheet
+
+def test_test_data_is_a_faithful_copy_of_the_fact_sheet():
+    """The transcription itself is checked against aws-facts.md section 7 when it is present."""
+    from tests.conftest import facts_text
+    section = facts_text().split("## 7. CIS monitoring controls")[1].split("\n## ")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| CloudWatch.") or
+            ln.startswith("| —")]
+    published = {}
+    for row in rows:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]]
+        pattern = re.search(r"`(\{.*\})`", cells[3].replace("\\|", "|")).group(1)
+        published[re.findall(r"4\.\d+", cells[1])[-1]] = (
+            cells[0] if cells[0].startswith("CloudWatch.") else None, pattern)
+    assert published == {c: (d["securityhub"], d["pattern"]) for c, d in DATA.items()}
