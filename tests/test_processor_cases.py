@@ -180,3 +180,39 @@ def test_routed_bad_record_is_not_retried_and_keeps_its_data():
 def test_direct_invocation_with_unroutable_payload_fails():
     with pytest.raises(DeliveryFailed):
         app(Sink(), Queue(broken=True)).handle({"awslogs": {"data": "not base64 !!"}})
+
+
+# ----------------------------------------------------------------------- traps 8, 9, 12 (unit)
+
+def test_lag_is_delivery_timestamp_minus_event_time():
+    """Trap 8: the CWL timestamp is delivery time; lag = timestamp/1000 - eventTime."""
+    sink = Sink()
+    app(sink).handle({"awslogs": {"data": encode(ENV)}})
+    events = {json.loads(e["message"])["eventID"]: e for e in ENV["logEvents"]}
+    event_time = 1_763_632_680.0                     # 2025-11-20T09:58:00Z
+    for alert in (a for a in sink.published if a["kind"] == "rule_match"):
+        ev = events[alert["event"]["eventID"]]
+        assert alert["delivery"]["delivery_lag_seconds"] == \
+            pytest.approx(ev["timestamp"] / 1000 - event_time, abs=0.001)
+
+
+def test_control_message_is_skipped_and_many_events_per_batch_are_all_read():
+    """Trap 9: CONTROL_MESSAGE is not data; one batch carries many log events."""
+    control = {"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs",
+               "logGroup": "", "logStream": "", "subscriptionFilters": [],
+               "logEvents": [{"id": "", "timestamp": 1, "message":
+                              "CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}
+    sink = Sink()
+    res = app(sink).handle(kinesis(control, ENV))
+    assert res == {"batchItemFailures": []}
+    assert sink.published and len({a["event"]["eventID"] for a in sink.published}) == 3
+
+
+@pytest.mark.parametrize("version", ["1.10", "1.11"])
+def test_pipeline_counts_new_minor_versions_as_records(version):
+    """Trap 12 at the pipeline level: no string comparison of eventVersion."""
+    rec = dict(messages(ENV)[3], eventVersion=version)
+    env = dict(ENV, logEvents=[{"id": "1", "timestamp": 1_763_632_800_000,
+                                "message": json.dumps(rec)}])
+    res = Pipeline(builtin_rules(None), clock=lambda: NOW).process_envelope(env)
+    assert (res.records, res.malformed, len(res.failures)) == (1, 0, 0)
