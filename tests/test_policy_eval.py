@@ -57,6 +57,17 @@ def test_statement_may_be_a_single_object():
                    "logs:PutLogEvents", STREAM)
 
 
+def test_malformed_statements_and_documents_are_ignored_not_fatal():
+    pol = {"Statement": ["not a statement", 7, None,
+                         allow(Action="logs:PutLogEvents", Resource="*")]}
+    assert allowed([pol, "not a document", None], "logs:PutLogEvents", STREAM)
+    assert not allowed([{"Statement": ["x"]}], "logs:PutLogEvents", STREAM)
+
+
+def test_statement_without_effect_grants_nothing():
+    assert not allowed([doc({"Action": "*", "Resource": "*"})], "logs:PutLogEvents", STREAM)
+
+
 def test_other_action_is_not_allowed():
     assert not allowed([doc(allow(Action="logs:CreateLogStream", Resource=STREAM))],
                        "logs:PutLogEvents", STREAM)

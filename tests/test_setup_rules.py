@@ -240,6 +240,8 @@ def test_default_budget_gives_up_after_two_minutes():
     with stub, pytest.raises(StepFailure):
         ex.run(plan)
     assert sum(sleeps) <= 120 and sum(sleeps) >= 60
+    # aws-facts 2.4: exponential backoff 2, 4, 8, 16 ... s, capped at 15-20 s
+    assert sleeps[:4] == [2, 4, 8, 16] and 15 <= max(sleeps) <= 20
 
 
 # ----------------------------------------------------------------------- CIS alarm topic
