@@ -336,3 +336,41 @@ def test_bomb_is_refused_within_a_memory_bound(lib):
         tracemalloc.stop()
     assert info.value.kind == "too_large"
     assert peak < 4 * cap, f"peak {peak} bytes while refusing a bomb with a {cap}-byte cap"
+
+
+def test_eventbridge_batches_hold_at_most_ten_entries():
+    fake = StrictEvents(262_144)
+    EventBridgeSink("bus", client_factory=lambda s: fake, sleep=lambda s: None).publish(
+        [alert_with_pad("x", i) for i in range(21)])
+    assert [len(b) for b in fake.batches] == [10, 10, 1]
+    assert all(e["EventBusName"] == "bus" and e["Source"] and e["DetailType"]
+               for b in fake.batches for e in b)
+
+
+class PartlyFailingEvents(StrictEvents):
+    """Fails the entries whose Detail names one of ``bad`` (by eventID), every time."""
+
+    def __init__(self, bad):
+        super().__init__(262_144)
+        self.bad = bad
+
+    def put_events(self, Entries):  # noqa: N803
+        super().put_events(Entries)
+        out = [{"ErrorCode": "ThrottlingException", "ErrorMessage": "slow down"}
+               if orjson.loads(e["Detail"])["event"]["eventID"] in self.bad else {"EventId": "x"}
+               for e in Entries]
+        return {"FailedEntryCount": sum("ErrorCode" in r for r in out), "Entries": out}
+
+
+def test_eventbridge_failed_entries_are_mapped_to_their_alerts():
+    alerts = [alert_with_pad("x", i) for i in range(5)]
+    fake = PartlyFailingEvents({"ev-1", "ev-3"})
+    sleeps = []
+    failed = EventBridgeSink("bus", client_factory=lambda s: fake,
+                             sleep=sleeps.append).publish(alerts)
+    assert sorted(f["id"] for f in failed) == sorted([alerts[1]["alert_id"],
+                                                      alerts[3]["alert_id"]])
+    assert all("ThrottlingException" in f["error"] for f in failed)
+    # retried (only the failing two) with bounded backoff, then reported
+    assert len(fake.batches) > 1 and all(len(b) == 2 for b in fake.batches[1:])
+    assert sleeps and all(s > 0 for s in sleeps)
