@@ -262,14 +262,28 @@ def put_log_events_size(messages: list[str]) -> int:
     return sum(len(m.encode("utf-8")) + PUT_LOG_EVENTS_OVERHEAD for m in messages)
 
 
-def test_put_log_events_formula_and_largest_single_event():
-    # The documented derived maximum: one event of 1,048,550 bytes fills a batch.
+@pytest.mark.parametrize("char", ["a", "é", "😀"])
+@pytest.mark.parametrize("delta,oversize", [(-1, False), (0, False), (1, True)])
+def test_largest_event_cloudtrail_sends_passes_and_fits_one_put_log_events(char, delta, oversize):
+    """CloudTrail's cap (256 KB, not CWL's 1 MB event size): a maximal CloudTrail event is a
+    record, still fits one PutLogEvents batch with its 26 bytes; one byte more is oversize."""
+    from handlers.pipeline import Pipeline
+    head = '{"eventVersion":"1.11","eventID":"big","eventTime":"2025-11-20T10:00:00Z","p":"'
+    room = 262_144 + delta - len(head) - 2
+    msg = head + pad_of(room, char) + '"}'
+    assert len(msg.encode()) == 262_144 + delta
+    assert put_log_events_size([msg]) <= PUT_LOG_EVENTS_LIMIT
+    env = {"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g", "logStream": "s",
+           "logEvents": [{"id": "1", "timestamp": 1_763_632_800_000, "message": msg}]}
+    res = Pipeline([], clock=lambda: 1_763_632_900.0).process_envelope(env)
+    assert (res.oversize, res.records) == ((1, 0) if oversize else (0, 1))
+
+
+def test_put_log_events_batch_formula():
+    # 26 bytes per event: 1,048,550 bytes of message is the most one event can carry.
     assert put_log_events_size(["a" * 1_048_550]) == PUT_LOG_EVENTS_LIMIT
-    assert put_log_events_size(["é" * 524_275]) == PUT_LOG_EVENTS_LIMIT
-    assert put_log_events_size(["a" * 1_048_551]) == PUT_LOG_EVENTS_LIMIT + 1
-    # CloudTrail's own per-event cap leaves room for four maximal CloudTrail events per batch.
-    assert put_log_events_size(["a" * 262_144] * 4) > PUT_LOG_EVENTS_LIMIT
-    assert put_log_events_size(["a" * (262_144 - 26)] * 4) == PUT_LOG_EVENTS_LIMIT
+    assert put_log_events_size(["a" * 262_118] * 4) == PUT_LOG_EVENTS_LIMIT
+    assert put_log_events_size(["é" * 131_059] * 4) == PUT_LOG_EVENTS_LIMIT
 
 
 # ------------------------------------------------------------------------------- decompression
