@@ -201,3 +201,127 @@ def test_trail_status_error_fails_every_status_check():
                                                           now=lambda: NOW))}
     assert results["trail.logging"] == results["delivery.error"] == \
         results["delivery.recent"] == "FAIL"
+
+
+# ----------------------------------------------------------------------- CIS filters (trap 18)
+
+from pathlib import Path  # noqa: E402
+
+PUBLISHED = json.loads((Path(__file__).parent / "data" / "cis_patterns.json").read_text())[
+    "controls"]
+TOPIC = f"arn:aws:sns:{HOME}:{ACCT}:cis"
+
+
+def cis_world(target, patterns=None, actions=(TOPIC,), subscribers=1):
+    patterns = dict(patterns if patterns is not None else
+                    {c: d["pattern"] for c, d in PUBLISHED.items()})
+    filters = [{"filterName": f"user-named-{c}", "filterPattern": p,
+                "metricTransformations": [{"metricName": f"M{c}", "metricNamespace": "CIS",
+                                           "metricValue": "1"}]} for c, p in patterns.items()]
+    alarms = [{"AlarmName": f"a{c}", "Namespace": "CIS", "MetricName": f"M{c}",
+               "AlarmActions": list(actions)} for c in patterns]
+    w = world(target)
+    w[("logs", "describe_metric_filters")] = {"metricFilters": filters}
+    w[("cloudwatch", "describe_alarms")] = {"MetricAlarms": alarms}
+    w[("sns", "list_subscriptions_by_topic")] = {"Subscriptions": [
+        {"SubscriptionArn": f"{TOPIC}:s{i}"} for i in range(subscribers)]}
+    return w
+
+
+def cis_checks(w, target):
+    clients = FakeClients(CALLER_REGION, w)
+    return {r.id: r.status for r in run_checks(Context(clients=clients, target=target,
+                                                       now=lambda: NOW))}
+
+
+def test_published_cis_filters_under_any_name_pass():
+    t = make_target()
+    st = cis_checks(cis_world(t), t)
+    assert (st["cis.metric_filters"], st["cis.alarms"], st["cis.topic_subscribers"]) == \
+        ("PASS", "PASS", "PASS")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda p: p.replace("{$.", "{ $."),                                   # whitespace tidied
+    lambda p: p[:-1] + ' || ($.eventName=HeadBucket)}',                  # a term added
+    lambda p: p.replace('($.errorCode="AccessDenied*")', '($.errorCode="AccessDenied")'),
+])
+def test_tweaked_cis_filter_fails(edit):
+    t = make_target()
+    patterns = {c: d["pattern"] for c, d in PUBLISHED.items()}
+    patterns["4.1"] = edit(patterns["4.1"])
+    patterns["4.3"] = edit(patterns["4.3"]) if "{$." in patterns["4.3"] else patterns["4.3"]
+    st = cis_checks(cis_world(t, patterns), t)
+    assert st["cis.metric_filters"] == "FAIL"
+
+
+def test_missing_cis_filters_are_not_a_pass():
+    t = make_target()
+    assert cis_checks(cis_world(t, {}), t)["cis.metric_filters"] in ("WARN", "FAIL")
+    some = {c: d["pattern"] for c, d in list(PUBLISHED.items())[:3]}
+    assert cis_checks(cis_world(t, some), t)["cis.metric_filters"] == "FAIL"
+
+
+def test_cis_alarm_without_action_or_subscriber_is_not_a_pass():
+    t = make_target()
+    assert cis_checks(cis_world(t, actions=()), t)["cis.alarms"] == "FAIL"
+    assert cis_checks(cis_world(t, subscribers=0), t)["cis.topic_subscribers"] != "PASS"
+
+
+# ----------------------------------------------------------------------- Lambda destination
+
+FN = f"arn:aws:lambda:{HOME}:{ACCT}:function:processor"
+
+
+def lambda_world(target, statement):
+    w = world(target)
+    w[("logs", "describe_subscription_filters")] = {"subscriptionFilters": [
+        {"filterName": "trailwatch", "destinationArn": FN}]}
+    w[("lambda", "get_policy")] = {"Policy": json.dumps({"Statement": [statement]})}
+    return w
+
+
+def perm(principal=f"logs.{HOME}.amazonaws.com", source=GROUP_BARE + ":*", effect="Allow"):
+    st = {"Effect": effect, "Principal": {"Service": principal},
+          "Action": "lambda:InvokeFunction", "Resource": FN}
+    if source:
+        st["Condition"] = {"ArnLike": {"AWS:SourceArn": source}}
+    return st
+
+
+@pytest.mark.parametrize("statement,ok", [
+    (perm(), True),
+    (perm(source=GROUP_BARE), True),
+    (perm(source=f"arn:aws:logs:{HOME}:{ACCT}:log-group:*"), True),
+    (perm(source=f"arn:aws:logs:{HOME}:{ACCT}:log-group:Other:*"), False),
+    (perm(principal="logs.us-west-2.amazonaws.com"), False),
+    (perm(principal="events.amazonaws.com"), False),
+    (perm(effect="Deny"), False),
+])
+def test_lambda_destination_must_let_this_log_group_invoke_it(statement, ok):
+    t = make_target()
+    st = cis_checks(lambda_world(t, statement), t)
+    assert (st["subscription.filters"] == "PASS") is ok
+
+
+def test_unreadable_lambda_policy_fails():
+    t = make_target()
+    w = lambda_world(t, perm())
+    w[("lambda", "get_policy")] = client_error("ResourceNotFoundException", "no policy")
+    assert cis_checks(w, t)["subscription.filters"] == "FAIL"
+
+
+def test_a_check_that_raises_an_aws_error_is_a_fail_not_a_crash():
+    from setup.verify import summary
+    t = make_target()
+    w = world(t)
+    w[("iam", "get_role")] = client_error("AccessDenied", "no iam:GetRole")
+    clients = FakeClients(CALLER_REGION, w)
+    results = run_checks(Context(clients=clients, target=t, now=lambda: NOW))
+    failed = [r for r in results if r.status == "FAIL"]
+    assert failed and all(r.remediation for r in failed)
+    counts = summary(results)
+    assert counts == {"pass": sum(r.status == "PASS" for r in results),
+                      "warn": sum(r.status == "WARN" for r in results),
+                      "fail": len(failed)}
+    assert sum(counts.values()) == len(results)
