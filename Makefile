@@ -49,7 +49,7 @@ mutate: $(STAMP)
 	$(BIN)/pip install -q 'mutmut>=3.8,<4'
 	-HYPOTHESIS_PROFILE=mutate env -u AWS_ENDPOINT_URL -u AWS_PROFILE \
 		nice -n 19 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
-	$(BIN)/python .ci/mutation_report.py
+	$(BIN)/python .ci/mutation_report.py mutants $(MUTANTS)
 
 $(SAMSTAMP):
 	$(PYTHON) -m venv $(SAMVENV)

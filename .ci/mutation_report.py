@@ -7,6 +7,7 @@ module; `mutmut show NAME` prints one's diff.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 from collections import Counter
@@ -17,7 +18,8 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           None: "not checked", 37: "caught by type check"}
 
 
-def main(root: str = "mutants") -> int:
+def main(root: str = "mutants", *patterns: str) -> int:
+    """Report on ``root``'s results; with ``patterns`` (MUTANTS' globs), only those mutants."""
     metas = sorted(Path(root).rglob("*.py.meta"))
     if not metas:
         print("no mutmut results: run `make mutate` first", file=sys.stderr)
@@ -28,6 +30,9 @@ def main(root: str = "mutants") -> int:
     for meta in metas:
         module = str(meta.relative_to(root))[: -len(".meta")]
         codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if patterns:
+            codes = {k: v for k, v in codes.items()
+                     if any(fnmatch.fnmatch(k, p) for p in patterns)}
         c = Counter(STATUS.get(code, "suspicious") for code in codes.values())
         if not codes:
             continue
