@@ -284,3 +284,78 @@ def test_removal_steps_touch_only_trailwatch_resources_unit():
     clients.responses[("sns", "list_tags_for_resource")] = {
         "Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
     assert "DeleteTopic" in [s.operation for s in removal_steps(clients, t)[0]]
+
+
+@pytest.mark.parametrize("code,message,retry", [
+    ("InvalidCloudWatchLogsLogGroupArnException",
+     "Access denied. Verify in IAM that the role has adequate permissions.", True),
+    ("InvalidCloudWatchLogsLogGroupArnException", "Access denied. Check the permissions for your "
+     "role.", True),
+    ("InvalidCloudWatchLogsRoleArnException",
+     "Access denied. Check the trust relationships for your role.", True),
+    ("ConflictException", "wait a few minutes", True),
+    ("ThrottlingException", "Rate exceeded", True),
+    ("TooManyRequestsException", "slow down", True),
+    ("InvalidCloudWatchLogsLogGroupArnException",
+     "Check the log group ARN: CloudTrail can't validate it.", False),
+    ("InvalidCloudWatchLogsLogGroupArnException",
+     "CloudTrail cannot validate the specified log group ARN.", False),
+    ("InvalidCloudWatchLogsRoleArnException", "The role is invalid", False),
+    ("CloudWatchLogsDeliveryUnavailableException", "Cannot set a CloudWatch Logs delivery", False),
+    ("InvalidHomeRegionException", "home region", False),
+    ("TrailNotFoundException", "Unknown trail", False),
+    ("AccessDeniedException", "access denied", False),
+    ("InsufficientDependencyServiceAccessPermissionException", "Access denied", False),
+])
+def test_update_trail_retry_classification(code, message, retry):
+    """aws-facts 2.4: retry only IAM propagation ("Access denied" on the two ARN errors),
+    conflicts and throttling; every other error stops with an explanation."""
+    retryable, why = classify_update_trail_error(code, message)
+    assert retryable is retry and why
+
+
+@pytest.mark.parametrize("code,phrase", [
+    ("InvalidHomeRegionException", "home region"),
+    ("CloudWatchLogsDeliveryUnavailableException", "Region"),
+    ("TrailNotFoundException", "ARN"),
+])
+def test_non_retryable_update_trail_errors_say_what_to_do(code, phrase):
+    assert phrase in classify_update_trail_error(code, "x")[1]
+    assert ":*" in classify_update_trail_error("InvalidCloudWatchLogsLogGroupArnException",
+                                               "CloudTrail can't validate it")[1]
+
+
+def test_removal_steps_are_exact_api_calls_in_the_home_region():
+    from setup.cis_alarms import removal_steps
+    t = target()
+    topic = f"arn:aws:sns:{HOME}:{ACCT}:trailwatch-cis-alarms"
+    clients = FakeClients("us-east-1", {
+        ("logs", "describe_metric_filters"): {"metricFilters": [
+            {"filterName": "trailwatch-cis-4.3-RootAccountUsage"},
+            {"filterName": "trailwatch-cis-4.1-UnauthorizedAPICalls"}]},
+        ("cloudwatch", "describe_alarms"): {"MetricAlarms": [
+            {"AlarmName": "trailwatch-cis-4.1-UnauthorizedAPICalls"},
+            {"AlarmName": "trailwatch-cis-4.3-RootAccountUsage"}]},
+        ("sns", "get_topic_attributes"): {"Attributes": {}},
+        ("sns", "list_tags_for_resource"): {"Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]},
+    })
+    steps, _ = removal_steps(clients, t)
+    assert [(s.service, s.operation, s.params, s.region) for s in steps] == [
+        ("logs", "DeleteMetricFilter", {"logGroupName": t.log_group,
+                                        "filterName": "trailwatch-cis-4.1-UnauthorizedAPICalls"},
+         HOME),
+        ("logs", "DeleteMetricFilter", {"logGroupName": t.log_group,
+                                        "filterName": "trailwatch-cis-4.3-RootAccountUsage"}, HOME),
+        ("cloudwatch", "DeleteAlarms", {"AlarmNames": ["trailwatch-cis-4.1-UnauthorizedAPICalls",
+                                                       "trailwatch-cis-4.3-RootAccountUsage"]},
+         HOME),
+        ("sns", "DeleteTopic", {"TopicArn": topic}, HOME),
+    ]
+    assert all(s.message and s.iam_actions for s in steps)
+    assert {r for r, _ in clients.calls_to("sns", "get_topic_attributes")} == {HOME}
+    assert [kw["TopicArn"] for _, kw in clients.calls_to("sns", "get_topic_attributes")] == [topic]
+    # nothing of ours left: no steps, and a missing topic is not an error
+    from tests.fakes import client_error
+    empty = FakeClients("us-east-1", {("sns", "get_topic_attributes"):
+                                      client_error("NotFound", "no topic")})
+    assert removal_steps(empty, t)[0] == []
