@@ -388,3 +388,21 @@ def test_eventbridge_failed_entries_are_mapped_to_their_alerts():
     # retried (only the failing two) with bounded backoff, then reported
     assert len(fake.batches) > 1 and all(len(b) == 2 for b in fake.batches[1:])
     assert sleeps and all(s > 0 for s in sleeps)
+
+
+def test_pack_starts_each_new_batch_from_zero_bytes():
+    assert pack([("a", 200), ("b", 100), ("c", 156)], 10, 256) == [["a"], ["b", "c"]]
+    assert pack([("a", 1)] * 10 + [("b", 128), ("c", 128)], 10, 256) == [["a"] * 10, ["b", "c"]]
+
+
+@pytest.mark.parametrize("lib", BACKENDS, ids=lambda m: m.__name__)
+def test_decompression_errors_explain_themselves(lib):
+    with pytest.raises(PayloadError) as big:
+        decompress(gzip.compress(b"x" * 5000), 4096, lib)
+    assert "4096" in big.value.detail
+    with pytest.raises(PayloadError) as cut:
+        decompress(gzip.compress(b"x" * 5000)[:-12], 8192, lib)
+    assert cut.value.kind == "truncated" and cut.value.detail
+    with pytest.raises(PayloadError) as junk:
+        decompress(b"definitely not gzip", 8192, lib)
+    assert junk.value.kind == "not_compressed" and junk.value.detail

@@ -236,3 +236,11 @@ def test_kms_condition_operators(op, value, ok):
     else:
         with pytest.raises(SetupError):
             build_plan(make_target(kms=KEY), state)
+
+
+def test_statements_with_string_or_missing_principals_are_skipped_not_fatal():
+    odd = [{"Effect": "Allow", "Principal": "*", "Action": "kms:Describe*", "Resource": "*"},
+           {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]
+    plan = build_plan(make_target(kms=KEY),
+                      CurrentState(None, None, kms_policy={"Statement": odd + [LOGS_STMT]}))
+    assert plan.steps[0].params["kmsKeyId"] == KEY

@@ -267,3 +267,24 @@ def test_builders_policy_is_judged_like_the_documented_one():
     assert allowed([pol], "logs:PutLogEvents", MEMBER)
     assert allowed([pol], "logs:CreateLogStream", STREAM)
     assert not allowed([pol], "logs:PutLogEvents", MEMBER.replace("o-exampleorgid", "o-other"))
+
+
+# ----------------------------------------------------------------------- survivors of `make mutate`
+
+def test_document_without_statements_is_an_implicit_deny():
+    assert evaluate([{"Version": "2012-10-17"}], "logs:PutLogEvents", STREAM).reason == \
+        "implicit-deny"
+
+
+def test_not_resource_is_case_sensitive_like_resource():
+    pol = [doc(allow(Action="logs:PutLogEvents", NotResource=STREAM.lower()))]
+    assert allowed(pol, "logs:PutLogEvents", STREAM)          # a different ARN: not excluded
+
+
+def test_aws_wildcard_principal_is_everyone_and_other_principals_are_not_services():
+    everyone = doc(allow(Principal={"AWS": "*"}, Action="sts:AssumeRole"))
+    assert allowed([everyone], "sts:AssumeRole", None, "cloudtrail.amazonaws.com")
+    named = doc(allow(Principal="arn:aws:iam::111111111111:root", Action="sts:AssumeRole"))
+    assert not allowed([named], "sts:AssumeRole", None, "cloudtrail.amazonaws.com")
+    no_principal = doc(allow(Action="sts:AssumeRole"))
+    assert not allowed([no_principal], "sts:AssumeRole", None, "cloudtrail.amazonaws.com")

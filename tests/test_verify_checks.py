@@ -325,3 +325,15 @@ def test_a_check_that_raises_an_aws_error_is_a_fail_not_a_crash():
                       "warn": sum(r.status == "WARN" for r in results),
                       "fail": len(failed)}
     assert sum(counts.values()) == len(results)
+
+
+def test_lambda_policy_statements_are_each_considered():
+    t = make_target()
+    w = lambda_world(t, perm())
+    w[("lambda", "get_policy")] = {"Policy": json.dumps({"Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "lambda:GetFunction", "Resource": FN},
+        perm(principal="events.amazonaws.com"),
+        perm()]})}
+    assert cis_checks(w, t)["subscription.filters"] == "PASS"
+    w[("lambda", "get_policy")] = {"Policy": "{}"}
+    assert cis_checks(w, t)["subscription.filters"] == "FAIL"
