@@ -276,7 +276,8 @@ def test_removal_steps_touch_only_trailwatch_resources_unit():
         ("sns", "get_topic_attributes"): {"Attributes": {}},
         ("sns", "list_tags_for_resource"): {"Tags": [{"Key": "team", "Value": "sec"}]},
     })
-    steps, _ = removal_steps(clients, t)
+    steps, notes = removal_steps(clients, t)
+    assert any("trailwatch-cis-alarms" in n for n in notes)     # says why the topic stays
     deleted = [json.dumps(s.params) for s in steps]
     assert not any("my-root-filter" in d or "my-alarm" in d for d in deleted)
     assert "DeleteTopic" not in [s.operation for s in steps]
@@ -353,6 +354,7 @@ def test_removal_steps_are_exact_api_calls_in_the_home_region():
     ]
     assert all(s.message and s.iam_actions for s in steps)
     assert {r for r, _ in clients.calls_to("sns", "get_topic_attributes")} == {HOME}
+    assert clients.calls_to("sns", "list_tags_for_resource") == [(HOME, {"ResourceArn": topic})]
     assert [kw["TopicArn"] for _, kw in clients.calls_to("sns", "get_topic_attributes")] == [topic]
     # nothing of ours left: no steps, and a missing topic is not an error
     from tests.fakes import client_error
