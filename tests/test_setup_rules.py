@@ -363,3 +363,19 @@ def test_removal_steps_are_exact_api_calls_in_the_home_region():
     empty = FakeClients("us-east-1", {("sns", "get_topic_attributes"):
                                       client_error("NotFound", "no topic")})
     assert removal_steps(empty, t)[0] == []
+
+
+@pytest.mark.parametrize("code,message,phrase,not_phrase", [
+    ("InvalidCloudWatchLogsRoleArnException", "The role is invalid", "trust policy", ":*"),
+    ("InvalidCloudWatchLogsLogGroupArnException", "CloudTrail cannot validate the ARN", ":*",
+     "trust policy"),
+    ("InvalidHomeRegionException", "cannot validate: wrong region", "home region", ":*"),
+    ("AccessDeniedException", "no", "check-permissions", "IAM has not propagated"),
+    ("AccessDenied", "no", "check-permissions", "IAM has not propagated"),
+    ("KmsKeyNotFoundException", "no key", "refused", "check-permissions"),
+    ("InvalidCloudWatchLogsRoleArnException", "Access denied. Check the trust relationships",
+     "propagated", "check-permissions"),
+])
+def test_each_update_trail_error_gets_its_own_explanation(code, message, phrase, not_phrase):
+    why = classify_update_trail_error(code, message)[1]
+    assert phrase in why and not_phrase not in why
