@@ -243,17 +243,65 @@ def test_eventbridge_request_total_boundary(delta, calls):
 
 # ------------------------------------------------------------------------------- SQS
 
+class RecordingS3:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def put_object(self, Bucket, Key, Body, **_):  # noqa: N803
+        assert isinstance(Body, bytes) and 1 <= len(Key.encode()) <= 1024
+        self.objects[(Bucket, Key)] = Body
+        return {}
+
+
+def failure_body_size(failure: dict) -> int:
+    """The record as compact JSON in UTF-8 (SQS carries any of these characters as they are)."""
+    import json
+    return len(json.dumps(failure, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def failure_of_size(n_bytes: int, char: str, i: int = 0) -> dict:
+    shell = {"reason": "invalid_json", "message": "", "log_event_id": str(i)}
+    return dict(shell, message=pad_of(n_bytes - failure_body_size(shell), char))
+
+
 @pytest.mark.parametrize("char", ["a", "😀"])
 def test_failure_queue_bodies_fit_the_smallest_sqs_limit(char):
-    fake = StrictSqs()
+    """Issue 11: records over the queue's limit are kept whole in the S3 archive; the queue
+    message is a pointer that fits the smallest SQS MaximumMessageSize."""
+    fake, s3 = StrictSqs(), RecordingS3()
     big = char * 300_000
     failures = [{"reason": "invalid_json", "message": big, "log_event_id": str(i)}
                 for i in range(3)]
-    assert FailureQueue("q", client_factory=lambda s: fake, sleep=lambda s: None).send(
-        failures) == []
+    factory = {"sqs": fake, "s3": s3}.__getitem__
+    assert FailureQueue("q", client_factory=factory, sleep=lambda s: None,
+                        archive_bucket="archive").send(failures) == []
     sent = [orjson.loads(e["MessageBody"]) for b in fake.batches for e in b]
     assert [m["log_event_id"] for m in sent] == ["0", "1", "2"]
-    assert all(m["message_truncated"] and m["message_bytes"] == len(big.encode()) for m in sent)
+    for m, f in zip(sent, failures, strict=True):
+        assert m["archive"]["bucket"] == "archive"
+        assert m["archived_bytes"] == failure_body_size(f)
+        assert orjson.loads(s3.objects[("archive", m["archive"]["key"])]) == f   # whole
+    # Without an archive nothing is cut: each record is reported undelivered, none is sent.
+    fake2 = StrictSqs()
+    bad = FailureQueue("q", client_factory=lambda s: fake2, sleep=lambda s: None).send(failures)
+    assert [b["id"] for b in bad] == ["f0", "f1", "f2"] and fake2.batches == []
+
+
+@pytest.mark.parametrize("char", ["a", "€"])
+@pytest.mark.parametrize("delta,archived", [(-1, False), (0, False), (1, True)])
+def test_failure_record_of_exactly_the_queue_limit_is_sent_whole(char, delta, archived):
+    fake, s3 = StrictSqs(), RecordingS3()
+    failure = failure_of_size(SQS_LIMIT + delta, char)
+    assert failure_body_size(failure) == SQS_LIMIT + delta
+    factory = {"sqs": fake, "s3": s3}.__getitem__
+    assert FailureQueue("q", client_factory=factory, sleep=lambda s: None,
+                        archive_bucket="archive").send([failure]) == []
+    ((entry,),) = fake.batches
+    msg = orjson.loads(entry["MessageBody"])
+    assert bool(s3.objects) is archived
+    assert ("archive" in msg) is archived
+    if not archived:
+        assert msg == failure
 
 
 # ------------------------------------------------------------------------------- PutLogEvents
