@@ -7,7 +7,9 @@
   none. String and list forms of a policy field are the same policy (no rewrite).
 - Control Tower resources are refused by name *and* by tags (the role's included).
 - A delegated administrator's log group and role are built in the caller's account (trap 7).
-- A new ``--alarm-topic`` is applied to existing CIS alarms.
+- A new ``--alarm-topic`` is applied to existing CIS alarms (per-log-group names, issue 9).
+- Retention is never shortened implicitly; a delegated administrator's change of owner needs
+  ``--take-over-delivery`` (issue 9).
 - ``remove`` deletes only what trailwatch created (the same rules through the CLI and moto are in
   ``test_setup_rules_moto.py``).
 """
@@ -98,11 +100,26 @@ def test_string_and_list_policy_forms_are_the_same_policy():
 
 
 def test_retention_is_compared_not_assumed():
+    """Issue 9: an adopted group keeps its retention unless --retention-days is given; a given
+    value is compared with the group's, and shortening (never-expire included) is destructive."""
     t0 = target()
     t = target(t0.log_group_arn, t0.role_arn)
     st = converged(t)
     st.log_group.retention = 30
-    assert apis(build_plan(t, st)) == ["PutRetentionPolicy"]
+    plan = build_plan(t, st)
+    assert apis(plan) == [] and any("30 days" in n for n in plan.notes)
+    for want, have, destructive in [(365, 30, False), (7, 30, True), (3653, None, True)]:
+        t = target(t0.log_group_arn, t0.role_arn, retention_days=want)
+        st = converged(t)
+        st.log_group.retention = have
+        (step,) = build_plan(t, st).steps
+        assert step.operation == "PutRetentionPolicy" and step.region == HOME
+        assert step.params == {"logGroupName": t.log_group, "retentionInDays": want}
+        assert step.destructive is destructive, (want, have)
+    t = target(t0.log_group_arn, t0.role_arn, retention_days=30)
+    st = converged(t)
+    st.log_group.retention = 30
+    assert apis(build_plan(t, st)) == []
 
 
 @pytest.mark.parametrize("where", ["role", "group"])
@@ -129,9 +146,9 @@ def test_untagged_user_resources_are_not_control_tower():
 
 # ----------------------------------------------------------------------- delegated administrator
 
-def resolve(responses, trail_arg):
+def resolve(responses, trail_arg, *extra):
     clients = FakeClients(HOME, responses)
-    args = build_parser().parse_args(["plan", "--trail", trail_arg])
+    args = build_parser().parse_args(["plan", "--trail", trail_arg, *extra])
     return resolve_target(clients, args)[0]
 
 
@@ -162,13 +179,19 @@ def test_delegated_admin_builds_group_and_role_in_its_own_account():
 def test_delegated_admin_does_not_adopt_the_management_accounts_group_or_role():
     mgmt_group = f"arn:aws:logs:{HOME}:{MGMT}:log-group:MgmtTrailGroup:*"
     trail_arn, world = da_world(mgmt_group, f"arn:aws:iam::{MGMT}:role/MgmtRole")
-    t = resolve(world, trail_arn)
+    # Issue 9: moving delivery away from the management account's group is a change of owner,
+    # refused unless asked for knowingly.
+    with pytest.raises(SetupError) as info:
+        resolve(world, trail_arn)
+    assert info.value.code == "DeliveryOwnedElsewhere" and "MgmtTrailGroup" in str(info.value)
+    t = resolve(world, trail_arn, "--take-over-delivery")
     assert t.log_group != "MgmtTrailGroup" and f":{ACCT}:" in t.log_group_arn
     assert t.role_name != "MgmtRole" and f"::{ACCT}:role/" in t.role_arn
     plan = build_plan(t, CurrentState(None, None))
     (ut,) = [s for s in plan.steps if s.operation == "UpdateTrail"]
     assert ut.params["Name"] == trail_arn                  # by ARN: the trail is not ours
     assert ut.params["CloudWatchLogsLogGroupArn"] == t.log_group_arn
+    assert ut.destructive                                  # shown as such in the plan
 
 
 def test_trail_in_another_home_region_is_driven_there():
@@ -251,40 +274,57 @@ def test_plan_cis_rewrites_alarms_pointing_at_another_topic():
     t = target()
     old, new = (f"arn:aws:sns:{HOME}:{ACCT}:old", f"arn:aws:sns:{HOME}:{ACCT}:new")
     from setup.cis_alarms import filter_params
-    state = CisState(filters={c.filter_name: filter_params(c, t.log_group) for c in CIS_CONTROLS},
-                     alarms={c.alarm_name: alarm_params(c, old) for c in CIS_CONTROLS},
+    # issue 9: names carry the log group's id, trailwatch-cis-<gid>-<control>-<metric>
+    name = {c: f"trailwatch-cis-{t.group_id}-{c.cis}-{c.metric_name}" for c in CIS_CONTROLS}
+    state = CisState(filters={name[c]: filter_params(c, t) for c in CIS_CONTROLS},
+                     alarms={name[c]: alarm_params(c, old, t) for c in CIS_CONTROLS},
                      topic_exists=True)
     assert plan_cis(t, state, old, create_topic=False) == []
     steps = plan_cis(t, state, new, create_topic=False)
     assert [s.operation for s in steps] == ["PutMetricAlarm"] * len(CIS_CONTROLS)
     assert all(s.params["AlarmActions"] == [new] for s in steps)
+    assert [s.params["AlarmName"] for s in steps] == [name[c] for c in CIS_CONTROLS]
 
 
 # ----------------------------------------------------------------------- remove
 
+def _alarm(name):
+    return {"AlarmName": name, "AlarmArn": f"arn:aws:cloudwatch:{HOME}:{ACCT}:alarm:{name}"}
+
+
 def test_removal_steps_touch_only_trailwatch_resources_unit():
     from setup.cis_alarms import removal_steps
     t = target()
+    ours = f"trailwatch-cis-{t.group_id}-4.1-UnauthorizedAPICalls"
+    untagged = f"trailwatch-cis-{t.group_id}-4.3-RootAccountUsage"
+    topic = f"arn:aws:sns:{HOME}:{ACCT}:trailwatch-cis-{t.group_id}"
+    owned = {"Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
     clients = FakeClients(HOME, {
         ("logs", "describe_metric_filters"): {"metricFilters": [
-            {"filterName": "trailwatch-cis-4.1-UnauthorizedAPICalls"},
-            {"filterName": "my-root-filter"}]},
+            {"filterName": ours}, {"filterName": "my-root-filter"},
+            {"filterName": "trailwatch-cis-0badc0de-4.1-UnauthorizedAPICalls"}]},  # another group's
         ("cloudwatch", "describe_alarms"): lambda **kw: {"MetricAlarms": [
-            a for a in [{"AlarmName": "trailwatch-cis-4.1-UnauthorizedAPICalls"},
-                        {"AlarmName": "my-alarm"}]
-            if a["AlarmName"].startswith(kw.get("AlarmNamePrefix", ""))]},
+            _alarm(a) for a in [ours, untagged, "my-alarm"]
+            if a.startswith(kw.get("AlarmNamePrefix", ""))]},
+        ("cloudwatch", "list_tags_for_resource"): lambda **kw: (
+            owned if kw["ResourceARN"].endswith(ours) else {"Tags": []}),
         ("sns", "get_topic_attributes"): {"Attributes": {}},
         ("sns", "list_tags_for_resource"): {"Tags": [{"Key": "team", "Value": "sec"}]},
     })
-    steps, notes = removal_steps(clients, t)
-    assert any("trailwatch-cis-alarms" in n for n in notes)     # says why the topic stays
+    steps, notes = removal_steps(clients, t, [])
+    assert any(topic in n for n in notes)                      # says why the topic stays
+    assert any(untagged in n for n in notes)                   # ... and why the alarm stays
     deleted = [json.dumps(s.params) for s in steps]
-    assert not any("my-root-filter" in d or "my-alarm" in d for d in deleted)
+    assert not any(x in d for d in deleted for x in ("my-root-filter", "my-alarm", "0badc0de"))
     assert "DeleteTopic" not in [s.operation for s in steps]
+    assert [s.params for s in steps if s.operation == "DeleteAlarms"] == [{"AlarmNames": [ours]}]
     assert "DeleteMetricFilter" in [s.operation for s in steps]
-    clients.responses[("sns", "list_tags_for_resource")] = {
-        "Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
-    assert "DeleteTopic" in [s.operation for s in removal_steps(clients, t)[0]]
+    assert all(s.destructive for s in steps)
+    clients.responses[("sns", "list_tags_for_resource")] = owned
+    assert "DeleteTopic" in [s.operation for s in removal_steps(clients, t, [])[0]]
+    # a log group still serving another trail keeps its CIS resources (issue 9: provably unused)
+    steps, notes = removal_steps(clients, t, ["arn:aws:cloudtrail:eu-west-1:1:trail/other"])
+    assert steps == [] and any("trail/other" in n for n in notes)
 
 
 @pytest.mark.parametrize("code,message,retry", [
@@ -329,27 +369,24 @@ def test_non_retryable_update_trail_errors_say_what_to_do(code, phrase):
 def test_removal_steps_are_exact_api_calls_in_the_home_region():
     from setup.cis_alarms import removal_steps
     t = target()
-    topic = f"arn:aws:sns:{HOME}:{ACCT}:trailwatch-cis-alarms"
+    gid = t.group_id
+    topic = f"arn:aws:sns:{HOME}:{ACCT}:trailwatch-cis-{gid}"
+    a41, a43 = (f"trailwatch-cis-{gid}-4.1-UnauthorizedAPICalls",
+                f"trailwatch-cis-{gid}-4.3-RootAccountUsage")
+    tagged = {"Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]}
     clients = FakeClients("us-east-1", {
         ("logs", "describe_metric_filters"): {"metricFilters": [
-            {"filterName": "trailwatch-cis-4.3-RootAccountUsage"},
-            {"filterName": "trailwatch-cis-4.1-UnauthorizedAPICalls"}]},
-        ("cloudwatch", "describe_alarms"): {"MetricAlarms": [
-            {"AlarmName": "trailwatch-cis-4.1-UnauthorizedAPICalls"},
-            {"AlarmName": "trailwatch-cis-4.3-RootAccountUsage"}]},
+            {"filterName": a43}, {"filterName": a41}]},
+        ("cloudwatch", "describe_alarms"): {"MetricAlarms": [_alarm(a41), _alarm(a43)]},
+        ("cloudwatch", "list_tags_for_resource"): tagged,
         ("sns", "get_topic_attributes"): {"Attributes": {}},
-        ("sns", "list_tags_for_resource"): {"Tags": [{"Key": TAG_KEY, "Value": TAG_VALUE}]},
+        ("sns", "list_tags_for_resource"): tagged,
     })
-    steps, _ = removal_steps(clients, t)
+    steps, _ = removal_steps(clients, t, [])
     assert [(s.service, s.operation, s.params, s.region) for s in steps] == [
-        ("logs", "DeleteMetricFilter", {"logGroupName": t.log_group,
-                                        "filterName": "trailwatch-cis-4.1-UnauthorizedAPICalls"},
-         HOME),
-        ("logs", "DeleteMetricFilter", {"logGroupName": t.log_group,
-                                        "filterName": "trailwatch-cis-4.3-RootAccountUsage"}, HOME),
-        ("cloudwatch", "DeleteAlarms", {"AlarmNames": ["trailwatch-cis-4.1-UnauthorizedAPICalls",
-                                                       "trailwatch-cis-4.3-RootAccountUsage"]},
-         HOME),
+        ("logs", "DeleteMetricFilter", {"logGroupName": t.log_group, "filterName": a41}, HOME),
+        ("logs", "DeleteMetricFilter", {"logGroupName": t.log_group, "filterName": a43}, HOME),
+        ("cloudwatch", "DeleteAlarms", {"AlarmNames": [a41, a43]}, HOME),
         ("sns", "DeleteTopic", {"TopicArn": topic}, HOME),
     ]
     assert all(s.message for s in steps)
@@ -358,11 +395,12 @@ def test_removal_steps_are_exact_api_calls_in_the_home_region():
     assert {r for r, _ in clients.calls_to("sns", "get_topic_attributes")} == {HOME}
     assert clients.calls_to("sns", "list_tags_for_resource") == [(HOME, {"ResourceArn": topic})]
     assert [kw["TopicArn"] for _, kw in clients.calls_to("sns", "get_topic_attributes")] == [topic]
+    assert {r for r, _ in clients.calls_to("cloudwatch", "describe_alarms")} == {HOME}
     # nothing of ours left: no steps, and a missing topic is not an error
     from tests.fakes import client_error
     empty = FakeClients("us-east-1", {("sns", "get_topic_attributes"):
                                       client_error("NotFound", "no topic")})
-    assert removal_steps(empty, t)[0] == []
+    assert removal_steps(empty, t, [])[0] == []
 
 
 @pytest.mark.parametrize("code,message,phrase,not_phrase", [
