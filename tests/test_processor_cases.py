@@ -3,8 +3,9 @@
 - account and region of an alert come from the record (``recipientAccountId``, ``awsRegion``),
   never from the log stream name (trap 5; org-style ``o-<orgid>_<account>_CloudTrail_<region>``);
 - ``eventVersion`` 1.10 and 1.11 records are processed like 1.09 (trap 12);
-- the same CloudTrail event arriving in two Kinesis records gives one alert (trap 10), and both
-  records are retried if that alert cannot be published;
+- the same CloudTrail event arriving in two Kinesis records gives one alert per matching rule
+  (trap 10; since issue 13 StopLogging matches CIS 4.5 and the pack's
+  ``tw-cloudtrail-stopped-or-deleted``), and both records are retried if it cannot be published;
 - a record that could not be routed to the failure queue stays in ``batchItemFailures`` even when
   a publish fails in the same batch (nothing lost).
 """
@@ -95,6 +96,10 @@ def _account_region_values(node, path=()):
             yield from _account_region_values(v, path)
 
 
+# StopLogging: CIS 4.5 and, since issue 13 (handlers/pack.json), the pack's tamper rule.
+STOP_LOGGING_RULES = ["cis-4.5", "tw-cloudtrail-stopped-or-deleted"]
+
+
 def test_org_stream_alerts_take_account_and_region_from_the_record():
     sink = Sink()
     result = app(sink).handle({"awslogs": {"data": encode(ENV)}})
@@ -133,7 +138,7 @@ def test_every_1x_event_version_is_processed(version):
     sink = Sink()
     result = app(sink).handle({"awslogs": {"data": encode(env)}})
     assert result["records"] == 1 and result["malformed"] == 0
-    assert [a["rule"]["id"] for a in sink.published] == ["cis-4.5"]
+    assert sorted(a["rule"]["id"] for a in sink.published) == STOP_LOGGING_RULES
 
 
 # ----------------------------------------------------------------------- Kinesis
@@ -143,7 +148,10 @@ def test_same_event_in_two_kinesis_records_gives_one_alert():
     again = dict(ENV, logEvents=[dict(ENV["logEvents"][0], id="another-log-event-id")])
     sink = Sink()
     assert app(sink).handle(kinesis(first, again)) == {"batchItemFailures": []}
-    assert len([a for a in sink.published if a["kind"] == "rule_match"]) == 1
+    matches = [(a["rule"]["id"], a["event"]["eventID"]) for a in sink.published
+               if a["kind"] == "rule_match"]
+    assert sorted(matches) == [(r, "9f0c0000-0000-4000-8000-000000000001")
+                               for r in STOP_LOGGING_RULES]     # one per rule, none twice
 
 
 def test_failed_duplicate_alert_retries_every_record_it_came_from():
