@@ -10,13 +10,24 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No test may depend on wall-clock speed: hypothesis' per-example deadline is off (a loaded
+# 2-core CI machine or a mutation run's tracing made examples "flaky" for taking 500 ms).
+# HYPOTHESIS_PROFILE=mutate (set by `make mutate`) also runs fewer examples per property.
+settings.register_profile("default", deadline=None)
+settings.register_profile("mutate", deadline=None, max_examples=25)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from setup.demo import drain_queue  # noqa: F401  (one helper for tests and the demo)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
-CORPUS = ROOT.parent / "shared" / "corpus"
-FACTS = ROOT.parent / "shared" / "reference" / "aws-facts.md"
+# ../shared beside the clone (CI, the team's machines); absent in a user's fresh clone. The
+# environment variables point a local run at another copy.
+CORPUS = Path(os.environ.get("TRAILWATCH_CORPUS") or ROOT.parent / "shared" / "corpus")
+FACTS = Path(os.environ.get("TRAILWATCH_FACTS") or
+             ROOT.parent / "shared" / "reference" / "aws-facts.md")
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +45,20 @@ def aws_env(monkeypatch):
 
 
 def corpus_lines() -> list[str]:
+    """Every record of ../shared/corpus (one CloudTrail record per line); skips when absent."""
     if not CORPUS.is_dir():
         pytest.skip("../shared/corpus is not present (fresh clone)")
     lines: list[str] = []
     for path in sorted(CORPUS.glob("*.jsonl")):
         lines += [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     return lines
+
+
+def facts_text() -> str:
+    """aws-facts.md (the team's fact sheet); skips when absent."""
+    if not FACTS.is_file():
+        pytest.skip("../shared/reference/aws-facts.md is not present (fresh clone)")
+    return FACTS.read_text(encoding="utf-8")
 
 
 def load_event(name: str) -> dict:

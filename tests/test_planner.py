@@ -182,3 +182,71 @@ def test_adopted_group_gets_kms_associated():
     state.kms_policy = {"Statement": [{"Effect": "Allow", "Principal": {
         "Service": "logs.us-east-1.amazonaws.com"}, "Action": "kms:*", "Resource": "*"}]}
     assert "logs:AssociateKmsKey" in apis(build_plan(t, state))
+
+
+# ---- trap 17, more cases (issue 15): each statement judged on its own, key policy required
+
+LOGS_STMT = {"Effect": "Allow", "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+             "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                        "kms:Describe*"], "Resource": "*",
+             "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn":
+                                         "arn:aws:logs:us-east-1:111111111111:log-group:"
+                                         "CloudTrail/main"}}}
+
+
+@pytest.mark.parametrize("policy", [None, {}, {"Statement": []}])
+def test_kms_key_without_a_readable_policy_is_refused(policy):
+    with pytest.raises(SetupError):
+        build_plan(make_target(kms=KEY), CurrentState(None, None, kms_policy=policy))
+
+
+@pytest.mark.parametrize("before", [
+    {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:ScheduleKeyDeletion",
+     "Resource": "*"},
+    {"Effect": "Allow", "Principal": {"Service": "logs.eu-west-1.amazonaws.com"},
+     "Action": "kms:*", "Resource": "*"},
+    {"Effect": "Allow", "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+     "Action": "kms:Describe*", "Resource": "*"},
+    {"Effect": "Allow", "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+     "Action": "kms:*", "Resource": "*", "Condition": {"ArnEquals": {
+         "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:111111111111:log-group:x"}}},
+])
+def test_documented_statement_after_unrelated_ones_is_found(before):
+    plan = build_plan(make_target(kms=KEY),
+                      CurrentState(None, None, kms_policy={"Statement": [before, LOGS_STMT]}))
+    assert plan.steps[0].params["kmsKeyId"] == KEY
+    with pytest.raises(SetupError):      # ... and the unrelated one alone is not enough
+        build_plan(make_target(kms=KEY), CurrentState(None, None,
+                                                      kms_policy={"Statement": [before]}))
+
+
+def test_statement_that_cannot_encrypt_is_not_enough():
+    stmt = dict(LOGS_STMT, Action=["kms:Decrypt*", "kms:Describe*"])
+    with pytest.raises(SetupError):
+        build_plan(make_target(kms=KEY), CurrentState(None, None,
+                                                      kms_policy={"Statement": [stmt]}))
+
+
+@pytest.mark.parametrize("op,value,ok", [
+    ("StringEquals", "arn:aws:logs:us-east-1:111111111111:log-group:CloudTrail/main", True),
+    ("StringLike", "arn:aws:logs:us-east-1:111111111111:log-group:CloudTrail/*", True),
+    ("ArnLike", "arn:aws:logs:us-east-1:111111111111:log-group:Other*", False),
+    ("ArnEquals", "arn:aws:logs:us-east-1:222222222222:log-group:CloudTrail/main", False),
+    ("StringNotEquals", "arn:aws:logs:us-east-1:111111111111:log-group:CloudTrail/main", False),
+])
+def test_kms_condition_operators(op, value, ok):
+    stmt = dict(LOGS_STMT, Condition={op: {"kms:EncryptionContext:aws:logs:arn": value}})
+    state = CurrentState(None, None, kms_policy={"Statement": stmt})   # a single object
+    if ok:
+        assert build_plan(make_target(kms=KEY), state).steps
+    else:
+        with pytest.raises(SetupError):
+            build_plan(make_target(kms=KEY), state)
+
+
+def test_statements_with_string_or_missing_principals_are_skipped_not_fatal():
+    odd = [{"Effect": "Allow", "Principal": "*", "Action": "kms:Describe*", "Resource": "*"},
+           {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]
+    plan = build_plan(make_target(kms=KEY),
+                      CurrentState(None, None, kms_policy={"Statement": odd + [LOGS_STMT]}))
+    assert plan.steps[0].params["kmsKeyId"] == KEY

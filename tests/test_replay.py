@@ -61,9 +61,10 @@ def test_queued_and_archived_records_are_replayed_and_deleted(stack):
     assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
                 out=out) == 0, out.getvalue()
     assert "2 replayed, 0 failed" in out.getvalue()
-    # StopLogging and DeleteTrail each match CIS 4.5 and the pack's tw-cloudtrail-stopped-or-deleted
-    ids = sorted(a["event"]["eventID"] for a in stack["alerts"]())
-    assert ids == ["replayed-1", "replayed-1", "replayed-2", "replayed-2"]
+    # One alert per matching rule and event: CIS 4.5 and (issue 13) the pack's tamper rule.
+    pairs = sorted((a["event"]["eventID"], a["rule"]["id"]) for a in stack["alerts"]())
+    assert pairs == [(e, r) for e in ("replayed-1", "replayed-2")
+                     for r in ("cis-4.5", "tw-cloudtrail-stopped-or-deleted")]
     assert drain_queue(stack["sqs"], stack["fail_q"]) == []   # deleted after success
 
 

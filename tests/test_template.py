@@ -242,3 +242,20 @@ def test_watchdog_block(cfn):
         "Fn::GetAtt": ["WatchdogFunctionSchedule", "Arn"]}}}
     penv = cfn["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
     assert {"TRAIL_NAME", "TRAIL_LOG_GROUP_NAME", "DELIVERY_ROLE_NAME"} <= set(penv)
+def test_subscription_filters_use_at_most_one_of_the_two_slots_per_log_group(cfn):
+    """Trap 14: a log group takes 2 subscription filters; trailwatch leaves one for others."""
+    per_group: dict[str, int] = {}
+    for res in resources(cfn, "AWS::Logs::SubscriptionFilter").values():
+        key = json.dumps(res["Properties"]["LogGroupName"], sort_keys=True)
+        per_group[key] = per_group.get(key, 0) + 1
+    assert per_group and max(per_group.values()) == 1
+
+
+def test_subscription_destinations_are_this_stacks_own_resources(cfn):
+    """Trap 16: a Lambda (or Kinesis) destination must be in the same account: a resource of
+    this stack, never an ARN passed in (cross-account goes through a CWL destination)."""
+    own = {"AWS::Lambda::Function", "AWS::Kinesis::Stream", "AWS::KinesisFirehose::DeliveryStream"}
+    for res in resources(cfn, "AWS::Logs::SubscriptionFilter").values():
+        dest = res["Properties"]["DestinationArn"]
+        assert isinstance(dest, dict) and "Fn::GetAtt" in dest, dest
+        assert cfn["Resources"][dest["Fn::GetAtt"][0]]["Type"] in own
