@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 REGION = "us-east-1"
@@ -269,19 +269,24 @@ def subscription_invocations(log_group: str, owner: str) -> list[dict[str, Any]]
                           "logEvents": [{"id": "", "timestamp": int(time.time() * 1000),
                                          "message": "CWL CONTROL MESSAGE: Checking health of "
                                                     "destination Lambda function."}]})]
+    for name, start, chunk in log_batches(logs, log_group):
+        invocations.append(_wrap({
+            "messageType": "DATA_MESSAGE", "owner": owner, "logGroup": log_group,
+            "logStream": name, "subscriptionFilters": ["trailwatch-processor"],
+            "logEvents": [{"id": f"{e['timestamp']:020d}{abs(hash((name, start + i))):036d}"[:56],
+                           "timestamp": e["timestamp"], "message": e["message"]}
+                          for i, e in enumerate(chunk)]}))
+    return invocations
+
+
+def log_batches(logs: Any, log_group: str) -> Iterator[tuple[str, int, list[dict[str, Any]]]]:
+    """The group's events stream by stream in subscription-sized batches: (stream, start, events)."""
     for stream in logs.describe_log_streams(logGroupName=log_group)["logStreams"]:
         name = stream["logStreamName"]
         events = logs.get_log_events(logGroupName=log_group, logStreamName=name,
                                      startFromHead=True)["events"]
         for start in range(0, len(events), BATCH):
-            chunk = events[start:start + BATCH]
-            invocations.append(_wrap({
-                "messageType": "DATA_MESSAGE", "owner": owner, "logGroup": log_group,
-                "logStream": name, "subscriptionFilters": ["trailwatch-processor"],
-                "logEvents": [{"id": f"{e['timestamp']:020d}{abs(hash((name, start + i))):036d}"[:56],
-                               "timestamp": e["timestamp"], "message": e["message"]}
-                              for i, e in enumerate(chunk)]}))
-    return invocations
+            yield name, start, events[start:start + BATCH]
 
 
 def _wrap(envelope: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from typing import Any
 
 REGION = "us-east-1"
 STACK = "trailwatch-audit"
-BATCH = 25
 
 
 # ----------------------------------------------------------------------------------- documents
@@ -162,22 +161,18 @@ def forward_to_destination(log_group: str, management: str, filter_name: str,
     role_session, _ = assume(side["role"], side["session"])
     kinesis = role_session.client("kinesis")
     records = events_sent = 0
-    for stream in logs.describe_log_streams(logGroupName=log_group)["logStreams"]:
-        name = stream["logStreamName"]
-        events = logs.get_log_events(logGroupName=log_group, logStreamName=name,
-                                     startFromHead=True)["events"]
-        for start in range(0, len(events), BATCH):
-            chunk = events[start:start + BATCH]
-            payload = {"messageType": "DATA_MESSAGE", "owner": management,
-                       "logGroup": log_group, "logStream": name,
-                       "subscriptionFilters": [filter_name],
-                       "logEvents": [{"id": f"{e['timestamp']:020d}{start + i:036d}",
-                                      "timestamp": e["timestamp"], "message": e["message"]}
-                                     for i, e in enumerate(chunk)]}
-            kinesis.put_record(StreamARN=side["stream"], PartitionKey=name,
-                               Data=gzip.compress(json.dumps(payload).encode()))
-            records += 1
-            events_sent += len(chunk)
+    from setup.demo import log_batches
+    for name, start, chunk in log_batches(logs, log_group):
+        payload = {"messageType": "DATA_MESSAGE", "owner": management,
+                   "logGroup": log_group, "logStream": name,
+                   "subscriptionFilters": [filter_name],
+                   "logEvents": [{"id": f"{e['timestamp']:020d}{start + i:036d}",
+                                  "timestamp": e["timestamp"], "message": e["message"]}
+                                 for i, e in enumerate(chunk)]}
+        kinesis.put_record(StreamARN=side["stream"], PartitionKey=name,
+                           Data=gzip.compress(json.dumps(payload).encode()))
+        records += 1
+        events_sent += len(chunk)
     return {"records": records, "log_events": events_sent, "error": ""}
 
 

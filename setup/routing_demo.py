@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from setup.demo import drain_queue   # one drain loop for the whole demo
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -31,17 +33,6 @@ def _queue(sqs: Any, name: str) -> tuple[str, str]:
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
     return url, arn["QueueArn"]
-
-
-def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not msgs:
-            return out
-        out += [json.loads(m["Body"]) for m in msgs]
-        sqs.delete_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
 
 
 def run(invocations: list[dict[str, Any]], client: Callable[[str], Any]) -> dict[str, Any]:
@@ -94,10 +85,10 @@ def run(invocations: list[dict[str, Any]], client: Callable[[str], Any]) -> dict
         return sum(app.handle(e).get("alerts", 0) for e in invocations)
 
     raised = handle_all()
-    delivered = {name: len(_drain(sqs, url)) for name, url in routes.items()}
+    delivered = {name: len(drain_queue(sqs, url)) for name, url in routes.items()}
     findings = hub.get_findings(MaxResults=100)["Findings"]
     handle_all()    # the same invocations again: a redelivery
-    redelivered = {name: len(_drain(sqs, url)) for name, url in routes.items()}
+    redelivered = {name: len(drain_queue(sqs, url)) for name, url in routes.items()}
     example = next((f for f in findings if "CIS" in " ".join(f.get("Types", []))), None) or \
         (findings[0] if findings else None)
     return {"alerts_raised": raised, "delivered": delivered,
