@@ -198,12 +198,14 @@ def alert_storm() -> tuple[float, int, int]:
         def add_metric(self, **k): ...
 
     sns, events = SlowClient(), SlowClient()
+    # Aggregation off: the storm measures publishing 10,000 distinct alerts.
     app = App.from_env({"ALERT_TOPIC_ARN": "arn:aws:sns:us-east-1:111122223333:storm",
-                        "ALERT_BUS_NAME": "storm"},
+                        "ALERT_BUS_NAME": "storm", "ALERT_AGGREGATION_THRESHOLD": "0"},
                        client_factory=lambda service: {"sns": sns, "events": events}[service],
                        metrics_sink=NoMetrics(), log=Quiet(), emit=lambda line: None)
     records = [json.dumps({"eventVersion": "1.08", "eventID": f"storm-{i}",
-                           "eventName": "StopLogging", "eventSource": "cloudtrail.amazonaws.com",
+                           # exactly one built-in rule (CIS 4.5) matches CreateTrail
+                           "eventName": "CreateTrail", "eventSource": "cloudtrail.amazonaws.com",
                            "eventTime": "2026-11-20T10:00:00Z", "awsRegion": "us-east-1"})
                for i in range(STORM_ALERTS)]
     env = {"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "CloudTrail/storm",
