@@ -78,30 +78,34 @@ class StepFailure(Exception):
     def __str__(self) -> str:
         return f"{self.step.api} failed: {self.code}: {self.message}"
 
+    title = "apply stopped."
+    mark = "FAILED  "
+    advice = "Fix the cause and run the same `trailwatch apply` again"
+
+    def details(self) -> list[str]:
+        return [f"{self.code}: {self.message}", self.explanation]
+
     def report(self) -> str:
-        lines = ["apply stopped.", ""]
+        """What was done, what failed (or was in flight), what did not run, and how to resume."""
+        lines = [self.title, ""]
         lines += [f"  done     {s.api}: {s.message}" for s in self.done] or ["  done     (nothing)"]
-        lines.append(f"  FAILED   {self.step.api}: {self.step.message}")
-        lines.append(f"           {self.code}: {self.message}")
-        lines.append(f"           {self.explanation}")
+        lines.append(f"  {self.mark} {self.step.api}: {self.step.message}")
+        lines += [f"           {d}" for d in self.details()]
         lines += [f"  not run  {s.api}: {s.message}" for s in self.remaining]
-        lines += ["", "Nothing was rolled back. Fix the cause and run the same `trailwatch apply` "
-                  "again: it re-reads the account and does only what is still missing."]
+        lines += ["", f"Nothing was rolled back. {self.advice}: it re-reads the account and does "
+                      "only what is still missing."]
         return "\n".join(lines)
 
 
 class StepInterrupted(StepFailure):
     """Ctrl-C during apply: the same done / in flight / not-run report, exit 130."""
 
-    def report(self) -> str:
-        lines = ["apply interrupted (Ctrl-C).", ""]
-        lines += [f"  done     {s.api}: {s.message}" for s in self.done] or ["  done     (nothing)"]
-        lines.append(f"  INTERRUPTED {self.step.api}: {self.step.message}")
-        lines.append(f"           {self.message}")
-        lines += [f"  not run  {s.api}: {s.message}" for s in self.remaining]
-        lines += ["", "Nothing was rolled back. Run the same `trailwatch apply` again: it re-reads "
-                  "the account and does only what is still missing."]
-        return "\n".join(lines)
+    title = "apply interrupted (Ctrl-C)."
+    mark = "INTERRUPTED"
+    advice = "Run the same `trailwatch apply` again"
+
+    def details(self) -> list[str]:
+        return [self.message]
 
 
 @dataclass
