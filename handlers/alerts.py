@@ -230,14 +230,15 @@ def _rule_texts(rule_doc: dict[str, Any], event: dict[str, Any]) -> tuple[str, s
 
 def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
                log_event: dict[str, Any], lag: float | None, *,
-               expected_change: bool = False) -> dict[str, Any]:
+               expected_change: bool = False, ident: str | None = None) -> dict[str, Any]:
     """A rule-match alert. ``expected_change`` is decided by the caller from trusted configuration
-    (never from the record: user agents and other record fields are evidence, not authority)."""
+    (never from the record: user agents and other record fields are evidence, not authority).
+    ``ident`` is the alert id when the caller already computed it (the pipeline dedupes on it)."""
     event = summarize(record)
     title, description, remediation = _rule_texts(rule.doc, event)
     return {
         "schema": SCHEMA,
-        "alert_id": alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
+        "alert_id": ident or alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
         "kind": "rule_match",
         "title": title,
         "description": description,

@@ -335,11 +335,13 @@ class Pipeline:
             hits = matches(rec)
             if hits:
                 expected = is_expected_change(rec, principals) if principals else False
+                key = A.event_key(rec, eid)
                 for rule in hits:
-                    alert = rule_alert(rule, rec, env, ev, lag, expected_change=expected)
-                    if alert["alert_id"] not in seen:
-                        seen.add(alert["alert_id"])
-                        alerts.append(alert)
+                    ident = A.alert_id("rule", rule.id, key)
+                    if ident not in seen:     # a redelivered event: no second alert built
+                        seen.add(ident)
+                        alerts.append(rule_alert(rule, rec, env, ev, lag, ident=ident,
+                                                 expected_change=expected))
         result.log_events = len(events)
         result.oversize = n_oversize
         result.records = result.log_events - n_oversize - result.malformed
