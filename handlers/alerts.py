@@ -207,35 +207,78 @@ def principal_of(event: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _rule_texts(rule_doc: dict[str, Any], event: dict[str, Any]) -> tuple[str, str, str]:
-    # Record values are clipped before they are repeated: the texts add little to an alert's size.
-    who = _clip(principal_of(event), TEXT_VALUE_CHARS)
-    source, name = event.get("eventSource"), event.get("eventName")
-    what = " ".join(_clip(x, TEXT_VALUE_CHARS) for x in (source, name) if x.__class__ is str and x)
-    acct, region = event.get("recipientAccountId"), event.get("awsRegion")
-    where = "/".join(_clip(x, TEXT_VALUE_CHARS) for x in (acct, region)
-                     if x.__class__ is str and x)
-    title = f'{rule_doc.get("title") or rule_doc["id"]}: {what or "event"} by {who}'
-    if where:
-        title += f" in {where}"
+class RecordFacts:
+    """What every alert on one record shares: the summarised event, its resources, the delivery
+    block and the record values the texts repeat. Built once per record however many rules hit
+    it (the alerts share these objects and never modify them; :func:`fit` copies before it
+    truncates)."""
+
+    __slots__ = ("event", "resources", "delivery", "who", "what", "where")
+
+    def __init__(self, record: dict[str, Any], envelope: dict[str, Any],
+                 log_event: dict[str, Any], lag: float | None) -> None:
+        event = self.event = summarize(record)
+        self.resources = affected_resources(record)
+        self.delivery = delivery_info(envelope, log_event, lag)
+        # Record values are clipped before they are repeated: the texts add little to an
+        # alert's size.
+        self.who = _clip(principal_of(event), TEXT_VALUE_CHARS)
+        source, name = event.get("eventSource"), event.get("eventName")
+        self.what = " ".join(_clip(x, TEXT_VALUE_CHARS) for x in (source, name)
+                             if x.__class__ is str and x)
+        acct, region = event.get("recipientAccountId"), event.get("awsRegion")
+        self.where = "/".join(_clip(x, TEXT_VALUE_CHARS) for x in (acct, region)
+                              if x.__class__ is str and x)
+
+
+# rule doc id -> (doc, title head, description, fixed remediation or None): the rule's own texts
+# are the same in each of its alerts. The doc is kept so its id cannot be reused while cached.
+_RULE_TEXTS: dict[int, tuple[dict[str, Any], str, str, str | None]] = {}
+
+
+def _rule_static_texts(rule_doc: dict[str, Any]) -> tuple[dict[str, Any], str, str, str | None]:
+    cached = _RULE_TEXTS.get(id(rule_doc))
+    if cached is not None and cached[0] is rule_doc:
+        return cached
     desc = rule_doc.get("description") or f'Rule {rule_doc["id"]} matched a CloudTrail event.'
     if rule_doc.get("cis"):
         desc += f' (CIS AWS Foundations Benchmark {rule_doc["cis"]}.)'
-    remediation = rule_doc.get("remediation") or (
-        f'Confirm with {who} that {what or "this change"} was authorised; if not, revert it and '
-        "rotate the credentials used (see eventID in CloudTrail event history).")
-    return (_clip(title, TITLE_CHARS), _clip(desc, DESCRIPTION_CHARS),
-            _clip(remediation, DESCRIPTION_CHARS))
+    remediation = rule_doc.get("remediation")
+    out = (rule_doc, f'{rule_doc.get("title") or rule_doc["id"]}: ',
+           _clip(desc, DESCRIPTION_CHARS), _clip(remediation, DESCRIPTION_CHARS) if remediation
+           else None)
+    if len(_RULE_TEXTS) >= 4096:   # rules are few; only tests make many
+        _RULE_TEXTS.clear()
+    _RULE_TEXTS[id(rule_doc)] = out
+    return out
+
+
+def _rule_texts(rule_doc: dict[str, Any], facts: RecordFacts) -> tuple[str, str, str]:
+    _, head, description, remediation = _rule_static_texts(rule_doc)
+    what = facts.what or "event"
+    title = f"{head}{what} by {facts.who}"
+    if facts.where:
+        title += f" in {facts.where}"
+    if remediation is None:
+        remediation = _clip(
+            f'Confirm with {facts.who} that {facts.what or "this change"} was authorised; if not, '
+            "revert it and rotate the credentials used (see eventID in CloudTrail event history).",
+            DESCRIPTION_CHARS)
+    return _clip(title, TITLE_CHARS), description, remediation
 
 
 def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
                log_event: dict[str, Any], lag: float | None, *,
-               expected_change: bool = False, ident: str | None = None) -> dict[str, Any]:
+               expected_change: bool = False, ident: str | None = None,
+               facts: RecordFacts | None = None) -> dict[str, Any]:
     """A rule-match alert. ``expected_change`` is decided by the caller from trusted configuration
     (never from the record: user agents and other record fields are evidence, not authority).
-    ``ident`` is the alert id when the caller already computed it (the pipeline dedupes on it)."""
-    event = summarize(record)
-    title, description, remediation = _rule_texts(rule.doc, event)
+    ``ident`` is the alert id when the caller already computed it (the pipeline dedupes on it);
+    ``facts`` the record's :class:`RecordFacts` when other rules hit the same record."""
+    if facts is None:
+        facts = RecordFacts(record, envelope, log_event, lag)
+    doc = rule.doc
+    title, description, remediation = _rule_texts(doc, facts)
     return {
         "schema": SCHEMA,
         "alert_id": ident or alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
@@ -243,10 +286,10 @@ def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
         "title": title,
         "description": description,
         "remediation": remediation,
-        "rule": rule.doc,
-        "event": event,
-        "resources": affected_resources(record),
-        "delivery": delivery_info(envelope, log_event, lag),
+        "rule": doc,
+        "event": facts.event,
+        "resources": facts.resources,
+        "delivery": facts.delivery,
         "expected_change": bool(expected_change),
         "truncated_fields": [],
     }

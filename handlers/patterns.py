@@ -630,37 +630,54 @@ class PatternIndex:
             else:
                 always.append((key, pat.match))
         tables = {p: {v: tuple(c) for v, c in t.items()} for p, t in dispatch.items()}
-        self._top = tuple((p[0], t) for p, t in tables.items() if len(p) == 1)
-        self._nested = tuple((p[0], p[1], t) for p, t in tables.items() if len(p) == 2)
-        self._keyed = tuple((k, tuple(c)) for k, c in keyed.items())
-        self._always = tuple(always)
         self._rank = {k: i for i, k in enumerate(order)}
+        self.matches = _compile_dispatch(tables, {k: tuple(c) for k, c in keyed.items()},
+                                         tuple(always), self._rank)
 
-    def matches(self, record: Record) -> list[Any] | tuple[()]:
+    def matches(self, record: Record) -> list[Any] | tuple[()]:  # replaced per instance
         """Keys of the patterns that match ``record``, in the order they were given (an empty
         tuple, not a new list, when none can: the common case costs no allocation)."""
-        cands = self._always
-        for req, items in self._keyed:
-            if req in record:
-                cands += items
-        get = record.get
-        for k0, table in self._top:
-            v = get(k0)
-            if v.__class__ is str:
-                hit = table.get(v)
-                if hit:
-                    cands += hit
-        for k0, k1, table in self._nested:
-            v = get(k0)
-            if v.__class__ is dict:
-                v = v.get(k1)
-                if v.__class__ is str:
-                    hit = table.get(v)
-                    if hit:
-                        cands += hit
-        if not cands:
-            return ()
-        out = [k for k, f in cands if f is None or f(record)]
-        if len(out) > 1:
-            out.sort(key=self._rank.__getitem__)
-        return out
+        raise NotImplementedError  # pragma: no cover - __init__ installs the compiled dispatcher
+
+
+def _compile_dispatch(tables: dict[tuple, dict[str, tuple]], keyed: dict[str, tuple],
+                      always: tuple, rank: dict[Any, int]) -> Callable[[Record], Any]:
+    """The index's ``matches`` as straight-line code: one block per guard path and required key,
+    no loops over the guard tables (this runs for every record, and most records hit nothing).
+
+    The generated source holds only local names (``_k3``, ``_t3``...); every key, table and
+    candidate tuple is passed in as a value, so nothing from a rule file becomes source text.
+    """
+    ns: dict[str, Any] = {"_always": always, "_rank": rank.__getitem__, "_dict": dict,
+                          "_str": str}
+    lines = ["def matches(record):", "    get = record.get", "    c = _always"]
+    for n, (key, items) in enumerate(keyed.items()):
+        ns[f"_k{n}"], ns[f"_c{n}"] = key, items
+        lines += [f"    if _k{n} in record:", f"        c += _c{n}"]
+    for n, (path, table) in enumerate(tables.items()):
+        ns[f"_p{n}"], ns[f"_t{n}"] = path[0], table
+        if len(path) == 1:
+            lines += [f"    v = get(_p{n})",
+                      "    if v.__class__ is _str:",
+                      f"        h = _t{n}.get(v)",
+                      "        if h:",
+                      "            c += h"]
+        else:
+            ns[f"_q{n}"] = path[1]
+            lines += [f"    v = get(_p{n})",
+                      "    if v.__class__ is _dict:",
+                      f"        v = v.get(_q{n})",
+                      "        if v.__class__ is _str:",
+                      f"            h = _t{n}.get(v)",
+                      "            if h:",
+                      "                c += h"]
+    lines += ["    if not c:",
+              "        return ()",
+              "    out = [k for k, f in c if f is None or f(record)]",
+              "    if len(out) > 1:",
+              "        out.sort(key=_rank)",
+              "    return out"]
+    exec("\n".join(lines), ns)  # noqa: S102 - names only; see the docstring
+    fn = ns["matches"]
+    fn.__doc__ = PatternIndex.matches.__doc__
+    return fn

@@ -27,7 +27,7 @@ from handlers.canary import CANARY_EVENTS, canary_nonce, observation
 from handlers.expected import is_expected_change
 from handlers.jsonsafe import dumps
 from handlers.rules import Rule, build_index
-from handlers.thresholds import apply_thresholds, thresholds_of
+from handlers.thresholds import principal_of, threshold_block
 
 CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
 # A Kinesis record carries up to 1 MiB of gzip; real CloudTrail batches inflate ~10x. 16 MiB leaves
@@ -256,6 +256,9 @@ class Pipeline:
         receipt_lags = result.receipt_lags
         alerts = result.alerts
         seen: set[str] = set()
+        alert_id = A.alert_id
+        RecordFacts = A.RecordFacts
+        groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}   # threshold rules (issue 13)
         events = env.get("logEvents") or ()
         n_oversize = n_skewed = n_no_time = 0
         max_ts = MAX_TIMESTAMP_MS
@@ -334,21 +337,59 @@ class Pipeline:
                     continue
             hits = matches(rec)
             if hits:
-                expected = is_expected_change(rec, principals) if principals else False
                 key = A.event_key(rec, eid)
+                facts = None
+                expected = None
                 for rule in hits:
-                    ident = A.alert_id("rule", rule.id, key)
-                    if ident not in seen:     # a redelivered event: no second alert built
-                        seen.add(ident)
-                        alerts.append(rule_alert(rule, rec, env, ev, lag, ident=ident,
-                                                 expected_change=expected))
+                    ident = alert_id("rule", rule.id, key)
+                    if ident in seen:     # a redelivered event: no second alert built
+                        continue
+                    seen.add(ident)
+                    if expected is None:
+                        expected = is_expected_change(rec, principals) if principals else False
+                    if rule.threshold:
+                        # Threshold rule: the alert is built only if the group reaches N.
+                        gkey = (rule.id, principal_of(rec))
+                        group = groups.get(gkey)
+                        if group is None:
+                            groups[gkey] = group = []
+                            alerts.append(gkey)   # the group's place: where its first match was
+                        group.append((rule, rec, ev, lag, ident, expected))
+                        continue
+                    if facts is None:
+                        facts = RecordFacts(rec, env, ev, lag)
+                    alerts.append(rule_alert(rule, rec, env, ev, lag, ident=ident,
+                                             expected_change=expected, facts=facts))
         result.log_events = len(events)
         result.oversize = n_oversize
         result.records = result.log_events - n_oversize - result.malformed
         result.skewed = n_skewed
         result.no_event_time = n_no_time
-        result.alerts = apply_thresholds(alerts, thresholds_of(self.rules))  # issue 13: threshold rules
+        result.alerts = self._collapse(alerts, groups, env) if groups else alerts
         return result
+
+
+    @staticmethod
+    def _collapse(alerts: list[Any], groups: dict[tuple[str, str], list[tuple[Any, ...]]],
+                  env: dict[str, Any]) -> list[dict[str, Any]]:
+        """Threshold rules (:mod:`handlers.thresholds`): each (rule, principal) group with at
+        least N matches becomes one alert, in the place of its first match; smaller groups are
+        dropped. Only the alerts that are kept are ever built."""
+        out: list[dict[str, Any]] = []
+        for item in alerts:
+            if item.__class__ is not tuple:
+                out.append(item)
+                continue
+            group = groups[item]
+            rule, rec, ev, lag, ident, expected = group[0]
+            if len(group) < rule.threshold:
+                continue
+            alert = A.rule_alert(rule, rec, env, ev, lag, ident=ident, expected_change=expected)
+            alert["threshold"] = threshold_block(
+                [g[1].get("eventID") for g in group], [g[2].get("id") for g in group],
+                rule.threshold, item[1])
+            out.append(alert)
+        return out
 
 
 def iter_cases(rules: list[Rule]) -> Iterator[tuple[Rule, str, dict[str, Any]]]:

@@ -51,6 +51,30 @@ def _attr_value(value: str) -> str:
     return "".join(map(_attr_char, value))
 
 
+# (name, value) -> (attribute, its size): most values repeat (kind, rule, severity, account,
+# region, event name); bounded, since record values are attacker-chosen. Attributes are shared
+# between messages and never modified.
+_ATTRIBUTES: dict[tuple[str, str], tuple[dict[str, str], int]] = {}
+_ATTRIBUTES_MAX = 1024
+_ATTRIBUTE_SETS: dict[tuple[Any, ...], tuple[dict[str, dict[str, str]], int]] = {}
+
+
+def _attribute(name: str, value: str) -> tuple[dict[str, str], int]:
+    """A String message attribute and the bytes SNS counts for it (name, "String", value); size
+    0 when the cleaned value is empty (SNS rejects empty values)."""
+    hit = _ATTRIBUTES.get((name, value))
+    if hit is None:
+        clean = _attr_value(value)
+        size = len(name) + 6 + len(clean.encode()) if clean else 0   # 6: "String"
+        hit = ({"DataType": "String", "StringValue": clean}, size)
+        if name == "alert_id":      # unique per alert: not worth a cache entry
+            return hit
+        if len(_ATTRIBUTES) >= _ATTRIBUTES_MAX:
+            _ATTRIBUTES.clear()
+        _ATTRIBUTES[(name, value)] = hit
+    return hit
+
+
 def _group_id(alert: dict[str, Any]) -> str:
     """FIFO ``MessageGroupId``: the event's account (ordering per account), max 128 chars."""
     gid = _GROUP_ID_CHARS.sub("_", routing_keys(alert).get("account", ""))[:128]
@@ -221,16 +245,33 @@ class SnsSink(_RetryingSink):
     def attributes_with_size(alert: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
         """(attributes, their size in bytes). Keys without a value are left out (SNS rejects
         empty values); values are cleaned of characters SNS refuses and capped."""
+        keys = routing_keys(alert)
+        ident = keys.pop("alert_id", None)
+        # Everything but the alert id repeats from alert to alert: built once per combination.
+        shared = (tuple(keys.items()), bool(alert.get("expected_change")))
+        hit = _ATTRIBUTE_SETS.get(shared)
+        if hit is None:
+            rest: dict[str, dict[str, str]] = {}
+            size = 0
+            for k, v in keys.items():
+                attr, n = _attribute(k, v)
+                if n:
+                    rest[k] = attr
+                    size += n
+            attr, n = _attribute("expected_change", "true" if shared[1] else "false")
+            rest["expected_change"] = attr
+            hit = (rest, size + n)
+            if len(_ATTRIBUTE_SETS) >= _ATTRIBUTES_MAX:
+                _ATTRIBUTE_SETS.clear()
+            _ATTRIBUTE_SETS[shared] = hit
+        rest, size = hit
         attrs: dict[str, dict[str, str]] = {}
-        size = 0
-        for k, v in routing_keys(alert).items():
-            v = _attr_value(v)
-            if v:
-                attrs[k] = {"DataType": "String", "StringValue": v}
-                size += len(k) + 6 + (len(v) if v.isascii() else len(v.encode()))   # 6: "String"
-        expected = "true" if alert.get("expected_change") else "false"
-        attrs["expected_change"] = {"DataType": "String", "StringValue": expected}
-        size += 15 + 6 + len(expected)
+        if ident is not None:
+            attr, n = _attribute("alert_id", ident)
+            if n:
+                attrs["alert_id"] = attr
+                size += n
+        attrs.update(rest)
         assert len(attrs) <= SNS_MAX_ATTRIBUTES
         return attrs, size
 

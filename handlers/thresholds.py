@@ -66,16 +66,24 @@ def apply_thresholds(alerts: list[dict[str, Any]], limits: dict[str, int]) -> li
         if len(group) < limit:
             continue
         first = dict(group[0])
-        keys = [_event_key(a) for a in group]
-        first["threshold"] = {"count": len(group), "limit": limit, "principal": item[1],
-                              "window": "batch", "event_keys": keys[:MAX_KEYS]}
+        ids = [_match_ids(a) for a in group]
+        first["threshold"] = threshold_block([e for e, _ in ids], [le for _, le in ids], limit,
+                                             item[1])
         result.append(first)
     return result
 
 
-def _event_key(alert: dict[str, Any]) -> str | None:
-    ev = alert.get("event")
-    if isinstance(ev, dict) and isinstance(ev.get("eventID"), str):
-        return ev["eventID"]
-    delivery = alert.get("delivery")
-    return delivery.get("log_event_id") if isinstance(delivery, dict) else None
+def threshold_block(event_ids: list[Any], log_event_ids: list[Any], limit: int,
+                    principal: str) -> dict[str, Any]:
+    """The ``threshold`` object of a collapsed group: each match is named by its eventID (a
+    string), else its log event id."""
+    keys = [e if isinstance(e, str) else le for e, le in zip(event_ids, log_event_ids, strict=True)]
+    return {"count": len(keys), "limit": limit, "principal": principal, "window": "batch",
+            "event_keys": keys[:MAX_KEYS]}
+
+
+def _match_ids(alert: dict[str, Any]) -> tuple[Any, Any]:
+    """(eventID, log event id) of a rule-match alert."""
+    event, delivery = alert.get("event"), alert.get("delivery")
+    return (event.get("eventID") if isinstance(event, dict) else None,
+            delivery.get("log_event_id") if isinstance(delivery, dict) else None)
