@@ -100,8 +100,9 @@ build-ProcessorFunction:
 	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13
 
 # issue 10: the watchdog runs setup/verify.py (the CLI's checks), so its artifact bundles setup/
-# beside handlers/ (boto3 comes from the Lambda runtime; the demo stays out).
+# beside handlers/ (boto3 comes from the Lambda runtime; the demo stays out). setup/ is copied
+# first: setup.package then compiles it to bytecode with everything else (its last step).
 build-WatchdogFunction:
-	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13
 	mkdir -p "$(ARTIFACTS_DIR)/setup"
 	cp $(filter-out setup/demo%,$(wildcard setup/*.py)) "$(ARTIFACTS_DIR)/setup/"
+	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13

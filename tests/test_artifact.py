@@ -6,10 +6,13 @@ Powertools bounds differing between pyproject.toml and handlers/requirements.txt
 
 from __future__ import annotations
 
+import importlib.util
+import marshal
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -18,7 +21,8 @@ from packaging.requirements import Requirement
 
 from setup import package
 from setup.package import (REQUIREMENTS, REQUIREMENTS_IN, build_artifact, canonical_name,
-                           lambda_packages, lock_inputs, size_bytes)
+                           find_interpreter, lambda_packages, lock_inputs, major_minor,
+                           size_bytes)
 from tests.conftest import ROOT
 
 SAM = ROOT / ".venv-sam" / "bin" / "sam"
@@ -91,17 +95,89 @@ def test_artifact_contents_and_size(built):
     names = {p.name for p in built.iterdir()}
     code = {n for n in names if not n.endswith(".dist-info")}
     assert code == {"handlers", "aws_lambda_powertools", "jmespath", "orjson",
-                    "typing_extensions.py", "zlib_ng"}
+                    "typing_extensions.py", "zlib_ng", "__pycache__"}   # typing_extensions' .pyc
     # exactly the locked versions, nothing else installed
     dists = {canonical_name(n[:-len(".dist-info")].rsplit("-", 1)[0]):
              n[:-len(".dist-info")].rsplit("-", 1)[1] for n in names if n.endswith(".dist-info")}
     assert dists == {n: v for n, (v, _, _) in lock.items()}
-    shipped = sorted(p.name for p in (built / "handlers").iterdir())
+    shipped = sorted(p.name for p in (built / "handlers").iterdir() if p.name != "__pycache__")
     expected = sorted(p.name for p in (ROOT / "handlers").iterdir()
                       if p.is_file() and p.suffix in (".py", ".json"))
     assert shipped == expected
-    assert not list(built.rglob("__pycache__")) and not (built / "bin").exists()
+    # the only caches are the build's own bytecode: one .pyc per source, for this interpreter
+    pycs = {p for c in built.rglob("__pycache__") for p in c.iterdir()}
+    assert pycs == {pyc_of(p) for p in built.rglob("*.py")}
+    assert not (built / "bin").exists()
     assert 1_000_000 < size_bytes(built) < 15_000_000
+
+
+def pyc_of(source: Path) -> Path:
+    """Where the artifact's bytecode for source is (not importlib.util.cache_from_source, which
+    follows a PYTHONPYCACHEPREFIX the test run may have)."""
+    return source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["handlers/processor.py", "aws_lambda_powertools/__init__.py",
+                                    "orjson/__init__.py", "typing_extensions.py"])
+def test_artifact_ships_unchecked_hash_bytecode(built, module):
+    """/var/task is read-only: without shipped bytecode each cold start compiles every module.
+    unchecked-hash: header flags 0b01 (hash-based, source never checked), so the .pyc depends on
+    the source bytes only, never on mtimes."""
+    source = built / module
+    data = pyc_of(source).read_bytes()
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[4:8], "little") == 0b01
+    assert data[8:16] == importlib.util.source_hash(source.read_bytes())
+    # compiled as Lambda's path, not the build directory's (builds anywhere are identical)
+    assert marshal.loads(data[16:]).co_filename == f"/var/task/{module}"
+
+
+@pytest.mark.slow
+def test_two_builds_have_identical_bytecode(built, tmp_path):
+    again = build_artifact(tmp_path / "elsewhere" / "task")
+
+    def pycs(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("__pycache__/*.pyc")}
+    first, second = pycs(built), pycs(again)
+    assert len(first) > 300 and first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
+
+
+@pytest.mark.slow
+def test_build_without_an_interpreter_of_the_target_version_ships_no_bytecode(tmp_path, capsys):
+    asked = []
+
+    def nothing(version: str) -> None:
+        asked.append(version)
+        return None
+    task = build_artifact(tmp_path / "task", python_version="3.13", find=nothing)
+    assert asked == ["3.13"]
+    assert (task / "handlers" / "processor.py").is_file()
+    assert not list(task.rglob("__pycache__")) and not list(task.rglob("*.pyc"))
+    warning = [line for line in capsys.readouterr().err.splitlines() if "python3.13" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning:"), warning
+    assert "compiles every module from source" in warning[0] and "install python3.13" in warning[0]
+
+
+def test_bytecode_interpreter_lookup(monkeypatch):
+    here = major_minor(None)
+    assert here == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert major_minor("3.13") == major_minor("313") == major_minor("3.13.2") == "3.13"
+    assert find_interpreter(here) == sys.executable
+    # pythonX.Y on PATH is run to check its version: a shim that fails (pyenv with the version
+    # not selected) or answers another version does not count
+    monkeypatch.setattr(package.shutil, "which", lambda name: sys.executable)
+    assert find_interpreter("3.99") is None
+    monkeypatch.setattr(package.shutil, "which", lambda name: "/bin/false")
+    assert find_interpreter("3.99") is None
+    monkeypatch.setattr(package.shutil, "which", lambda name: None)
+    assert find_interpreter("3.99") is None
+    # building for another version than the running one: pythonX.Y on PATH, once it answers X.Y
+    monkeypatch.setattr(package, "major_minor", lambda version: "0.0")
+    monkeypatch.setattr(package.shutil, "which",
+                        lambda name: sys.executable if name == f"python{here}" else None)
+    assert find_interpreter(here) == sys.executable
 
 
 @pytest.mark.slow

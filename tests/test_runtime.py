@@ -53,6 +53,28 @@ def test_artifact_is_lean(artifact):
     assert size_bytes(task) < 15_000_000
 
 
+def test_artifact_imports_from_its_bytecode(artifact):
+    """Importing the handler the way Lambda does (only the artifact and the runtime on sys.path)
+    compiles nothing of the artifact's: every module comes from the shipped .pyc."""
+    task, runtime = artifact
+    code = ("import importlib._bootstrap_external as be, sys\n"
+            "compiled, source_to_code = [], be.SourceLoader.source_to_code\n"
+            "def spy(self, data, path, **kw):\n"
+            "    compiled.append(path)\n"
+            "    return source_to_code(self, data, path, **kw)\n"
+            "be.SourceLoader.source_to_code = spy\n"
+            "import handlers.processor\n"
+            "mods = [m for m in sys.modules.values() if (getattr(m, '__file__', None) or '')"
+            ".startswith(sys.argv[1])]\n"
+            "print(len(mods), [p for p in compiled if p.startswith(sys.argv[1])])")
+    # A clean environment: no PYTHONPYCACHEPREFIX (it would hide __pycache__), no -O.
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{task}{os.pathsep}{runtime}"}
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(task)], cwd=task, env=env,
+                         capture_output=True, text=True, check=True)
+    modules, compiled = out.stdout.split(" ", 1)
+    assert int(modules) > 20 and compiled.strip() == "[]", out.stdout
+
+
 @pytest.fixture
 def moto_server(monkeypatch):
     from moto.server import ThreadedMotoServer
