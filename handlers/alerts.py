@@ -174,7 +174,8 @@ def affected_resources(record: dict[str, Any]) -> list[str]:
     if params.__class__ is dict:
         for value in params.values():
             if value.__class__ is str:
-                candidates.append(value)
+                if value.startswith("arn:"):    # nothing else can be kept below
+                    candidates.append(value)
             elif value.__class__ is list:
                 candidates += value[:MAX_RESOURCES]
         named = _NAMED.get(_text(record.get("eventSource")))
@@ -223,12 +224,15 @@ class RecordFacts:
         # Record values are clipped before they are repeated: the texts add little to an
         # alert's size.
         self.who = _clip(principal_of(event), TEXT_VALUE_CHARS)
-        source, name = event.get("eventSource"), event.get("eventName")
-        self.what = " ".join(_clip(x, TEXT_VALUE_CHARS) for x in (source, name)
-                             if x.__class__ is str and x)
-        acct, region = event.get("recipientAccountId"), event.get("awsRegion")
-        self.where = "/".join(_clip(x, TEXT_VALUE_CHARS) for x in (acct, region)
-                              if x.__class__ is str and x)
+        self.what = _join2(" ", event.get("eventSource"), event.get("eventName"))
+        self.where = _join2("/", event.get("recipientAccountId"), event.get("awsRegion"))
+
+
+def _join2(sep: str, a: Any, b: Any) -> str:
+    """The non-empty strings among ``a``, ``b`` (each clipped), joined by ``sep``."""
+    a = _clip(a, TEXT_VALUE_CHARS) if a.__class__ is str else ""
+    b = _clip(b, TEXT_VALUE_CHARS) if b.__class__ is str else ""
+    return f"{a}{sep}{b}" if a and b else a or b
 
 
 # rule doc id -> (doc, title head, description, fixed remediation or None): the rule's own texts
@@ -477,9 +481,19 @@ def aggregate(alerts: Iterable[dict[str, Any]], threshold: int = DEFAULT_AGGREGA
     alerts = list(alerts)
     if threshold <= 0 or len(alerts) <= threshold:   # cannot have a group above the threshold
         return alerts, {}
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    # A group is one rule's alerts split further, so only rules with more than ``threshold``
+    # alerts can have one: count per rule first (cheap) and group only those rules' alerts.
+    per_rule: dict[Any, int] = {}
     for a in alerts:
         if a.get("kind") == "rule_match" and "aggregate" not in a:
+            rid = a["rule"].get("id")
+            per_rule[rid] = per_rule.get(rid, 0) + 1
+    if all(n <= threshold for n in per_rule.values()):
+        return alerts, {}
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for a in alerts:
+        if a.get("kind") == "rule_match" and "aggregate" not in a \
+                and per_rule[a["rule"].get("id")] > threshold:
             key = (a["rule"].get("id"), principal_of(a["event"]),
                    _text(a["event"].get("recipientAccountId")), bool(a.get("expected_change")))
             groups.setdefault(key, []).append(a)
