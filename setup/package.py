@@ -158,13 +158,15 @@ def interpreter_version(exe: str) -> str | None:
 
 
 def find_interpreter(version: str) -> str | None:
-    """An interpreter whose major.minor is version: this one, else pythonX.Y on PATH (run once
-    to check it really is that version)."""
+    """An interpreter whose major.minor is version: this one, else pythonX.Y on PATH, else a
+    pyenv install of it (each run once to check it really is that version)."""
     if major_minor(None) == version:
         return sys.executable
-    exe = shutil.which(f"python{version}")
-    if exe and interpreter_version(exe) == version:
-        return exe
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    for exe in [shutil.which(f"python{version}")] + sorted(
+            str(p) for p in root.glob(f"versions/{version}*/bin/python{version}")):
+        if exe and interpreter_version(exe) == version:
+            return exe
     return None
 
 
@@ -176,8 +178,8 @@ def compile_bytecode(dest: Path, python_version: str | None = None,
     version = major_minor(python_version)
     exe = (find or find_interpreter)(version)
     if exe is None:
-        print(f"warning: no Python {version} interpreter found (neither this one nor "
-              f"python{version} on PATH): the artifact has no bytecode, so every cold start "
+        print(f"warning: no Python {version} interpreter found (not this one, python{version} "
+              f"on PATH or a pyenv install): the artifact has no bytecode, so every cold start "
               f"compiles every module from source; install python{version} (on PATH) and rebuild",
               file=sys.stderr)
         return None

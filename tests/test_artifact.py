@@ -160,7 +160,7 @@ def test_build_without_an_interpreter_of_the_target_version_ships_no_bytecode(tm
     assert "compiles every module from source" in warning[0] and "install python3.13" in warning[0]
 
 
-def test_bytecode_interpreter_lookup(monkeypatch):
+def test_bytecode_interpreter_lookup(monkeypatch, tmp_path):
     here = major_minor(None)
     assert here == f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert major_minor("3.13") == major_minor("313") == major_minor("3.13.2") == "3.13"
@@ -173,6 +173,14 @@ def test_bytecode_interpreter_lookup(monkeypatch):
     assert find_interpreter("3.99") is None
     monkeypatch.setattr(package.shutil, "which", lambda name: None)
     assert find_interpreter("3.99") is None
+    # a pyenv install of the version (how .ci/py313 finds the Lambda runtime's Python too)
+    fake = tmp_path / "versions" / "3.99.1" / "bin" / "python3.99"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\necho 3.99\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    assert find_interpreter("3.99") == str(fake)
+    assert find_interpreter("3.98") is None
     # building for another version than the running one: pythonX.Y on PATH, once it answers X.Y
     monkeypatch.setattr(package, "major_minor", lambda version: "0.0")
     monkeypatch.setattr(package.shutil, "which",
