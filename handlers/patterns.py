@@ -85,8 +85,7 @@ class PatternError(ValueError):
 
 # ----------------------------------------------------------------------------------- tokens
 
-@dataclass(frozen=True)
-class _Tok:
+class _Tok(NamedTuple):   # a NamedTuple, not a dataclass: cheaper to define at cold start
     kind: str  # LBRACE RBRACE LPAREN RPAREN AND OR OP SELECTOR STRING BARE KEYWORD END
     text: str
     pos: int
