@@ -57,7 +57,7 @@ def _role_name(value: Any) -> str | None:
 def touches_managed_resource(record: Mapping[str, Any]) -> bool:
     name = record.get("eventName")
     params = record.get("requestParameters")
-    if params.__class__ is not dict:
+    if params.__class__ is not dict or name.__class__ is not str:   # any JSON value in a record
         return False
     if name in IAM_CALLS and record.get("eventSource") == "iam.amazonaws.com":
         role = _role_name(params.get("roleName"))

@@ -62,6 +62,7 @@ _ATTRIBUTE_SETS: dict[tuple[Any, ...], tuple[dict[str, dict[str, str]], int]] = 
 def _attribute(name: str, value: str) -> tuple[dict[str, str], int]:
     """A String message attribute and the bytes SNS counts for it (name, "String", value); size
     0 when the cleaned value is empty (SNS rejects empty values)."""
+    value = value[:SNS_ATTRIBUTE_CHARS]   # all _attr_value reads: the cache never holds more
     hit = _ATTRIBUTES.get((name, value))
     if hit is None:
         clean = _attr_value(value)
@@ -248,7 +249,10 @@ class SnsSink(_RetryingSink):
         keys = routing_keys(alert)
         ident = keys.pop("alert_id", None)
         # Everything but the alert id repeats from alert to alert: built once per combination.
-        shared = (tuple(keys.items()), bool(alert.get("expected_change")))
+        # Keyed on the capped values (record fields are attacker-sized: a warm function must
+        # not keep them alive).
+        shared = (tuple((k, v[:SNS_ATTRIBUTE_CHARS]) for k, v in keys.items()),
+                  bool(alert.get("expected_change")))
         hit = _ATTRIBUTE_SETS.get(shared)
         if hit is None:
             rest: dict[str, dict[str, str]] = {}

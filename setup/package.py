@@ -49,7 +49,6 @@ LOCK_COMMAND = "make lock"
 TASK_ROOT = "/var/task"     # where Lambda unpacks the artifact: the path compiled into the .pyc
 # The compile step must write plain __pycache__/X.cpython-3YY.pyc beside the sources, whatever the
 # caller's environment says (a cache prefix, -O, no-bytecode), with a fixed hash seed.
-COMPILE_ENV_DROP = ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "PYTHONOPTIMIZE")
 
 
 class LockError(RuntimeError):
@@ -184,7 +183,10 @@ def compile_bytecode(dest: Path, python_version: str | None = None,
               file=sys.stderr)
         return None
     dest = Path(dest).resolve()
-    env = {k: v for k, v in os.environ.items() if k not in COMPILE_ENV_DROP}
+    # No PYTHON* variable of the caller's reaches the compiler (PYTHONNODEBUGRANGES changes the
+    # bytes, PYTHONWARNINGS=error can fail a dependency, PYTHONPATH can shadow the stdlib...);
+    # not -E/-I, which would also ignore the fixed hash seed.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONHASHSEED"] = "0"
     subprocess.run([exe, "-m", "compileall", "-q", "-j", "0",
                     "--invalidation-mode", "unchecked-hash",

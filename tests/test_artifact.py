@@ -235,3 +235,20 @@ def test_sam_build_reads_only_the_source(tmp_path):
     assert not (fn / ".venv").exists() and not (fn / "setup").exists()
     # built for the template's platform: arm64 wheels
     assert any("aarch64" in p.name for p in (fn / "orjson").glob("*.so"))
+
+
+def test_bytecode_does_not_depend_on_the_callers_environment(tmp_path, monkeypatch):
+    """Found by review: PYTHONNODEBUGRANGES (and any other PYTHON* variable of the caller's)
+    reached the compiler; it drops column positions, so the same source gave other .pyc bytes."""
+    def build(root):
+        (root / "pkg").mkdir(parents=True)
+        (root / "pkg" / "mod.py").write_text("def f(a, b):\n    return a.x + b[0] * 2\n")
+        assert package.compile_bytecode(root) is not None
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("__pycache__/*.pyc")}
+
+    monkeypatch.delenv("PYTHONNODEBUGRANGES", raising=False)
+    plain = build(tmp_path / "a")
+    monkeypatch.setenv("PYTHONNODEBUGRANGES", "1")
+    monkeypatch.setenv("PYTHONWARNINGS", "error")
+    other = build(tmp_path / "b")
+    assert plain and plain == other

@@ -169,6 +169,19 @@ def test_attribute_caches_stay_bounded_under_attacker_chosen_values():
     assert not any(name == "alert_id" for name, _ in S._ATTRIBUTES)   # unique: never cached
 
 
+def test_attribute_caches_keep_only_capped_values_of_huge_record_fields():
+    """Record fields are attacker-sized (a 256 KB awsRegion): a warm function must not keep
+    1,024 of them alive between invocations (found by review: the caches keyed on raw values)."""
+    for i in range(50):
+        alert = A.rule_alert(RULES[0], {"eventVersion": "1.08", "eventName": "Get" + "n" * 100_000,
+                                        "awsRegion": f"{i}" + "r" * 100_000, "eventID": str(i)},
+                             ENV, {"id": "le"}, None)
+        attrs, _ = S.SnsSink.attributes_with_size(alert)
+        assert attrs["region"]["StringValue"] == (f"{i}" + "r" * 200)[:S.SNS_ATTRIBUTE_CHARS]
+    held = [v for _, v in S._ATTRIBUTES] + [v for pairs, _ in S._ATTRIBUTE_SETS for _, v in pairs]
+    assert max(map(len, held)) <= S.SNS_ATTRIBUTE_CHARS
+
+
 @given(st.text(max_size=50))
 def test_sqs_safe_ascii_shortcut_and_noncharacters(text):
     body = json.dumps({"t": text + "\ufffe\uffff"}, ensure_ascii=False).encode("utf-8", "surrogatepass")

@@ -225,6 +225,20 @@ def test_a_spoofed_user_agent_never_marks_an_alert_expected(rec):
                for m in aws.sns.messages)
 
 
+def test_a_non_string_event_name_by_a_configured_principal_is_not_a_crash():
+    """Found by review (also on 386e0fe): the managed-resource check looked a record's eventName
+    up in a set, so a JSON list there (with the configured principal and trailwatch's user agent)
+    raised TypeError and failed every retry of the invocation."""
+    root = "arn:aws:iam::111122223333:root"
+    rec = record(eventName=["CreateRole"], userAgent="trailwatch/0.1.0", errorCode="AccessDenied",
+                 userIdentity={"type": "Root", "arn": root, "accountId": "111122223333"},
+                 requestParameters={"roleName": "trailwatch-cwl-main"})
+    aws = StrictAws()
+    out = make(aws, {"EXPECTED_CHANGE_PRINCIPALS": root}).handle(event_of(rec))
+    assert out["alerts"] >= 1 and out["records"] == 1
+    assert not any(a["expected_change"] for a in aws.alerts()["sns"])
+
+
 def test_trailwatch_changes_by_the_configured_principal_are_marked_and_still_published():
     aws = StrictAws()
     assert make(aws).handle(event_of(trailwatch_change()))["alerts"] == 1
