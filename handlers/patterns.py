@@ -614,29 +614,40 @@ class PatternIndex:
         keyed: dict[str, list[tuple[Any, Predicate]]] = {}
         always: list[tuple[Any, Predicate]] = []
         order: list[Any] = []
+        same: dict[str, Predicate] = {}   # pattern text -> one predicate (evaluated once)
         for key, pat in items:
             order.append(key)
             guards = pat.guards
+            match = same.setdefault(pat.text, pat.match)
             path = ("eventName",) if ("eventName",) in guards else next(iter(guards), None)
             if path is not None:
                 table = dispatch.setdefault(path, {})
                 # Found through its exact guard, the pattern has matched: no predicate to call.
-                fn = None if pat.exact is not None and pat.exact[0] == path else pat.match
+                fn = None if pat.exact is not None and pat.exact[0] == path else match
                 for value in guards[path]:
                     table.setdefault(value, []).append((key, fn))
             elif pat.required_key is not None:
-                keyed.setdefault(pat.required_key, []).append((key, pat.match))
+                keyed.setdefault(pat.required_key, []).append((key, match))
             else:
-                always.append((key, pat.match))
-        tables = {p: {v: tuple(c) for v, c in t.items()} for p, t in dispatch.items()}
+                always.append((key, match))
+        tables = {p: {v: _grouped(c) for v, c in t.items()} for p, t in dispatch.items()}
         self._rank = {k: i for i, k in enumerate(order)}
-        self.matches = _compile_dispatch(tables, {k: tuple(c) for k, c in keyed.items()},
-                                         tuple(always), self._rank)
+        self.matches = _compile_dispatch(tables, {k: _grouped(c) for k, c in keyed.items()},
+                                         _grouped(always), self._rank)
 
     def matches(self, record: Record) -> list[Any] | tuple[()]:  # replaced per instance
         """Keys of the patterns that match ``record``, in the order they were given (an empty
         tuple, not a new list, when none can: the common case costs no allocation)."""
         raise NotImplementedError  # pragma: no cover - __init__ installs the compiled dispatcher
+
+
+def _grouped(entries: list[tuple[Any, Predicate | None]]) -> tuple[tuple[tuple, Any], ...]:
+    """(key, predicate) pairs -> ((keys...), predicate): keys sharing a predicate (patterns with
+    the same text, e.g. a CIS control and a pack rule) get one evaluation per record."""
+    by_fn: dict[int, tuple[Any, list[Any]]] = {}
+    for key, fn in entries:
+        by_fn.setdefault(id(fn), (fn, []))[1].append(key)
+    return tuple((tuple(keys), fn) for fn, keys in by_fn.values())
 
 
 def _compile_dispatch(tables: dict[tuple, dict[str, tuple]], keyed: dict[str, tuple],
@@ -672,7 +683,7 @@ def _compile_dispatch(tables: dict[tuple, dict[str, tuple]], keyed: dict[str, tu
                       "                c += h"]
     lines += ["    if not c:",
               "        return ()",
-              "    out = [k for k, f in c if f is None or f(record)]",
+              "    out = [k for ks, f in c if f is None or f(record) for k in ks]",
               "    if len(out) > 1:",
               "        out.sort(key=_rank)",
               "    return out"]

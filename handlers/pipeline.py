@@ -258,7 +258,7 @@ class Pipeline:
         delivery_lags = result.delivery_lags
         receipt_lags = result.receipt_lags
         alerts = result.alerts
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         alert_id = A.alert_id
         RecordFacts = A.RecordFacts
         groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}   # threshold rules (issue 13)
@@ -344,10 +344,12 @@ class Pipeline:
                 facts = None
                 expected = None
                 for rule in hits:
-                    ident = alert_id("rule", rule.id, key)
-                    if ident in seen:     # a redelivered event: no second alert built
+                    # (rule, event key) is what the alert id hashes: a redelivered event gets no
+                    # second alert, and the id is computed only for alerts that are built.
+                    once = (rule.id, key)
+                    if once in seen:
                         continue
-                    seen.add(ident)
+                    seen.add(once)
                     if expected is None:
                         expected = is_expected_change(rec, principals) if principals else False
                     if rule.threshold:
@@ -357,11 +359,12 @@ class Pipeline:
                         if group is None:
                             groups[gkey] = group = []
                             alerts.append(gkey)   # the group's place: where its first match was
-                        group.append((rule, rec, ev, lag, ident, expected))
+                        group.append((rule, rec, ev, lag, key, expected))
                         continue
                     if facts is None:
                         facts = RecordFacts(rec, env, ev, lag)
-                    alerts.append(rule_alert(rule, rec, env, ev, lag, ident=ident,
+                    alerts.append(rule_alert(rule, rec, env, ev, lag,
+                                             ident=alert_id("rule", rule.id, key),
                                              expected_change=expected, facts=facts))
         result.log_events = len(events)
         result.oversize = n_oversize
@@ -384,10 +387,11 @@ class Pipeline:
                 out.append(item)
                 continue
             group = groups[item]
-            rule, rec, ev, lag, ident, expected = group[0]
+            rule, rec, ev, lag, key, expected = group[0]
             if len(group) < rule.threshold:
                 continue
-            alert = A.rule_alert(rule, rec, env, ev, lag, ident=ident, expected_change=expected)
+            alert = A.rule_alert(rule, rec, env, ev, lag, ident=A.alert_id("rule", rule.id, key),
+                                 expected_change=expected)
             alert["threshold"] = threshold_block(
                 [g[1].get("eventID") for g in group], [g[2].get("id") for g in group],
                 rule.threshold, item[1])

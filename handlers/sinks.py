@@ -251,8 +251,10 @@ class SnsSink(_RetryingSink):
         # Everything but the alert id repeats from alert to alert: built once per combination.
         # Keyed on the capped values (record fields are attacker-sized: a warm function must
         # not keep them alive).
-        shared = (tuple((k, v[:SNS_ATTRIBUTE_CHARS]) for k, v in keys.items()),
-                  bool(alert.get("expected_change")))
+        pairs = tuple(keys.items())
+        if pairs and max(map(len, keys.values())) > SNS_ATTRIBUTE_CHARS:
+            pairs = tuple((k, v[:SNS_ATTRIBUTE_CHARS]) for k, v in pairs)
+        shared = (pairs, bool(alert.get("expected_change")))
         hit = _ATTRIBUTE_SETS.get(shared)
         if hit is None:
             rest: dict[str, dict[str, str]] = {}

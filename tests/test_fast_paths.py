@@ -205,3 +205,23 @@ def test_aggregation_only_groups_rules_above_the_threshold():
     assert out[0]["aggregate"]["count"] == 5 and len(members) == 1
     spread = alerts_of(RULES[0], 3, "a") + alerts_of(RULES[0], 3, "b")   # 6 > 4, but 3 + 3
     assert A.aggregate(spread, 4) == (spread, {})
+
+
+def test_rules_with_the_same_pattern_text_are_evaluated_once_per_record():
+    """cis-4.1 and tw-denied-api-calls-burst share their pattern: one evaluation serves both."""
+    from handlers.patterns import CompiledPattern, PatternIndex
+    calls = []
+    text = '{ $.errorCode = "AccessDenied*" }'
+    real = compile_pattern(text)
+
+    def counting(record):
+        calls.append(1)
+        return real.match(record)
+
+    pats = [("a", CompiledPattern(text, counting, required_key="errorCode")),
+            ("other", compile_pattern('{ $.errorCode = "Throttling" }')),
+            ("b", CompiledPattern(text, counting, required_key="errorCode"))]
+    index = PatternIndex(pats)
+    assert index.matches({"errorCode": "AccessDenied"}) == ["a", "b"] and len(calls) == 1
+    assert index.matches({"errorCode": "Throttling"}) == ["other"] and len(calls) == 2
+    assert index.matches({"eventName": "x"}) == () and len(calls) == 2
