@@ -235,30 +235,20 @@ def _join2(sep: str, a: Any, b: Any) -> str:
     return f"{a}{sep}{b}" if a and b else a or b
 
 
-# rule doc id -> (doc, title head, description, fixed remediation or None): the rule's own texts
-# are the same in each of its alerts. The doc is kept so its id cannot be reused while cached.
-_RULE_TEXTS: dict[int, tuple[dict[str, Any], str, str, str | None]] = {}
-
-
-def _rule_static_texts(rule_doc: dict[str, Any]) -> tuple[dict[str, Any], str, str, str | None]:
-    cached = _RULE_TEXTS.get(id(rule_doc))
-    if cached is not None and cached[0] is rule_doc:
-        return cached
+def rule_static_texts(rule_doc: dict[str, Any]) -> tuple[str, str, str | None]:
+    """The parts of a rule's alert texts that depend on the rule only: (title head, description,
+    remediation or None when it names the record's principal). :attr:`handlers.rules.Rule.
+    alert_texts` keeps them, so they are built once per rule."""
     desc = rule_doc.get("description") or f'Rule {rule_doc["id"]} matched a CloudTrail event.'
     if rule_doc.get("cis"):
         desc += f' (CIS AWS Foundations Benchmark {rule_doc["cis"]}.)'
     remediation = rule_doc.get("remediation")
-    out = (rule_doc, f'{rule_doc.get("title") or rule_doc["id"]}: ',
-           _clip(desc, DESCRIPTION_CHARS), _clip(remediation, DESCRIPTION_CHARS) if remediation
-           else None)
-    if len(_RULE_TEXTS) >= 4096:   # rules are few; only tests make many
-        _RULE_TEXTS.clear()
-    _RULE_TEXTS[id(rule_doc)] = out
-    return out
+    return (f'{rule_doc.get("title") or rule_doc["id"]}: ', _clip(desc, DESCRIPTION_CHARS),
+            _clip(remediation, DESCRIPTION_CHARS) if remediation else None)
 
 
-def _rule_texts(rule_doc: dict[str, Any], facts: RecordFacts) -> tuple[str, str, str]:
-    _, head, description, remediation = _rule_static_texts(rule_doc)
+def _rule_texts(rule: Any, facts: RecordFacts) -> tuple[str, str, str]:
+    head, description, remediation = rule.alert_texts
     what = facts.what or "event"
     title = f"{head}{what} by {facts.who}"
     if facts.where:
@@ -281,8 +271,7 @@ def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
     ``facts`` the record's :class:`RecordFacts` when other rules hit the same record."""
     if facts is None:
         facts = RecordFacts(record, envelope, log_event, lag)
-    doc = rule.doc
-    title, description, remediation = _rule_texts(doc, facts)
+    title, description, remediation = _rule_texts(rule, facts)
     return {
         "schema": SCHEMA,
         "alert_id": ident or alert_id("rule", rule.id, event_key(record, log_event.get("id"))),
@@ -290,7 +279,7 @@ def rule_alert(rule: Any, record: dict[str, Any], envelope: dict[str, Any],
         "title": title,
         "description": description,
         "remediation": remediation,
-        "rule": doc,
+        "rule": rule.doc,
         "event": facts.event,
         "resources": facts.resources,
         "delivery": facts.delivery,

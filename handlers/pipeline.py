@@ -27,7 +27,7 @@ from handlers.canary import CANARY_EVENTS, canary_nonce, observation
 from handlers.expected import is_expected_change
 from handlers.jsonsafe import dumps
 from handlers.rules import Rule, build_index
-from handlers.thresholds import principal_of, threshold_block
+from handlers.thresholds import match_key, principal_of, threshold_block
 
 CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
 # A Kinesis record carries up to 1 MiB of gzip; real CloudTrail batches inflate ~10x. 16 MiB leaves
@@ -393,8 +393,8 @@ class Pipeline:
             alert = A.rule_alert(rule, rec, env, ev, lag, ident=A.alert_id("rule", rule.id, key),
                                  expected_change=expected)
             alert["threshold"] = threshold_block(
-                [g[1].get("eventID") for g in group], [g[2].get("id") for g in group],
-                rule.threshold, item[1])
+                [match_key(g[1].get("eventID"), g[2].get("id")) for g in group], rule.threshold,
+                item[1])
             out.append(alert)
         return out
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from handlers.alerts import rule_static_texts
 from handlers.cis import CIS_BY_RULE_ID, CIS_CONTROLS
 from handlers.patterns import CompiledPattern, PatternError, PatternIndex, compile_pattern
 
@@ -73,6 +74,12 @@ class Rule:
             out["attack"] = {"tactics": list(self.tactics), "techniques": list(self.techniques)}
         out["source"] = self.source
         return out
+
+    @cached_property
+    def alert_texts(self) -> tuple[str, str, str | None]:
+        """What this rule puts in every alert's title, description and remediation
+        (:func:`handlers.alerts.rule_static_texts`), worked out once."""
+        return rule_static_texts(self.doc)
 
 
 def cis_rules() -> list[Rule]:

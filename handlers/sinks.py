@@ -59,17 +59,20 @@ _ATTRIBUTES_MAX = 1024
 _ATTRIBUTE_SETS: dict[tuple[Any, ...], tuple[dict[str, dict[str, str]], int]] = {}
 
 
-def _attribute(name: str, value: str) -> tuple[dict[str, str], int]:
+def _make_attribute(name: str, value: str) -> tuple[dict[str, str], int]:
     """A String message attribute and the bytes SNS counts for it (name, "String", value); size
     0 when the cleaned value is empty (SNS rejects empty values)."""
-    value = value[:SNS_ATTRIBUTE_CHARS]   # all _attr_value reads: the cache never holds more
+    clean = _attr_value(value)
+    size = len(name) + 6 + len(clean.encode()) if clean else 0   # 6: "String"
+    return {"DataType": "String", "StringValue": clean}, size
+
+
+def _attribute(name: str, value: str) -> tuple[dict[str, str], int]:
+    """:func:`_make_attribute`, cached on the capped value (all ``_attr_value`` reads)."""
+    value = value[:SNS_ATTRIBUTE_CHARS]
     hit = _ATTRIBUTES.get((name, value))
     if hit is None:
-        clean = _attr_value(value)
-        size = len(name) + 6 + len(clean.encode()) if clean else 0   # 6: "String"
-        hit = ({"DataType": "String", "StringValue": clean}, size)
-        if name == "alert_id":      # unique per alert: not worth a cache entry
-            return hit
+        hit = _make_attribute(name, value)
         if len(_ATTRIBUTES) >= _ATTRIBUTES_MAX:
             _ATTRIBUTES.clear()
         _ATTRIBUTES[(name, value)] = hit
@@ -272,8 +275,8 @@ class SnsSink(_RetryingSink):
             _ATTRIBUTE_SETS[shared] = hit
         rest, size = hit
         attrs: dict[str, dict[str, str]] = {}
-        if ident is not None:
-            attr, n = _attribute("alert_id", ident)
+        if ident is not None:      # unique per alert: not worth a cache entry
+            attr, n = _make_attribute("alert_id", ident)
             if n:
                 attrs["alert_id"] = attr
                 size += n

@@ -66,24 +66,23 @@ def apply_thresholds(alerts: list[dict[str, Any]], limits: dict[str, int]) -> li
         if len(group) < limit:
             continue
         first = dict(group[0])
-        ids = [_match_ids(a) for a in group]
-        first["threshold"] = threshold_block([e for e, _ in ids], [le for _, le in ids], limit,
-                                             item[1])
+        first["threshold"] = threshold_block([_match_key(a) for a in group], limit, item[1])
         result.append(first)
     return result
 
 
-def threshold_block(event_ids: list[Any], log_event_ids: list[Any], limit: int,
-                    principal: str) -> dict[str, Any]:
-    """The ``threshold`` object of a collapsed group: each match is named by its eventID (a
-    string), else its log event id."""
-    keys = [e if isinstance(e, str) else le for e, le in zip(event_ids, log_event_ids, strict=True)]
+def match_key(event_id: Any, log_event_id: Any) -> Any:
+    """How a threshold group names one match: its eventID (a string), else its log event id."""
+    return event_id if isinstance(event_id, str) else log_event_id
+
+
+def threshold_block(keys: list[Any], limit: int, principal: str) -> dict[str, Any]:
+    """The ``threshold`` object of a collapsed group (``keys``: :func:`match_key` of each match)."""
     return {"count": len(keys), "limit": limit, "principal": principal, "window": "batch",
             "event_keys": keys[:MAX_KEYS]}
 
 
-def _match_ids(alert: dict[str, Any]) -> tuple[Any, Any]:
-    """(eventID, log event id) of a rule-match alert."""
+def _match_key(alert: dict[str, Any]) -> Any:
     event, delivery = alert.get("event"), alert.get("delivery")
-    return (event.get("eventID") if isinstance(event, dict) else None,
-            delivery.get("log_event_id") if isinstance(delivery, dict) else None)
+    return match_key(event.get("eventID") if isinstance(event, dict) else None,
+                     delivery.get("log_event_id") if isinstance(delivery, dict) else None)
