@@ -40,18 +40,19 @@ test: $(STAMP) $(SAMSTAMP) $(CHECKOVSTAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_handler.py
 
-# Mutation testing (issue 15): mutmut 3 over the modules listed in pyproject's [tool.mutmut],
+# Mutation testing: mutmut 3 over the modules listed in pyproject's [tool.mutmut],
 # with the fast suite (-m "not slow"). Results are cached in mutants/; `rm -rf mutants` for a
 # fresh run. Prints the score and every survivor (`.venv/bin/mutmut show NAME` for its diff).
 # MUTANTS selects the functions that carry the safety logic (about 720 mutants); `make mutate
 # MUTANTS=` mutates every function of the modules in [tool.mutmut] (about 2,700: hours).
 MUTATE_JOBS ?= 2
 MUTANTS ?= 'setup.policy_eval.*' 'handlers.pipeline.x_decompress*' \
-	'handlers.sinks.x_pack*' 'handlers.sinks.x_eventbridge_entry_size*' \
-	'handlers.sinks.x?SnsSink?attributes_size*' 'handlers.sinks.x?SnsSink?prepare*' \
-	'handlers.sinks.x?EventBridgeSink?prepare*' 'setup.planner.x_kms_policy_allows_logs*' \
-	'setup.cis_alarms.x_removal_steps*' 'setup.verify.x__lambda_allows_logs*' \
-	'setup.executor.x_classify_update_trail_error*'
+	'handlers.sinks.base.x_pack*' 'handlers.sinks.eventbridge.x_eventbridge_entry_size*' \
+	'handlers.sinks.sns.x?SnsSink?attributes_size*' 'handlers.sinks.sns.x?SnsSink?prepare*' \
+	'handlers.sinks.eventbridge.x?EventBridgeSink?prepare*' \
+	'setup.wiring.planner.x_kms_policy_allows_logs*' 'setup.wiring.cis_alarms.x_removal_steps*' \
+	'setup.verify.destinations.x_lambda_allows_logs*' \
+	'setup.wiring.executor.x_classify_update_trail_error*'
 mutate: $(STAMP)
 	$(BIN)/pip install -q 'mutmut>=3.8,<4'
 	-HYPOTHESIS_PROFILE=mutate env -u AWS_ENDPOINT_URL -u AWS_PROFILE \
@@ -99,10 +100,13 @@ clean:
 build-ProcessorFunction:
 	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13
 
-# issue 10: the watchdog runs setup/verify.py (the CLI's checks), so its artifact bundles setup/
-# beside handlers/ (boto3 comes from the Lambda runtime; the demo stays out). setup/ is copied
-# first: setup.package then compiles it to bytecode with everything else (its last step).
+# The watchdog runs setup/verify (the CLI's checks), so its artifact bundles setup/ beside
+# handlers/ (boto3 comes from the Lambda runtime). The demo stays out: the tree is copied whole,
+# then setup/demo/ is removed. setup.package then compiles it to bytecode with everything else.
 build-WatchdogFunction:
-	mkdir -p "$(ARTIFACTS_DIR)/setup"
-	cp $(filter-out setup/demo%,$(wildcard setup/*.py)) "$(ARTIFACTS_DIR)/setup/"
+	mkdir -p "$(ARTIFACTS_DIR)"
+	rm -rf "$(ARTIFACTS_DIR)/setup"
+	cp -R setup "$(ARTIFACTS_DIR)/setup"
+	rm -rf "$(ARTIFACTS_DIR)/setup/demo"
+	find "$(ARTIFACTS_DIR)/setup" -name __pycache__ -type d -prune -exec rm -rf {} +
 	python3 -m setup.package "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 --python-version 3.13

@@ -117,7 +117,8 @@ class NoNetworkSns:
     name = "sns"
 
     def __init__(self) -> None:
-        from handlers.sinks import SNS_MAX_BATCH, SNS_MAX_BYTES, SnsSink, pack
+        from handlers.sinks.sns import SNS_MAX_BATCH, SNS_MAX_BYTES, SnsSink
+        from handlers.sinks.base import pack
         self.sink = SnsSink("arn:aws:sns:us-east-1:111122223333:bench", client_factory=lambda s: None)
         self.pack = lambda sizes: pack(sizes, SNS_MAX_BATCH, SNS_MAX_BYTES)
 

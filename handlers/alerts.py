@@ -237,7 +237,7 @@ def _join2(sep: str, a: Any, b: Any) -> str:
 
 def rule_static_texts(rule_doc: dict[str, Any]) -> tuple[str, str, str | None]:
     """The parts of a rule's alert texts that depend on the rule only: (title head, description,
-    remediation or None when it names the record's principal). :attr:`handlers.rules.Rule.
+    remediation or None when it names the record's principal). :attr:`handlers.detection.rules.Rule.
     alert_texts` keeps them, so they are built once per rule."""
     desc = rule_doc.get("description") or f'Rule {rule_doc["id"]} matched a CloudTrail event.'
     if rule_doc.get("cis"):

@@ -24,10 +24,10 @@ except ImportError:  # pragma: no cover - exercised by tests through the ``lib``
 
 from handlers import alerts as A
 from handlers.canary import CANARY_EVENTS, canary_nonce, observation
+from handlers.detection.rules import Rule, build_index
+from handlers.detection.thresholds import match_key, principal_of, threshold_block
 from handlers.expected import is_expected_change
 from handlers.jsonsafe import dumps
-from handlers.rules import Rule, build_index
-from handlers.thresholds import match_key, principal_of, threshold_block
 
 CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
 # A Kinesis record carries up to 1 MiB of gzip; real CloudTrail batches inflate ~10x. 16 MiB leaves
@@ -261,7 +261,7 @@ class Pipeline:
         seen: set[tuple[str, str]] = set()
         alert_id = A.alert_id
         RecordFacts = A.RecordFacts
-        groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}   # threshold rules (issue 13)
+        groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}   # threshold rules
         events = env.get("logEvents") or ()
         n_oversize = n_skewed = n_no_time = 0
         max_ts = MAX_TIMESTAMP_MS
@@ -378,7 +378,7 @@ class Pipeline:
     @staticmethod
     def _collapse(alerts: list[Any], groups: dict[tuple[str, str], list[tuple[Any, ...]]],
                   env: dict[str, Any]) -> list[dict[str, Any]]:
-        """Threshold rules (:mod:`handlers.thresholds`): each (rule, principal) group with at
+        """Threshold rules (:mod:`handlers.detection.thresholds`): each (rule, principal) group with at
         least N matches becomes one alert, in the place of its first match; smaller groups are
         dropped. Only the alerts that are kept are ever built."""
         out: list[dict[str, Any]] = []

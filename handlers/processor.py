@@ -17,7 +17,7 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
 ``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (16 MiB)
 ``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
 ``PUBLISH_CONCURRENCY``              threads publishing alerts / writing failures (16)
-``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/tamper.py; unset: not watched)
+``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/detection/tamper.py; unset: not watched)
 ``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
 ``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
 ``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
@@ -45,17 +45,32 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from handlers import canary as canary_mod
 from handlers import emf
-from handlers.alerts import DEFAULT_AGGREGATION_THRESHOLD, delivery_delayed_alert
-from handlers.dedupe import wrap_sinks
+from handlers.alerts import (
+    DEFAULT_AGGREGATION_THRESHOLD,
+    aggregate,
+    delivery_delayed_alert,
+)
+from handlers.clients import default_client_factory
+from handlers.detection.builtin import builtin_rules
+from handlers.detection.rules import load_rules_file
 from handlers.expected import parse_principals
 from handlers.jsonsafe import dumps as safe_dumps
-from handlers.pipeline import (DEFAULT_LAG_THRESHOLD, DEFAULT_MAX_DECOMPRESSED,
-                               DEFAULT_SKEW_TOLERANCE, PayloadError, Pipeline, Settings,
-                               decode_subscription_data, iter_sources, source_data)
-from handlers.routing import aggregate_for, routing_sinks
-from handlers.rules import builtin_rules, load_rules_file
-from handlers.sinks import (EVENTBRIDGE_MAX_ENTRY_BYTES, SQS_MAX_BYTES, EventBridgeSink,
-                            FailureQueue, SnsSink, default_client_factory)
+from handlers.pipeline import (
+    DEFAULT_LAG_THRESHOLD,
+    DEFAULT_MAX_DECOMPRESSED,
+    DEFAULT_SKEW_TOLERANCE,
+    PayloadError,
+    Pipeline,
+    Settings,
+    decode_subscription_data,
+    iter_sources,
+    source_data,
+)
+from handlers.sinks import routing_sinks
+from handlers.sinks.eventbridge import EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink
+from handlers.sinks.failure_queue import SQS_MAX_BYTES, FailureQueue
+from handlers.sinks.idempotency import wrap_sinks
+from handlers.sinks.sns import SnsSink
 
 SERVICE = "trailwatch"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
@@ -96,11 +111,23 @@ def _short(value: Any) -> Any:
 
 
 def _accepts_deadline(fn: Callable[..., Any]) -> bool:
-    import inspect   # deferred: not needed at cold start
+    import inspect  # deferred: not needed at cold start
     try:
         return "deadline" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def aggregate_for(alerts: list[dict[str, Any]], origin: dict[str, set[str]] | None,
+                  threshold: int) -> list[dict[str, Any]]:
+    """Collapse noisy rule matches before publishing (:func:`handlers.alerts.aggregate`), keeping
+    Kinesis mode's alert -> source-record map whole: an undelivered aggregate fails every record
+    it came from."""
+    out, members = aggregate(alerts, threshold)
+    if origin is not None:
+        for agg_id, ids in members.items():
+            origin[agg_id] = set().union(*(origin.get(i, set()) for i in ids))
+    return out
 
 
 class App:
@@ -156,8 +183,8 @@ class App:
                                          max_entry_bytes=int(_num(env, "EVENTBRIDGE_MAX_ENTRY_BYTES",
                                                                   EVENTBRIDGE_MAX_ENTRY_BYTES)),
                                          clock=monotonic))
-        sinks += routing_sinks(env, client_factory, sleep)      # Security Hub, chat (issue 12)
-        sinks = wrap_sinks(sinks, env, client_factory)          # idempotency (issue 12)
+        sinks += routing_sinks(env, client_factory, sleep)      # Security Hub, chat
+        sinks = wrap_sinks(sinks, env, client_factory)          # idempotency
         fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep,
                           max_bytes=int(_num(env, "FAILURE_QUEUE_MAX_BYTES", SQS_MAX_BYTES)),
                           archive_bucket=env.get("FAILURE_ARCHIVE_BUCKET") or None,

@@ -82,15 +82,16 @@ def _result(cid: str, status: str, message: str, remediation: str = "") -> Any:
 def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[Any]]:
     """(trail ARN, results) of the read-only verify checks, as the CLI runs them."""
     from setup.aws import AwsClients
-    from setup.models import Target, default_log_group, default_role_name
-    from setup.state import SetupError, caller, find_trail, organization_id
+    from setup.errors import SetupError
     from setup.verify import CHECKS, TRAIL_LEVEL_CHECKS, Context, run_checks
+    from setup.wiring.models import Target, default_log_group, default_role_name
+    from setup.wiring.state import caller, find_trail, organization_id
 
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     clients = clients or AwsClients(region=region)
     notes: list[Any] = []
     if env.get("VERIFY_ROLE_ARN"):
-        from setup.canary import clients_for_role
+        from setup.aws import clients_for_role
         clients = clients_for_role(clients, env["VERIFY_ROLE_ARN"], clients.default_region)
     trail_ref = env.get("TRAIL_NAME") or ""
     try:

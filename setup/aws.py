@@ -47,7 +47,7 @@ class AwsClients:
     def client(self, service: str, region: str | None = None) -> Any:
         region = region or self.default_region
         if not region:
-            from setup.state import UsageError
+            from setup.errors import UsageError
             raise UsageError("no AWS region", "pass --region or set AWS_REGION",
                              code="NoRegion")
         key = (service, region)
@@ -66,3 +66,19 @@ class AwsClients:
 
     def mutating_calls(self) -> list[tuple[str, str, str]]:
         return [c for c in self.calls if is_mutating(c[1])]
+
+
+def clients_for_role(clients: AwsClients, role_arn: str, region: str) -> AwsClients:
+    """Clients in another account through ``sts:AssumeRole``. Callables in
+    ``clients.session_hooks`` (if any) are applied to the new session too (the demo's simulated
+    CloudTrail listens on every session this way)."""
+    creds = clients.client("sts", region).assume_role(
+        RoleArn=role_arn, RoleSessionName="trailwatch-canary")["Credentials"]
+    session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
+                            aws_secret_access_key=creds["SecretAccessKey"],
+                            aws_session_token=creds["SessionToken"], region_name=region)
+    for hook in getattr(clients, "session_hooks", ()):
+        hook(session)
+    member = AwsClients(session=session, region=region)
+    member.session_hooks = list(getattr(clients, "session_hooks", ()))  # type: ignore[attr-defined]
+    return member

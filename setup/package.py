@@ -103,11 +103,13 @@ def write_lock(output: Path = REQUIREMENTS) -> None:
 
 
 def copy_handlers(dest: Path) -> None:
+    """``handlers/`` and its subpackages (``detection/``, ``sinks/``): source and data files."""
     target = dest / "handlers"
-    target.mkdir(parents=True, exist_ok=True)
-    for path in sorted(HANDLERS.iterdir()):
-        if path.is_file() and path.suffix in KEEP_SUFFIXES:
-            shutil.copy2(path, target / path.name)
+    for path in sorted(HANDLERS.rglob("*")):
+        if path.is_file() and path.suffix in KEEP_SUFFIXES and "__pycache__" not in path.parts:
+            out = target / path.relative_to(HANDLERS)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, out)
 
 
 def install_requirements(dest: Path, platform: str | None, python_version: str | None,

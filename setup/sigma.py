@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handlers.patterns import compile_pattern, lint_pattern
+from handlers.detection.patterns import compile_pattern, lint_pattern
 
 LEVELS = {"informational": "INFO", "low": "LOW", "medium": "MEDIUM", "high": "HIGH",
           "critical": "CRITICAL"}

@@ -19,7 +19,7 @@ settings.register_profile("default", deadline=None)
 settings.register_profile("mutate", deadline=None, max_examples=25)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-from setup.demo import drain_queue  # noqa: F401  (one helper for tests and the demo)
+from setup.demo.world import drain_queue  # noqa: F401  (one helper for tests and the demo)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

@@ -1,0 +1,56 @@
+"""The rules that ship with the processor: the CIS catalog (:mod:`handlers.detection.cis`, with
+the cases in ``cis_cases.json``), the detection pack (``pack.json``) and the tamper rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from handlers.detection.cis import CIS_BY_RULE_ID, CIS_CONTROLS
+from handlers.detection.patterns import compile_pattern
+from handlers.detection.rules import Rule, parse_rules
+from handlers.detection.tamper import tamper_rules
+
+CIS_CASES_FILE = Path(__file__).with_name("cis_cases.json")
+PACK_FILE = Path(__file__).with_name("pack.json")
+
+
+def cis_rules() -> list[Rule]:
+    cases = orjson.loads(CIS_CASES_FILE.read_bytes()) if CIS_CASES_FILE.exists() else {}
+    return [Rule(id=c.rule_id, title=c.title, severity=c.severity,
+                 pattern=compile_pattern(c.pattern), cis=c.cis, securityhub=c.securityhub,
+                 tests=cases.get(c.rule_id, {}), source="cis")
+            for c in CIS_CONTROLS]
+
+
+def pack_rules() -> list[Rule]:
+    """The detection pack (``handlers/detection/pack.json``, shipped in the Lambda artifact): ATT&CK-mapped rules beyond CIS."""
+    doc = orjson.loads(PACK_FILE.read_bytes())
+    return [replace(r, source="pack") for r in parse_rules(doc, "detection pack")]
+
+
+def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
+    """Every rule that ships with the processor (always loaded, whatever RULES_FILE holds).
+
+    ``env`` is the processor's environment, for built-in rules that watch resources it names.
+    """
+    return [_with_cis_label(r) for r in cis_rules()] + pack_rules() + tamper_rules(env)
+
+
+def _with_cis_label(rule: Rule) -> Rule:
+    """The CIS rule with its label (CIS version, Security Hub control) in the description and
+    the control's ATT&CK ids (when the rule has none)."""
+    control = CIS_BY_RULE_ID.get(rule.id)
+    if control is None:
+        return rule
+    changes: dict[str, Any] = {}
+    if control.label not in rule.description:
+        changes["description"] = f"{rule.description} {control.label}".strip()
+    if not rule.tactics and not rule.techniques:
+        changes["tactics"], changes["techniques"] = control.tactics, control.techniques
+    return replace(rule, **changes) if changes else rule

@@ -1,0 +1,222 @@
+"""The whole plan of a run: the trail wiring, the CIS alarms and the subscription, the digest of
+the state it was computed from, the saved-plan file (``plan --out`` / ``apply --plan``) and the
+IAM permission simulation (``plan --check-permissions``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from setup import __version__
+from setup.aws import AwsClients
+from setup.errors import SetupError, UsageError, error_code, error_message
+from setup.wiring import subscription as subscribe
+from setup.wiring.cis_alarms import (
+    default_topic_arn,
+    legacy_alarms,
+    plan_cis,
+    read_cis_state,
+    topic_name,
+    validate_alarm_topic,
+)
+from setup.wiring.models import Target
+from setup.wiring.planner import Plan, Step, build_plan
+from setup.wiring.state import caller, find_trail, read_state
+from setup.wiring.target import resolve_target
+
+PLAN_FORMAT = "trailwatch-plan/1"
+
+
+# ----------------------------------------------------------------------------------- permissions
+
+# Reads plan, apply and apply's verify make, with what they act on ("*" = no resource-level ARN).
+def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, str]]:
+    t = plan.target
+    lg, role = t.log_group_arn_bare, t.role_arn
+    reqs: list[tuple[str, str]] = [
+        ("sts:GetCallerIdentity", "*"), ("cloudtrail:DescribeTrails", "*"),
+        ("cloudtrail:GetTrailStatus", t.trail.arn), ("logs:DescribeLogGroups", "*"),
+        ("logs:ListTagsForResource", lg), ("logs:DescribeMetricFilters", lg),
+        ("logs:DescribeSubscriptionFilters", lg), ("iam:GetRole", role),
+        ("iam:ListRolePolicies", role), ("iam:GetRolePolicy", role),
+        ("iam:ListAttachedRolePolicies", role), ("cloudwatch:DescribeAlarms", "*"),
+        ("lambda:GetPolicy", "*")]
+    if t.trail.is_org:
+        reqs += [("organizations:DescribeOrganization", "*"), ("organizations:ListAccounts", "*")]
+    if t.kms_key:
+        reqs += [("kms:DescribeKey", t.kms_key), ("kms:GetKeyPolicy", t.kms_key)]
+    if cis:
+        topic = default_topic_arn(t)
+        reqs += [("sns:GetTopicAttributes", topic), ("sns:ListSubscriptionsByTopic", topic)]
+    for s in plan.steps:
+        for action in s.iam_actions:
+            res = role if action == "iam:PassRole" else s.resource
+            reqs.append((action, res))
+    seen: list[tuple[str, str]] = []
+    for r in reqs:
+        if r not in seen:
+            seen.append(r)
+    return seen
+
+
+def check_permissions(clients: AwsClients, region: str, actions: list[Any]
+                      ) -> tuple[list[str], list[str]]:
+    """(denied "action on resource" list, warnings) per iam:SimulatePrincipalPolicy, with
+    resource ARNs and the iam:PassedToService context for iam:PassRole. A simulation that is
+    itself denied is a warning, not an abort."""
+    reqs = [(a, "*") if isinstance(a, str) else a for a in actions]
+    arn = caller(clients, region)["arn"]
+    iam = clients.client("iam", region)
+    if arn.endswith(":root"):
+        return [], []
+    warnings: list[str] = []
+    try:
+        if ":assumed-role/" in arn:
+            role_name = arn.split(":assumed-role/")[1].split("/")[0]
+            source = iam.get_role(RoleName=role_name)["Role"]["Arn"]   # resolves the role's path
+        else:
+            source = arn
+        by_resource: dict[str, list[str]] = {}
+        for action, res in reqs:
+            by_resource.setdefault(res, []).append(action)
+        missing: list[str] = []
+        for res, acts in by_resource.items():
+            kw: dict[str, Any] = {"PolicySourceArn": source, "ActionNames": acts}
+            if res != "*":
+                kw["ResourceArns"] = [res]
+            if "iam:PassRole" in acts:
+                kw["ContextEntries"] = [{"ContextKeyName": "iam:PassedToService",
+                                         "ContextKeyValues": ["cloudtrail.amazonaws.com"],
+                                         "ContextKeyType": "string"}]
+            for page in iam.get_paginator("simulate_principal_policy").paginate(**kw):
+                missing += [r["EvalActionName"] + ("" if res == "*" else f" on {res}")
+                            for r in page["EvaluationResults"] if r["EvalDecision"] != "allowed"]
+    except ClientError as e:
+        warnings.append(f"WARN: could not simulate permissions ({error_code(e)}: "
+                        f"{error_message(e)}); allow iam:SimulatePrincipalPolicy to check them")
+        return [], warnings
+    return missing, warnings
+
+
+# ----------------------------------------------------------------------------------- commands
+
+def _cis_plan(clients: AwsClients, args: argparse.Namespace, target: Target
+              ) -> tuple[list[Step], Any, str | None]:
+    if not getattr(args, "cis_alarms", False):
+        if getattr(args, "alarm_topic", None):
+            raise UsageError("--alarm-topic needs --cis-alarms", "add --cis-alarms")
+        return [], None, None
+    if args.alarm_topic:
+        topic = validate_alarm_topic(clients, target, args.alarm_topic)
+    else:
+        topic = default_topic_arn(target)
+    cis_state = read_cis_state(clients, target, topic)
+    return plan_cis(target, cis_state, topic, create_topic=not args.alarm_topic), cis_state, topic
+
+
+def state_digest(target: Target, state: Any, cis_state: Any) -> str:
+    """sha256 of the facts a plan was computed from (config only: no clocks, no byte counts)."""
+    t = target.trail
+    facts: dict[str, Any] = {"trail": [t.arn, t.log_group_arn, t.role_arn, t.is_org],
+                             "account": target.account, "org_id": target.org_id}
+    lg = state.log_group
+    facts["log_group"] = None if lg is None else [lg.name, lg.log_group_class, lg.retention,
+                                                  lg.kms_key, sorted(lg.tags.items())]
+    r = state.role
+    facts["role"] = None if r is None else [r.arn, r.trust, sorted(r.tags.items()), r.inline,
+                                            sorted(r.attached)]
+    facts["kms_policy"] = state.kms_policy
+    if cis_state is not None:
+        facts["cis"] = {
+            "filters": {n: [f.get("filterPattern"), f.get("metricTransformations")]
+                        for n, f in sorted(cis_state.filters.items())},
+            "alarms": {n: {k: a.get(k) for k in ("MetricName", "Namespace", "Threshold",
+                                                 "AlarmActions", "Period", "Statistic")}
+                       for n, a in sorted(cis_state.alarms.items())},
+            "topic": cis_state.topic_exists}
+    raw = json.dumps(facts, sort_keys=True, default=str).encode()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def make_plan(clients: AwsClients, args: argparse.Namespace) -> tuple[Plan, Target, dict]:
+    target, who, notes = resolve_target(clients, args)
+    state = read_state(clients, target)
+    if state.role is not None and state.role.path != target.role_path:
+        target = replace(target, role_path=state.role.path)     # role ARNs keep their path
+    plan = build_plan(target, state)
+    plan.notes[:0] = notes
+    cis_steps, cis_state, topic = _cis_plan(clients, args, target)
+    plan.steps += cis_steps
+    if cis_state is not None:
+        legacy = legacy_alarms(clients, target)
+        if legacy:
+            plan.notes.append(f"{len(legacy)} CIS alarm(s) with region-wide names from an earlier "
+                              f"trailwatch ({legacy[0]}, ...) are left as they are: delete them "
+                              "once no trail relies on them (the new set is per log group)")
+    subscribe.extend_plan(clients, plan, args)   # --destination
+    plan.state_digest = state_digest(target, state, cis_state)
+    plan.cis_topic = topic
+    return plan, target, who
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    doc = plan.to_json()
+    doc["state_digest"] = getattr(plan, "state_digest", None)
+    if getattr(plan, "cis_topic", None):
+        doc["cis"] = {"topic": plan.cis_topic, "topic_name": topic_name(plan.target)}
+    return doc
+
+
+_SAVED_OPTIONS = ("log_group", "role_name", "retention_days", "kms_key", "stream_scope", "org_id",
+                  "cis_alarms", "alarm_topic", "accept_trusted_service", "take_over_delivery",
+                  "destination", "subscription_role")
+
+
+def save_plan(plan: Plan, args: argparse.Namespace, path: str) -> None:
+    options = {k: getattr(args, k, None) for k in _SAVED_OPTIONS}
+    options["trail"] = plan.target.trail.arn
+    options["kms_key"] = plan.target.kms_key
+    doc = {"format": PLAN_FORMAT, "trailwatch": __version__, "options": options,
+           "state_digest": getattr(plan, "state_digest", None), "plan": plan_json(plan)}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+
+def load_saved_plan(clients: AwsClients, args: argparse.Namespace
+                    ) -> tuple[Plan, Target, dict]:
+    try:
+        with open(args.plan_file, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read plan file {args.plan_file}: {e}",
+                         "pass a file written by `trailwatch plan --out`", code="PlanFileInvalid")
+    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
+        raise UsageError(f"{args.plan_file} is not a trailwatch plan ({PLAN_FORMAT})",
+                         "pass a file written by `trailwatch plan --out`", code="PlanFileInvalid")
+    if args.trail and args.trail not in (saved["options"]["trail"],
+                                         saved["options"]["trail"].rsplit("/", 1)[-1]):
+        raise UsageError(f"--trail {args.trail} is not the plan's trail "
+                         f"{saved['options']['trail']}", "omit --trail with --plan")
+    merged = argparse.Namespace(**vars(args))
+    for k, v in saved["options"].items():
+        setattr(merged, k, v)
+    plan, target, who = make_plan(clients, merged)
+    if plan.state_digest != saved.get("state_digest"):
+        raise SetupError(
+            f"the account changed since {args.plan_file} was made (state digest "
+            f"{saved.get('state_digest')} -> {plan.state_digest}); refusing to apply a stale "
+            "plan", "run `trailwatch plan --out FILE` again, review it, then apply it",
+            code="PlanStale")
+    plan.steps = [Step.from_json(s) for s in saved["plan"]["steps"]]
+    return plan, target, who
+
+
+def refresh_target(clients: AwsClients, target: Target) -> Target:
+    return replace(target, trail=find_trail(clients, target.trail.arn))

@@ -1,0 +1,140 @@
+"""The processor recognises trailwatch's canary (verify --canary): only a TagResource that sets
+exactly the trailwatch:canary tag on the very log group the batch came from."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+
+import pytest
+
+from handlers.canary import CANARY_TAG, canary_nonce
+from handlers.detection.patterns import compile_pattern
+from handlers.pipeline import Pipeline
+from handlers.processor import App
+from handlers.detection.rules import Rule
+from tests.conftest import ListMetrics
+
+NOW = 1_763_640_000.0
+ACCT = "111122223333"
+GROUP = "CloudTrail/org-trail"
+
+
+class Log:
+    def __init__(self):
+        self.records = []
+
+    def info(self, msg, extra=None):
+        self.records.append(("info", msg, extra or {}))
+
+    def error(self, msg, extra=None):
+        self.records.append(("error", msg, extra or {}))
+
+    warning = error
+
+
+def tag_record(group=GROUP, account=ACCT, tags=None, event="TagResource", **extra):
+    params = {"resourceArn": f"arn:aws:logs:us-east-1:{account}:log-group:{group}",
+              "tags": tags if tags is not None else {CANARY_TAG: "tw-abc"}}
+    if event == "TagLogGroup":
+        params = {"logGroupName": group, "tags": params["tags"]}
+    return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com", "eventName": event,
+            "eventTime": "2025-11-20T11:58:00Z", "eventID": "e1", "awsRegion": "us-east-1",
+            "recipientAccountId": account, "requestParameters": params, **extra}
+
+
+def envelope(records, group=GROUP, owner=ACCT):
+    return {"messageType": "DATA_MESSAGE", "owner": owner, "logGroup": group,
+            "logStream": f"{ACCT}_CloudTrail_us-east-1", "subscriptionFilters": ["f"],
+            "logEvents": [{"id": str(i), "timestamp": int((NOW - 30) * 1000),
+                           "message": json.dumps(r)} for i, r in enumerate(records)]}
+
+
+def wrap(env):
+    return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(env).encode())).decode()}}
+
+
+TAG_RULE = Rule(id="any-tagging", title="tagging", severity="LOW",
+                pattern=compile_pattern("{ $.eventName = TagResource || $.eventName = TagLogGroup }"))
+
+
+def test_canary_on_own_group_logs_metric_and_no_alert():
+    emitted = []
+    log = Log()
+    app = App(Pipeline([TAG_RULE], clock=lambda: NOW), [], None, metrics_sink=ListMetrics(),
+              log=log, emit=lambda line: emitted.append(json.loads(line)))
+    out = app.handle(wrap(envelope([tag_record()])))
+    assert out["alerts"] == 0 and out["records"] == 1
+    (obs,) = [e for lvl, m, e in log.records if m == "canary_observed"]
+    assert obs["nonce"] == "tw-abc"
+    assert obs["delivery_lag_seconds"] == pytest.approx(NOW - 30 - 1763639880.0)
+    assert obs["receipt_lag_seconds"] == pytest.approx(30.0)
+    lags = [v for doc in emitted for v in doc.get("CanaryLag", [])]
+    assert lags == [pytest.approx(obs["delivery_lag_seconds"] + 30.0)]
+    assert not [r for r in log.records if r[1] == "alert"]
+
+
+@pytest.mark.parametrize("record,env", [
+    (tag_record(group="CloudTrail/other"), {}),                       # another log group
+    (tag_record(account="999999999999"), {}),                         # same name, other account
+    (tag_record(tags={CANARY_TAG: "tw-abc", "owner": "x"}), {}),      # more than the canary tag
+    (tag_record(tags={"trailwatch:canaryx": "tw"}), {}),              # not the key
+    (tag_record(errorCode="AccessDenied"), {}),                       # failed call
+    (dict(tag_record(), eventSource="evil.amazonaws.com"), {}),
+    (tag_record(), {"group": "CloudTrail/other"}),                    # batch from another group
+])
+def test_canary_shaped_events_elsewhere_are_ordinary(record, env):
+    log = Log()
+    app = App(Pipeline([TAG_RULE], clock=lambda: NOW), [], None, metrics_sink=ListMetrics(),
+              log=log, emit=lambda line: None)
+    out = app.handle(wrap(envelope([record], group=env.get("group", GROUP))))
+    assert out["alerts"] == 1
+    assert not [r for r in log.records if r[1] == "canary_observed"]
+
+
+def test_legacy_tag_log_group_and_star_arn():
+    env = envelope([])
+    assert canary_nonce(tag_record(event="TagLogGroup"), env) == "tw-abc"
+    rec = tag_record()
+    rec["requestParameters"]["resourceArn"] += ":*"
+    assert canary_nonce(rec, env) == "tw-abc"
+    assert canary_nonce({"eventName": "TagResource"}, env) is None
+
+
+# ----------------------------------------------------------------------------------- hostile input
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GROUP_CHARS = "abcXYZ019._-/#"     # the characters a log group name may hold
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=3), max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event_name=st.sampled_from(["TagResource", "TagLogGroup", "UntagResource"]) | JSON,
+       params=JSON | st.fixed_dictionaries({"resourceArn": JSON, "tags": JSON}),
+       owner=JSON, group=JSON)
+def test_canary_recognition_never_raises_and_never_widens(event_name, params, owner, group):
+    """Whatever the record holds, recognition does not crash, and a record is a canary only when
+    it sets exactly the canary tag on the batch's own group in the owner's account."""
+    rec = {"eventName": event_name, "eventSource": "logs.amazonaws.com",
+           "requestParameters": params, "recipientAccountId": ACCT}
+    env = {"logGroup": group, "owner": owner}
+    nonce = canary_nonce(rec, env)
+    if nonce is not None:
+        assert isinstance(params, dict) and list(params["tags"]) == [CANARY_TAG]
+        assert params["tags"][CANARY_TAG] == nonce
+        assert isinstance(group, str) and group
+
+
+@settings(max_examples=200, deadline=None)
+@given(group=st.text(GROUP_CHARS, min_size=1, max_size=30),
+       other=st.text(GROUP_CHARS, min_size=1, max_size=30))
+def test_canary_on_another_group_is_never_recognised(group, other):
+    if group == other:
+        return
+    rec = tag_record(group=other)
+    assert canary_nonce(rec, {"logGroup": group, "owner": ACCT}) is None

@@ -1,0 +1,92 @@
+"""``trailwatch replay`` re-drives queued and archived failure records into the processor."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from handlers.sinks.failure_queue import FailureQueue
+from setup.cli import main
+from setup.cli.replay import to_event
+from tests.conftest import drain_queue
+
+TS = 1_763_639_000_000
+STOP = {"eventVersion": "1.08", "eventID": "replayed-1", "eventName": "StopLogging",
+        "eventSource": "cloudtrail.amazonaws.com", "eventTime": "2025-11-20T11:50:00Z"}
+
+
+def payload(events) -> str:
+    env = {"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "g",
+           "logStream": "s", "subscriptionFilters": ["f"], "logEvents": events}
+    return base64.b64encode(gzip.compress(json.dumps(env).encode())).decode()
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    with mock_aws():
+        sns = boto3.client("sns", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        topic = sns.create_topic(Name="alerts")["TopicArn"]
+        read_q = sqs.create_queue(QueueName="read")["QueueUrl"]
+        fail_q = sqs.create_queue(QueueName="fail")["QueueUrl"]
+        s3.create_bucket(Bucket="archive")
+        arn = sqs.get_queue_attributes(QueueUrl=read_q, AttributeNames=["QueueArn"])
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"],
+                      Attributes={"RawMessageDelivery": "true"})
+        for k, v in {"ALERT_TOPIC_ARN": topic, "FAILURE_QUEUE_URL": fail_q,
+                     "FAILURE_ARCHIVE_BUCKET": "archive"}.items():
+            monkeypatch.setenv(k, v)
+        yield {"sqs": sqs, "fail_q": fail_q, "alerts": lambda: drain_queue(sqs, read_q)}
+
+
+def test_queued_and_archived_records_are_replayed_and_deleted(stack):
+    # As if an older processor had refused them: one log event (queued), one payload (archived).
+    small = {"reason": "invalid_json", "detail": "x", "source": "awslogs", "owner": "111122223333",
+             "log_group": "g", "log_stream": "s", "log_event_id": "le-1", "timestamp": TS,
+             "message": json.dumps(STOP)}
+    big_events = [{"id": "le-2", "timestamp": TS, "message": json.dumps(
+        dict(STOP, eventID="replayed-2", eventName="DeleteTrail", pad="x" * 2000))}]
+    big = {"reason": "too_large", "detail": "x", "source": "awslogs", "data": payload(big_events)}
+    fq = FailureQueue(stack["fail_q"], client_factory=lambda s: boto3.client(s, region_name="us-east-1"),
+                      max_bytes=1024, archive_bucket="archive")
+    assert fq.send([small, big]) == []
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
+                out=out) == 0, out.getvalue()
+    assert "2 replayed, 0 failed" in out.getvalue()
+    # One alert per matching rule and event: CIS 4.5 and (issue 13) the pack's tamper rule.
+    pairs = sorted((a["event"]["eventID"], a["rule"]["id"]) for a in stack["alerts"]())
+    assert pairs == [(e, r) for e in ("replayed-1", "replayed-2")
+                     for r in ("cis-4.5", "tw-cloudtrail-stopped-or-deleted")]
+    assert drain_queue(stack["sqs"], stack["fail_q"]) == []   # deleted after success
+
+
+def test_still_unprocessable_records_are_routed_again_not_lost(stack):
+    bad = {"reason": "bad_base64", "detail": "x", "source": "awslogs", "data": "!!not base64"}
+    FailureQueue(stack["fail_q"], client_factory=lambda s: boto3.client(s, region_name="us-east-1")
+                 ).send([bad])
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--max", "1",
+                 "--region", "us-east-1"], out=out) == 0
+    (again,) = drain_queue(stack["sqs"], stack["fail_q"])
+    assert again["data"] == "!!not base64" and again["reason"] == "bad_base64"
+
+
+def test_to_event_shapes():
+    assert to_event({"data": "abc"}) == {"awslogs": {"data": "abc"}}
+    assert to_event({"data": {"kinesis": {"data": "k"}}}) == {"awslogs": {"data": "k"}}
+    whole = {"Records": [{"kinesis": {"sequenceNumber": "1", "data": "k"}}]}
+    assert to_event({"data": whole}) == whole
+    assert to_event({"data": 42}) is None
+    ev = to_event({"log_event": {"id": "1", "timestamp": TS, "message": "m"}, "owner": "o",
+                   "log_group": "g", "log_stream": "s"})
+    env = json.loads(gzip.decompress(base64.b64decode(ev["awslogs"]["data"])))
+    assert env["logEvents"] == [{"id": "1", "timestamp": TS, "message": "m"}]
+    assert env["logGroup"] == "g" and env["messageType"] == "DATA_MESSAGE"

@@ -1,0 +1,294 @@
+"""``verify --canary`` / ``apply --canary`` / ``apply --wait`` against moto, with an injected clock
+and sleep (every wait is instant and exact)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from setup.verify import canary
+from setup.aws import AwsClients
+from setup.verify.canary import CANARY_TAG, Canary, wait_for_delivery
+from setup.cli import main
+from setup.wiring.models import Target, Trail
+
+ACCT = "123456789012"
+REGION = "us-east-1"
+GROUP = "CloudTrail/main"
+STREAM = f"{ACCT}_CloudTrail_{REGION}"
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps; ``on_sleep`` plays AWS."""
+
+    def __init__(self, start: float | None = None, on_sleep=None) -> None:
+        # moto refuses log events more than 2 h ahead of / 14 days behind the real time
+        self.t = float(int(time.time())) if start is None else start
+        self.sleeps: list[float] = []
+        self.on_sleep = on_sleep
+
+    def clock(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.t += s
+        if self.on_sleep:
+            self.on_sleep(self)
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="trail-bucket")
+        ct = boto3.client("cloudtrail", region_name=REGION)
+        ct.create_trail(Name="main", S3BucketName="trail-bucket", IsMultiRegionTrail=True)
+        ct.start_logging(Name="main")
+        boto3.client("logs", region_name=REGION).create_log_group(logGroupName=GROUP)
+        yield
+
+
+def target() -> Target:
+    trail = Trail("main", f"arn:aws:cloudtrail:{REGION}:{ACCT}:trail/main", REGION, ACCT,
+                  False, True, f"arn:aws:logs:{REGION}:{ACCT}:log-group:{GROUP}:*",
+                  f"arn:aws:iam::{ACCT}:role/r")
+    return Target(trail=trail, account=ACCT, log_group=GROUP, role_name="r")
+
+
+def canary_record(nonce: str, event_time: float, account: str = ACCT) -> dict:
+    return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com",
+            "eventName": "TagResource", "awsRegion": REGION, "eventID": f"ev-{nonce}",
+            "eventTime": dt.datetime.fromtimestamp(event_time, dt.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "requestParameters": {"resourceArn": f"arn:aws:logs:{REGION}:{account}:log-group:"
+                                                 f"{GROUP}", "tags": {CANARY_TAG: nonce}},
+            "recipientAccountId": account, "eventType": "AwsApiCall"}
+
+
+def put(group: str, stream: str, ts_ms: int, message: str) -> None:
+    logs = boto3.client("logs", region_name=REGION)
+    try:
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    logs.put_log_events(logGroupName=group, logStreamName=stream,
+                        logEvents=[{"timestamp": ts_ms, "message": message}])
+
+
+def test_canary_delivered_after_polls_reports_timings_and_untags(aws):
+    nonce = "tw-0123456789abcdef"
+    called = {}
+
+    def cloudtrail(ft: FakeTime) -> None:     # the record arrives after ~4 min of polling
+        if ft.t - called["t"] >= 240 and "done" not in called:
+            called["done"] = True
+            put(GROUP, STREAM, int((called["t"] + 200) * 1000),
+                json.dumps(canary_record(nonce, called["t"] + 1)))
+
+    ft = FakeTime(on_sleep=cloudtrail)
+    called["t"] = ft.t
+    msgs: list[str] = []
+    c = Canary(AwsClients(region=REGION), target(), timeout=900, clock=ft.clock, sleep=ft.sleep,
+               progress=msgs.append, nonce=nonce)
+    delivered, processed = c.run()
+    assert delivered.status == "PASS", delivered.message
+    probe = delivered.details["probes"][0]
+    assert probe["stream"] == STREAM
+    assert probe["delivery_lag_seconds"] == 199.0
+    assert probe["found_after_seconds"] >= 240
+    assert ft.sleeps[0] == canary.FIRST_INTERVAL and max(ft.sleeps) <= canary.MAX_INTERVAL
+    assert any("waiting for the canary" in m for m in msgs)
+    # the tag was removed again; no subscription filter -> processor part not checked, says why
+    tags = boto3.client("logs", region_name=REGION).list_tags_for_resource(
+        resourceArn=f"arn:aws:logs:{REGION}:{ACCT}:log-group:{GROUP}")["tags"]
+    assert CANARY_TAG not in tags
+    assert processed.status == "WARN" and "no subscription filter" in processed.message
+
+
+def test_canary_timeout_is_fail_with_delivery_error_and_bounded(aws):
+    ft = FakeTime()
+    c = Canary(AwsClients(region=REGION), target(), timeout=900, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None)
+    delivered, processed = c.run()
+    assert delivered.status == "FAIL"
+    assert "within 900 s" in delivered.message
+    assert sum(ft.sleeps) == pytest.approx(900)
+    assert processed.status == "WARN" and "not checked" in processed.message
+
+
+def test_cli_verify_canary_timeout_exits_1_with_json(aws, monkeypatch):
+    ft = FakeTime()
+    monkeypatch.setattr(canary, "_now", ft.clock)
+    monkeypatch.setattr(canary, "_sleep", ft.sleep)
+    out = io.StringIO()
+    code = main(["verify", "--trail", "main", "--log-group", GROUP, "--canary",
+                 "--canary-timeout", "60", "--output", "json"], out=out,
+                clients=AwsClients(region=REGION))
+    doc = json.loads(out.getvalue())
+    checks = {c["id"]: c for c in doc["checks"]}
+    assert code == 1
+    assert checks["canary.delivered"]["status"] == "FAIL"
+    assert checks["canary.delivered"]["details"]["timeout_seconds"] == 60
+    assert sum(ft.sleeps) == pytest.approx(60)
+
+
+def test_processor_observed_line_gives_processed_pass(aws):
+    nonce = "tw-feedbeef"
+    lam_arn = f"arn:aws:lambda:{REGION}:{ACCT}:function:proc"
+    fn_group = "/aws/lambda/proc"
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=fn_group)
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    state = {"n": 0}
+
+    def processor_logs(ft: FakeTime) -> None:
+        state["n"] += 1
+        if state["n"] == 2:
+            put(fn_group, "2026/01/01/[$LATEST]abc", int((ft.t) * 1000), json.dumps(
+                {"level": "INFO", "message": "canary_observed", "nonce": nonce,
+                 "receipt_lag_seconds": 1.5, "delivery_lag_seconds": 30.0}))
+    ft.on_sleep = processor_logs
+    c = Canary(AwsClients(region=REGION), target(), clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce)
+    c._processors = lambda: ([("trailwatch-processor", lam_arn)], [])   # moto needs docker
+    delivered, processed = c.run()
+    assert delivered.status == "PASS"
+    assert processed.status == "PASS", processed.message
+    assert processed.details["receipt_lag_seconds"] == 1.5
+    assert processed.details["function_log_group"] == fn_group
+
+
+def test_processor_silent_is_fail(aws):
+    nonce = "tw-silent"
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    c = Canary(AwsClients(region=REGION), target(), timeout=300, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce)
+    c._processors = lambda: ([("f", f"arn:aws:lambda:{REGION}:{ACCT}:function:proc")], [])
+    _, processed = c.run()
+    assert processed.status == "FAIL" and "did not log canary_observed" in processed.message
+
+
+def test_kinesis_destination_says_processor_not_checked(aws):
+    nonce = "tw-kinesis"
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    kinesis = boto3.client("kinesis", region_name=REGION)
+    kinesis.create_stream(StreamName="fanout", ShardCount=1)
+    arn = kinesis.describe_stream(StreamName="fanout")["StreamDescription"]["StreamARN"]
+    boto3.client("logs", region_name=REGION).put_subscription_filter(
+        logGroupName=GROUP, filterName="to-kinesis", filterPattern="", destinationArn=arn,
+        roleArn=f"arn:aws:iam::{ACCT}:role/cwl-to-kinesis")
+    c = Canary(AwsClients(region=REGION), target(), clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce)
+    delivered, processed = c.run()
+    assert delivered.status == "PASS"
+    assert processed.status == "WARN"
+    assert "Kinesis" in processed.message and "not checked" in processed.message
+
+
+def test_canary_shaped_record_for_another_nonce_is_not_accepted(aws):
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(
+        {**canary_record("tw-other", ft.t), "eventName": "UntagResource",
+         "requestParameters": {"note": "tw-mine"}}))
+    c = Canary(AwsClients(region=REGION), target(), timeout=30, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce="tw-mine")
+    assert c.run()[0].status == "FAIL"
+
+
+# ----------------------------------------------------------------------------------- apply --wait
+
+class StatusSeq:
+    """GetTrailStatus answers in sequence (the last one repeats)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def get_trail_status(self, Name):
+        self.calls += 1
+        return self.answers[min(self.calls - 1, len(self.answers) - 1)]
+
+
+class Clients:
+    def __init__(self, ct):
+        self.ct = ct
+
+    def client(self, service, region=None):
+        assert service == "cloudtrail" and region == REGION
+        return self.ct
+
+
+def test_wait_passes_when_delivery_time_advances():
+    ft = FakeTime()
+    since = ft.t
+    before = dt.datetime.fromtimestamp(since - 3600, dt.timezone.utc)
+    after = dt.datetime.fromtimestamp(since + 20, dt.timezone.utc)
+    ct = StatusSeq([{"LatestCloudWatchLogsDeliveryTime": before}] * 3 +
+                   [{"LatestCloudWatchLogsDeliveryTime": after}])
+    r = wait_for_delivery(Clients(ct), target(), since, 900, ft.clock, ft.sleep, lambda m: None)
+    assert r.status == "PASS" and ct.calls == 4
+
+
+def test_wait_fails_on_new_delivery_error():
+    ft = FakeTime()
+    ct = StatusSeq([{}, {"LatestCloudWatchLogsDeliveryError": "AccessDenied for o-x stream"}])
+    r = wait_for_delivery(Clients(ct), target(), ft.t, 900, ft.clock, ft.sleep, lambda m: None)
+    assert r.status == "FAIL" and "AccessDenied for o-x stream" in r.message and ct.calls == 2
+
+
+def test_wait_stale_error_gets_grace_then_clears():
+    ft = FakeTime()
+    since = ft.t
+    later = dt.datetime.fromtimestamp(since + 60, dt.timezone.utc)
+    ct = StatusSeq([{"LatestCloudWatchLogsDeliveryError": "old"}] * 3 +
+                   [{"LatestCloudWatchLogsDeliveryError": "", "LatestCloudWatchLogsDeliveryTime":
+                     later}])
+    r = wait_for_delivery(Clients(ct), target(), since, 900, ft.clock, ft.sleep, lambda m: None)
+    assert r.status == "PASS"
+
+
+def test_wait_times_out_fail():
+    ft = FakeTime()
+    ct = StatusSeq([{}])
+    r = wait_for_delivery(Clients(ct), target(), ft.t, 100, ft.clock, ft.sleep, lambda m: None)
+    assert r.status == "FAIL" and "did not advance" in r.message
+    assert sum(ft.sleeps) == pytest.approx(100)
+
+
+def test_duration_flag_values():
+    assert canary.duration("2h") == 7200 and canary.duration("90m") == 5400
+    assert canary.duration("7200") == 7200 and canary.duration("1d") == 86400
+    with pytest.raises(Exception):
+        canary.duration("soon")
+
+
+def test_cli_apply_wait_times_out_fail_exit_1(aws, monkeypatch):
+    """moto never reports a CloudWatch Logs delivery: --wait must not pass on silence."""
+    ft = FakeTime()
+    monkeypatch.setattr(canary, "_now", ft.clock)
+    monkeypatch.setattr(canary, "_sleep", ft.sleep)
+    out = io.StringIO()
+    code = main(["apply", "--trail", "main", "--log-group", GROUP, "--yes", "--wait",
+                 "--wait-timeout", "120", "--output", "json"], out=out,
+                clients=AwsClients(region=REGION))
+    checks = {c["id"]: c for c in json.loads(out.getvalue())["verify"]["checks"]}
+    assert checks["delivery.after_apply"]["status"] == "FAIL"
+    assert code == 1
+    assert sum(ft.sleeps) == pytest.approx(120)
+
+
+def test_cli_apply_without_wait_keeps_exit_0(aws):
+    out = io.StringIO()
+    code = main(["apply", "--trail", "main", "--log-group", GROUP, "--yes", "--output", "json"],
+                out=out, clients=AwsClients(region=REGION))
+    assert code == 0
+    assert "delivery.after_apply" not in out.getvalue()
