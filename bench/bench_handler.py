@@ -249,7 +249,7 @@ def _summary(path: str) -> tuple[int, int]:
         for line in f:
             if line.startswith("part:"):
                 part = int(line.split()[1])
-            elif line.startswith("summary:") or line.startswith("totals:"):
+            elif line.startswith(("summary:", "totals:")):
                 total = int(line.split()[1])
     if part is None or total is None:
         raise ValueError(f"{path}: no part/summary line")
@@ -272,7 +272,8 @@ def instruction_counts() -> tuple[dict[tuple[str, int, str], float] | None, str]
                 [valgrind, "--tool=callgrind", "--dump-before=getppid", "--dump-instr=no",
                  "--compress-strings=no", f"--callgrind-out-file={out_file}",
                  sys.executable, str(Path(__file__).resolve()), "--instructions-child"],
-                capture_output=True, text=True, cwd=ROOT, env=env, timeout=INSTRUCTIONS_TIMEOUT)
+                capture_output=True, text=True, cwd=ROOT, env=env, timeout=INSTRUCTIONS_TIMEOUT,
+                check=False)
         except subprocess.TimeoutExpired:
             return None, f"callgrind run exceeded {INSTRUCTIONS_TIMEOUT:.0f} s: skipped"
         if proc.returncode != 0:
