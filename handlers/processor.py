@@ -17,9 +17,9 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
 ``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (16 MiB)
 ``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
 ``PUBLISH_CONCURRENCY``              threads publishing alerts / writing failures (16)
-``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/detection/tamper.py; unset: not watched)
+``TRAIL_NAME``                       tamper rules: the trail to watch, name or ARN (handlers/detection/tamper.py; unset: not watched)
 ``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
-``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
+``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group (empty: the one the CLI creates)
 ``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
 ``SECURITY_HUB_FINDINGS``            ``enabled`` -> alerts also imported as ASFF findings (Security Hub)
 ``CHAT_TOPIC_ARN``                   SNS topic for Amazon Q Developer chat notifications (optional)
@@ -167,8 +167,9 @@ class App:
         )
         # Built-in rules always load; a bad or clashing user rule (or an unreadable RULES_FILE)
         # is skipped with an error log and counted in the RuleErrors metric of every invocation.
-        rules = builtin_rules(env)
+        # A tamper rule whose resource name cannot be used (issue 24) is skipped the same way.
         rule_errors: list[str] = []
+        rules = builtin_rules(env, rule_errors)
         if env.get("RULES_FILE"):
             rules += load_rules_file(env["RULES_FILE"], errors=rule_errors,
                                      taken={r.id for r in rules}, client_factory=client_factory)

@@ -105,7 +105,8 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
     parts = group_arn.split(":")
     group = env.get("TRAIL_LOG_GROUP_NAME") or (parts[6] if len(parts) > 6 else
                                                 default_log_group(trail.name))
-    role = trail.role_arn.rsplit("/", 1)[1] if trail.role_arn else default_role_name(trail.name)
+    role = trail.role_arn.rsplit("/", 1)[1] if trail.role_arn else \
+        default_role_name(trail.name, trail.home_region)       # the role the CLI creates
     target = Target(trail=trail, account=who["account"], log_group=group, role_name=role,
                     org_id=org_id)
     checks = list(CHECKS)

@@ -130,3 +130,15 @@ def test_ssm_state_roundtrip(aws):
     assert state.load() == {}
     state.save({"a": "FAIL"})
     assert SsmState("/trailwatch/watchdog", ssm).load() == {"a": "FAIL"}
+
+
+def test_before_apply_the_watchdog_looks_for_the_role_the_cli_creates(aws):
+    """Issue 24 item 5: the watchdog defaulted to trailwatch-cwl-<trail> (no home Region), the
+    CLI creates trailwatch-cwl-<trail>-<home region>: the two disagreed on an unwired trail."""
+    out = io.StringIO()
+    main(["verify", "--trail", "main", "--output", "json"], out=out,
+         clients=AwsClients(region=REGION))
+    cli = [(c["id"], c["status"], c["message"]) for c in json.loads(out.getvalue())["checks"]]
+    _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION})
+    assert [(r.id, r.status, r.message) for r in results] == cli
+    assert any(f"trailwatch-cwl-main-{REGION}" in m for _, _, m in cli)

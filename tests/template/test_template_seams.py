@@ -1,0 +1,75 @@
+"""The template <-> code seam (issue 24): template.yaml rendered the way CloudFormation would for
+a parameter value, then the functions' code booted with the environment that results. Nothing
+may raise, and the values must name the right things (the trail, the role the CLI creates)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from handlers.detection.tamper import tamper_rules
+from setup.wiring.models import default_role_name
+from tests.template.test_template import translate
+from tests.template.test_template_modes import REGION, Env
+
+ACCOUNT = "111122223333"
+
+
+class Rendered(Env):
+    """Env plus the intrinsics the seams need (Fn::Select, as CloudFormation evaluates it)."""
+
+    def value(self, node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1 and "Fn::Select" in node:
+            index, items = node["Fn::Select"]
+            items = self.value(items)
+            index = int(self.value(index))
+            assert 0 <= index < len(items), f"Fn::Select index {index} out of range: {items}"
+            return items[index]
+        return super().value(node)
+
+    def function_env(self, logical_id: str) -> dict[str, str]:
+        props = self.cfn["Resources"][logical_id]["Properties"]
+        env = {k: str(v) for k, v in self.value(props["Environment"]["Variables"]).items()}
+        env.setdefault("AWS_REGION", REGION)          # set by Lambda
+        return env
+
+
+@pytest.fixture(scope="module")
+def cfn():
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    return translate()
+
+
+TRAILS = {
+    "name": ("org-trail", "org-trail", REGION),
+    "arn": (f"arn:aws:cloudtrail:eu-west-1:{ACCOUNT}:trail/org-trail", "org-trail", "eu-west-1"),
+    "long-name": ("t" * 128, "t" * 128, REGION),
+    "50-chars": ("n" * 50, "n" * 50, REGION),
+    "long-arn": (f"arn:aws:cloudtrail:ap-southeast-2:{ACCOUNT}:trail/{'a' * 128}", "a" * 128,
+                 "ap-southeast-2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAILS))
+def test_processor_tamper_rules_watch_the_trail_and_the_role_the_cli_creates(cfn, case):
+    """Observed on 5bb8a96: TrailName as an ARN gave TRAIL_NAME `arn:aws:cloudtrail:<r>:<acct>:`,
+    a name of 50+ characters a DELIVERY_ROLE_NAME over 64 characters (the processor raised on
+    every invocation), and the default role was not the one the CLI creates."""
+    value, name, region = TRAILS[case]
+    env = Rendered(cfn, {"TrailName": value}).function_env("ProcessorFunction")
+    errors: list[str] = []
+    rules = {r.id: r for r in tamper_rules(env, errors=errors)}
+    assert errors == []
+    assert f'"{name}"' in rules["trailwatch-tamper-trail"].pattern.text
+    role = default_role_name(name, region)
+    assert f'roleName = "{role}"' in rules["trailwatch-tamper-delivery-role"].pattern.text
+
+
+def test_an_explicit_delivery_role_name_reaches_the_processor(cfn):
+    env = Rendered(cfn, {"DeliveryRoleName": "CloudTrail_CloudWatchLogs_Role"}) \
+        .function_env("ProcessorFunction")
+    rules = {r.id: r for r in tamper_rules(env)}
+    assert '"CloudTrail_CloudWatchLogs_Role"' in \
+        rules["trailwatch-tamper-delivery-role"].pattern.text
