@@ -150,6 +150,7 @@ class App:
         self._executor: Any = None
         self._deadline_kw: dict[int, bool] = {}
         self._route_error = ""
+        self.rejected = 0            # alerts a sink refused for good in this invocation
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -225,7 +226,8 @@ class App:
 
         counts = dict(payloads=0, payload_errors=0, control_messages=0, log_events=0, records=0,
                       oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
-                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0)
+                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0,
+                      alerts_rejected=0)
         failures: list[tuple[str, dict[str, Any]]] = []
         alerts: dict[str, dict[str, Any]] = {}        # alert_id -> alert (first one wins)
         # Kinesis: which records each alert came from, so a failed publish fails only those.
@@ -325,9 +327,11 @@ class App:
                                      f"{len(failures)} unprocessable item(s) to the failure queue "
                                      f"({self._route_error}); failing the invocation so Lambda "
                                      f"retries it")
+            self.rejected = 0
             undelivered = self._publish(aggregate_for(list(alerts.values()), origin,
                                                       self.aggregation_threshold), deadline)
             counts["alerts_undelivered"] = len(undelivered)
+            counts["alerts_rejected"] = self.rejected
         finally:
             self._record_metrics(counts, delivery_lags, receipt_lags)
 
@@ -442,6 +446,13 @@ class App:
             name = getattr(sink, "name", type(sink).__name__)
             if status == "ok":
                 for u in value or ():
+                    if u.get("permanent"):
+                        # No retry can deliver it (e.g. Security Hub not enabled): logged and
+                        # counted (AlertsRejected, alarmed), never a reason to fail the
+                        # invocation and re-publish to every other sink.
+                        self.rejected += 1
+                        self.log.error("alert rejected", extra={"sink": name, **u})
+                        continue
                     self.log.error("alert not delivered", extra={"sink": name, **u})
                     failed.add(u["id"])
             else:
@@ -464,6 +475,7 @@ class App:
                           ("MalformedEvents", "malformed"), ("ClockSkewEvents", "clock_skew"),
                           ("DelayedEvents", "delayed"), ("Alerts", "alerts"),
                           ("AlertsUndelivered", "alerts_undelivered"),
+                          ("AlertsRejected", "alerts_rejected"),
                           ("FailuresUnrouted", "failures_unrouted"),
                           ("RuleErrors", "rule_errors")):
             # Zero counters are skipped (alarms treat missing data as not breaching); LogEvents

@@ -265,7 +265,26 @@ class StrictAws:
                     "FAILURE_ARCHIVE_BUCKET": "fail-archive"}
 
     def client(self, service: str) -> Any:
+        if service == "securityhub":
+            return self.securityhub
+        if service == "sts":
+            return self._sts
         return {"sns": self.sns, "events": self.events, "sqs": self.sqs, "s3": self.s3}[service]
+
+    @property
+    def securityhub(self) -> StrictSecurityHub:
+        """Created on first use (``securityhub_enabled`` False: Security Hub not enabled)."""
+        hub = self.__dict__.get("_hub")
+        if hub is None:
+            hub = self.__dict__["_hub"] = StrictSecurityHub(
+                enabled=self.__dict__.get("securityhub_enabled", True))
+        return hub
+
+    @property
+    def _sts(self) -> Any:
+        account = "111122223333"
+        return type("Sts", (), {"get_caller_identity": staticmethod(lambda: {
+            "Account": account, "Arn": f"arn:aws:sts::{account}:assumed-role/processor/fn"})})()
 
     @property
     def violations(self) -> list[str]:
@@ -442,3 +461,74 @@ class FakeAwsClients:
 
     def mutating_calls(self) -> list[tuple[str, str, str]]:
         return []
+
+
+# ------------------------------------------------------------------------------ Security Hub
+
+ASFF_MAX_FINDINGS = 100
+ASFF_MAX_REGION = 16
+
+
+class StrictSecurityHub(_Fake):
+    """Security Hub ``BatchImportFindings`` as AWS answers it; moto imports findings even when
+    Security Hub was never enabled and checks no field.
+
+    * Not enabled in the Region (no ``EnableSecurityHub``; ``enabled=False``): every call raises
+      ``InvalidAccessException`` (botocore securityhub model: "The account doesn't have
+      permission to perform this action."; the message AWS sends is "Account <id> is not
+      subscribed to AWS Security Hub", as reported in prowler-cloud/prowler#1590 and
+      joshlarsen/aws-recon#65). No retry can succeed until someone enables it.
+    * More than 100 findings in one request: ``InvalidInputException`` (the whole call).
+    * A finding that breaks the ASFF rules is not imported: ``FailedFindings`` with
+      ``ErrorCode`` ``InvalidInput``. Checked here (botocore model, ``Resource.Region``: "Length
+      Constraints: Minimum length of 1. Maximum length of 16."; the default product ARN: the
+      finding's ``AwsAccountId`` must be the calling account): Resources 1-32 entries, each
+      Region 1-16 characters; Title <= 256 and Description <= 1,024 characters; AwsAccountId.
+      Importing the same finding again fails the same way.
+    """
+
+    def __init__(self, account: str = "111122223333", region: str = "us-east-1",
+                 enabled: bool = True, fail: Any = None) -> None:
+        super().__init__(fail)
+        self.account, self.enabled = account, enabled
+        self.meta = type("Meta", (), {"region_name": region})()
+        self.findings: dict[str, dict[str, Any]] = {}
+        self.requests: list[list[dict[str, Any]]] = []
+
+    @staticmethod
+    def invalid(finding: dict[str, Any], account: str) -> str | None:
+        resources = finding.get("Resources") or []
+        if not 1 <= len(resources) <= 32:
+            return f"{len(resources)} Resources"
+        for r in resources:
+            region = r.get("Region")
+            if region is not None and not 1 <= len(region) <= ASFF_MAX_REGION:
+                return f"Resources[].Region of {len(region)} characters"
+        if len(finding.get("Title") or "") > 256 or len(finding.get("Description") or "") > 1024:
+            return "Title or Description too long"
+        if finding.get("AwsAccountId") != account:
+            return "AwsAccountId is not the calling account (default product ARN)"
+        return None
+
+    def batch_import_findings(self, Findings: list[dict[str, Any]]):  # noqa: N803
+        op = "BatchImportFindings"
+        with self.lock:
+            self.requests.append(list(Findings))
+        if not self.enabled:
+            raise self._refuse("InvalidAccessException",
+                               f"Account {self.account} is not subscribed to AWS Security Hub", op)
+        if not 1 <= len(Findings) <= ASFF_MAX_FINDINGS:
+            raise self._refuse("InvalidInputException", f"{len(Findings)} findings", op)
+        self._inject(op, Findings)
+        failed = []
+        with self.lock:
+            for f in Findings:
+                why = self.invalid(f, self.account)
+                if why:
+                    self.violations.append(f"{op}: InvalidInput: {why}")
+                    failed.append({"Id": f.get("Id"), "ErrorCode": "InvalidInput",
+                                   "ErrorMessage": why})
+                else:
+                    self.findings[f["Id"]] = f
+        return {"FailedCount": len(failed), "SuccessCount": len(Findings) - len(failed),
+                "FailedFindings": failed}

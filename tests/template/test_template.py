@@ -125,6 +125,7 @@ EXPECTED_ALARMS = {
     "IteratorAgeAlarm": ("AWS/Lambda", "IteratorAge",
                          {"Ref": "IteratorAgeThresholdMilliseconds"}),
     "RuleErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "RuleErrors", 1),
+    "AlertsRejectedAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "AlertsRejected", 1),
 }
 
 

@@ -73,3 +73,17 @@ def test_an_explicit_delivery_role_name_reaches_the_processor(cfn):
     rules = {r.id: r for r in tamper_rules(env)}
     assert '"CloudTrail_CloudWatchLogs_Role"' in \
         rules["trailwatch-tamper-delivery-role"].pattern.text
+
+
+def test_alerts_a_sink_rejects_for_good_are_alarmed(cfn):
+    """Issue 24 item 4: a permanent sink error (Security Hub not enabled, an invalid finding) no
+    longer fails the invocation; the processor counts it as AlertsRejected, which must alarm."""
+    alarms = [r["Properties"] for r in cfn["Resources"].values()
+              if r["Type"] == "AWS::CloudWatch::Alarm"
+              and r["Properties"].get("MetricName") == "AlertsRejected"]
+    assert len(alarms) == 1
+    (alarm,) = alarms
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == \
+        "GreaterThanOrEqualToThreshold"
+    assert alarm["AlarmActions"] == [{"Ref": "OpsTopic"}]
+    assert alarm["Namespace"] == {"Fn::Sub": "Trailwatch/${AWS::StackName}"}
