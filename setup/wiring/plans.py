@@ -174,8 +174,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 _SAVED_OPTIONS = ("log_group", "role_name", "retention_days", "kms_key", "stream_scope", "org_id",
-                  "cis_alarms", "alarm_topic", "accept_trusted_service", "take_over_delivery",
-                  "destination", "subscription_role")
+                  "trust_org_id", "cis_alarms", "alarm_topic", "accept_trusted_service",
+                  "take_over_delivery", "destination", "subscription_role")
 
 
 def save_plan(plan: Plan, args: argparse.Namespace, path: str) -> None:
@@ -195,6 +195,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "trail": (str,), "log_group": (str, type(None)), "role_name": (str, type(None)),
     "retention_days": (int, type(None)), "kms_key": (str, type(None)),
     "stream_scope": (str, type(None)), "org_id": (str, type(None)),
+    "trust_org_id": (bool, type(None)),
     "cis_alarms": (bool, type(None)), "alarm_topic": (str, type(None)),
     "accept_trusted_service": (list, type(None)), "take_over_delivery": (bool, type(None)),
     "destination": (str, type(None)), "subscription_role": (str, type(None)),

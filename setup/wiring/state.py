@@ -82,12 +82,12 @@ def organization_id(clients: AwsClients, region: str) -> str:
                 "AWSOrganizationsNotInUseException: this is an organization trail but the "
                 "account is not in an organization",
                 "run trailwatch from the management account or a CloudTrail delegated "
-                "administrator, or pass --org-id o-xxxxxxxxxx") from None
+                "administrator, or pass --org-id o-xxxxxxxxxx --trust-org-id") from None
         if error_code(e) in ("AccessDeniedException", "AccessDenied"):
             raise SetupError(
                 f"{error_code(e)}: cannot read the organization id (organizations:"
                 "DescribeOrganization)", "grant organizations:DescribeOrganization or pass "
-                "--org-id o-xxxxxxxxxx") from None
+                "--org-id o-xxxxxxxxxx --trust-org-id") from None
         raise
     return org["Id"]
 
