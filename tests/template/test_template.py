@@ -170,7 +170,10 @@ def _statements(doc):
 
 ALLOWED_STAR = {"kinesis:ListStreams",   # AWS offers no resource-level form
                 "cloudtrail:DescribeTrails", "organizations:DescribeOrganization",
-                "organizations:ListAccounts"}   # the watchdog's lookups (issue 10)
+                "organizations:ListAccounts",   # the watchdog's lookups (issue 10)
+                # the watchdog's destination checks (issue 24)
+                "cloudwatch:ListMetrics", "cloudwatch:GetMetricStatistics",
+                "logs:DescribeDestinations"}
 
 
 def test_no_over_broad_iam(cfn):

@@ -87,3 +87,78 @@ def test_alerts_a_sink_rejects_for_good_are_alarmed(cfn):
         "GreaterThanOrEqualToThreshold"
     assert alarm["AlarmActions"] == [{"Ref": "OpsTopic"}]
     assert alarm["Namespace"] == {"Fn::Sub": "Trailwatch/${AWS::StackName}"}
+
+
+def _watchdog_policies(cfn) -> list[dict]:
+    role = cfn["Resources"]["WatchdogFunctionRole"]["Properties"]
+    return [p["PolicyDocument"] for p in role["Policies"]]
+
+
+def test_the_watchdog_role_allows_every_call_its_checks_make(cfn):
+    """Issue 24 item 7. Observed on 5bb8a96: the destination checks call
+    cloudwatch:ListMetrics / GetMetricStatistics and logs:DescribeDestinations, which the
+    watchdog's role did not allow: false FAILs in a real account (moto checks no IAM).
+    The calls are recorded from the real code (the verify checks on moto, and both destination
+    branches), then each action is evaluated against the template's policies (action level)."""
+    import datetime as dt
+    import io
+
+    import boto3
+    from moto import mock_aws
+
+    from handlers.watchdog import run_verify
+    from setup.aws import AwsClients
+    from setup.cli import main
+    from setup.policy_eval import evaluate
+    from setup.verify.destinations import check_filter
+    from setup.wiring.models import Target
+    from setup.wiring.state import find_trail
+
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="trail-bucket")
+        ct = boto3.client("cloudtrail", region_name=REGION)
+        ct.create_trail(Name="main", S3BucketName="trail-bucket", IsMultiRegionTrail=True)
+        ct.start_logging(Name="main")
+        assert main(["apply", "--trail", "main", "--yes", "--cis-alarms", "--output", "json"],
+                    out=io.StringIO(), clients=AwsClients(region=REGION)) == 0
+        clients = AwsClients(region=REGION)
+        run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION}, clients)
+        trail = find_trail(clients, "main")
+        acct = trail.owner_account
+        target = Target(trail=trail, account=acct, log_group="CloudTrail/main",
+                        role_name=f"trailwatch-cwl-main-{REGION}")
+        now = dt.datetime.now(dt.timezone.utc)
+        boto3.client("cloudwatch", region_name=REGION).put_metric_data(
+            Namespace="AWS/Logs", MetricData=[{"MetricName": "DeliveryErrors", "Value": 1.0,
+                                               "Dimensions": [
+                                                   {"Name": "LogGroupName",
+                                                    "Value": "CloudTrail/main"},
+                                                   {"Name": "FilterName", "Value": "f"}]}])
+        for dest in (f"arn:aws:logs:{REGION}:{acct}:destination:same",        # same account
+                     f"arn:aws:logs:{REGION}:999999999999:destination:audit",  # another one
+                     f"arn:aws:kinesis:{REGION}:{acct}:stream/s"):
+            check_filter(clients, target, {"filterName": "f", "destinationArn": dest,
+                                           "roleArn": f"arn:aws:iam::{acct}:role/r"}, now)
+    actions = {f"{svc}:{op}" for svc, op, _ in clients.calls if svc != "sts"}
+    for needed in ("cloudwatch:ListMetrics", "cloudwatch:GetMetricStatistics",
+                   "logs:DescribeDestinations"):
+        assert needed in actions, needed              # the recording reaches those branches
+    docs = _watchdog_policies(cfn)
+    denied = sorted(a for a in actions if not evaluate(docs, a).allowed)
+    assert denied == []
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("rate(1 minute)", True), ("rate(15 minutes)", True), ("rate(1 hour)", True),
+    ("rate(2 days)", True), ("rate(10 minutes)", True), ("cron(0/15 * * * ? *)", True),
+    # EventBridge: "If the value is equal to 1, then the unit must be singular. If the value is
+    # greater than 1, the unit must be plural." (Schedule expressions for rules)
+    ("rate(1 minutes)", False), ("rate(5 minute)", False), ("rate(1 days)", False),
+    ("rate(0 minutes)", False), ("rate(01 minute)", False),
+])
+def test_watchdog_schedule_accepts_only_what_eventbridge_accepts(cfn, value, ok):
+    """Issue 24 item 7. Observed on 5bb8a96: rate(1 minutes) passed the AllowedPattern and the
+    stack failed later, in EventBridge."""
+    import re
+    pattern = cfn["Parameters"]["WatchdogSchedule"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, value)) is ok
