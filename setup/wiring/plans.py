@@ -36,10 +36,11 @@ PLAN_FORMAT = "trailwatch-plan/1"
 # ----------------------------------------------------------------------------------- permissions
 
 # Reads plan, apply and apply's verify make, with what they act on ("*" = no resource-level ARN).
-def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, str]]:
+# iam:PassRole is requested as (action, the role the step passes, the service it is passed to).
+def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, ...]]:
     t = plan.target
     lg, role = t.log_group_arn_bare, t.role_arn
-    reqs: list[tuple[str, str]] = [
+    reqs: list[tuple[str, ...]] = [
         ("sts:GetCallerIdentity", "*"), ("cloudtrail:DescribeTrails", "*"),
         ("cloudtrail:GetTrailStatus", t.trail.arn), ("logs:DescribeLogGroups", "*"),
         ("logs:ListTagsForResource", lg), ("logs:DescribeMetricFilters", lg),
@@ -56,9 +57,12 @@ def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, str]]:
         reqs += [("sns:GetTopicAttributes", topic), ("sns:ListSubscriptionsByTopic", topic)]
     for s in plan.steps:
         for action in s.iam_actions:
-            res = role if action == "iam:PassRole" else s.resource
-            reqs.append((action, res))
-    seen: list[tuple[str, str]] = []
+            if action == "iam:PassRole":     # UpdateTrail -> CloudTrail; a filter -> Logs
+                passed = s.params.get("CloudWatchLogsRoleArn") or s.params.get("roleArn") or role
+                reqs.append((action, passed, f"{s.service}.amazonaws.com"))
+            else:
+                reqs.append((action, s.resource))
+    seen: list[tuple[str, ...]] = []
     for r in reqs:
         if r not in seen:
             seen.append(r)
@@ -70,7 +74,8 @@ def check_permissions(clients: AwsClients, region: str, actions: list[Any]
     """(denied "action on resource" list, warnings) per iam:SimulatePrincipalPolicy, with
     resource ARNs and the iam:PassedToService context for iam:PassRole. A simulation that is
     itself denied is a warning, not an abort."""
-    reqs = [(a, "*") if isinstance(a, str) else a for a in actions]
+    reqs = [(a, "*", None) if isinstance(a, str) else (a[0], a[1], a[2] if len(a) > 2 else None)
+            for a in actions]
     arn = caller(clients, region)["arn"]
     iam = clients.client("iam", region)
     if arn.endswith(":root"):
@@ -82,17 +87,20 @@ def check_permissions(clients: AwsClients, region: str, actions: list[Any]
             source = iam.get_role(RoleName=role_name)["Role"]["Arn"]   # resolves the role's path
         else:
             source = arn
-        by_resource: dict[str, list[str]] = {}
-        for action, res in reqs:
-            by_resource.setdefault(res, []).append(action)
+        # One simulation per resource; iam:PassRole alone per (role, service), since its
+        # iam:PassedToService context would apply to every action of the call.
+        by_resource: dict[tuple[str, str | None], list[str]] = {}
+        for action, res, service in reqs:
+            by_resource.setdefault((res, service if action == "iam:PassRole" else None),
+                                   []).append(action)
         missing: list[str] = []
-        for res, acts in by_resource.items():
+        for (res, service), acts in by_resource.items():
             kw: dict[str, Any] = {"PolicySourceArn": source, "ActionNames": acts}
             if res != "*":
                 kw["ResourceArns"] = [res]
-            if "iam:PassRole" in acts:
+            if service is not None:
                 kw["ContextEntries"] = [{"ContextKeyName": "iam:PassedToService",
-                                         "ContextKeyValues": ["cloudtrail.amazonaws.com"],
+                                         "ContextKeyValues": [service],
                                          "ContextKeyType": "string"}]
             for page in iam.get_paginator("simulate_principal_policy").paginate(**kw):
                 missing += [r["EvalActionName"] + ("" if res == "*" else f" on {res}")
