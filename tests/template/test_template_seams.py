@@ -32,7 +32,8 @@ class Rendered(Env):
     def function_env(self, logical_id: str) -> dict[str, str]:
         props = self.cfn["Resources"][logical_id]["Properties"]
         env = {k: str(v) for k, v in self.value(props["Environment"]["Variables"]).items()}
-        env.setdefault("AWS_REGION", REGION)          # set by Lambda
+        env.setdefault("AWS_REGION", REGION)          # set by Lambda, as is the name:
+        env.setdefault("AWS_LAMBDA_FUNCTION_NAME", str(self.value(props["FunctionName"])))
         return env
 
 
@@ -162,3 +163,152 @@ def test_watchdog_schedule_accepts_only_what_eventbridge_accepts(cfn, value, ok)
     import re
     pattern = cfn["Parameters"]["WatchdogSchedule"]["AllowedPattern"]
     assert bool(re.fullmatch(pattern, value)) is ok
+
+
+# ------------------------------------------------------------------ the seam matrix (issue 24)
+import itertools  # noqa: E402
+import re  # noqa: E402
+
+MGMT = "111111111111"
+TRAIL_VALUES = {"name": "org-trail",
+                "arn": f"arn:aws:cloudtrail:{REGION}:{MGMT}:trail/org-trail",
+                "128": "t" * 128,
+                "arn-128": f"arn:aws:cloudtrail:{REGION}:{MGMT}:trail/{'a' * 128}"}
+MODES = {
+    "direct": {"SourceMode": "direct"},
+    "kinesis": {"SourceMode": "kinesis",
+                "KinesisStreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/trail"},
+    "destination-accounts": {"SourceMode": "destination", "SourceAccountIds": MGMT},
+    "destination-org": {"SourceMode": "destination", "SourceAccountIds": MGMT,
+                        "SourceOrganizationId": "o-abc1234567"},
+}
+FEATURES = {
+    "off": {},
+    "on": {"SecurityHubFindings": "enabled",
+           "ChatTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:chat",
+           "AlertIdempotency": "enabled", "OpsEmail": "ops@example.com",
+           "AlertEmail": "alerts@example.com",
+           "RulesFile": "s3://rules-bucket/trailwatch/rules.json",
+           "ExpectedChangePrincipals": f"arn:aws:iam::{ACCOUNT}:role/deployer",
+           "VerifyRoleArn": f"arn:aws:iam::{MGMT}:role/trailwatch-verify",
+           "DeliveryRoleName": "CloudTrail_CloudWatchLogs_Role"},
+    "ssm-rules": {"RulesFile": "ssm:/trailwatch/rules"},
+}
+MATRIX = list(itertools.product(sorted(TRAIL_VALUES), sorted(MODES), sorted(FEATURES)))
+
+
+def _trail_parts(value: str) -> tuple[str, str]:
+    m = re.fullmatch(r"arn:aws:cloudtrail:([a-z0-9-]+):\d{12}:trail/(.+)", value)
+    return (m.group(2), m.group(1)) if m else (value, REGION)
+
+
+def _check_parameters(cfn, params: dict[str, str]) -> None:
+    """What CloudFormation checks before it creates anything: AllowedPattern/AllowedValues of
+    every parameter given, and the template's Rules."""
+    for name, value in params.items():
+        spec = cfn["Parameters"][name]
+        if "AllowedPattern" in spec:
+            assert re.fullmatch(spec["AllowedPattern"], value), (name, value)
+        if "AllowedValues" in spec:
+            assert value in spec["AllowedValues"], (name, value)
+
+
+def _rules_hold(e: Rendered) -> bool:
+    for rule in (e.cfn.get("Rules") or {}).values():
+        if "RuleCondition" in rule and not e.value(rule["RuleCondition"]):
+            continue
+        if not all(e.value(a["Assert"]) for a in rule["Assertions"]):
+            return False
+    return True
+
+
+def _client_factory(service: str):
+    """Nothing may reach AWS at cold start except reading RULES_FILE, which fails here (the
+    bucket or parameter is unreadable): a rule error, never a crash."""
+    if service in ("s3", "ssm"):
+        class Unreadable:
+            def __getattr__(self, name):
+                def call(**kw):
+                    from botocore.exceptions import ClientError
+                    raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, name)
+                return call
+        return Unreadable()
+    return object()
+
+
+@pytest.mark.parametrize("trail,mode,features", MATRIX,
+                         ids=["-".join(c) for c in MATRIX])
+def test_every_combination_boots_both_functions_and_names_the_right_things(cfn, trail, mode,
+                                                                            features):
+    """Rendered as CloudFormation would (conditions, only the chosen Fn::If branch, Sub/Split/
+    Select/Join, pseudo parameters), then each function's code booted with its environment."""
+    from handlers.processor import App
+    from handlers.watchdog import from_env as watchdog_from_env
+    from tests.conftest import ListLogger, ListMetrics
+
+    params = {"TrailName": TRAIL_VALUES[trail], **MODES[mode], **FEATURES[features]}
+    _check_parameters(cfn, params)
+    e = Rendered(cfn, params)
+    assert _rules_hold(e)
+    name, region = _trail_parts(TRAIL_VALUES[trail])
+
+    penv = e.function_env("ProcessorFunction")
+    log, metrics = ListLogger(), ListMetrics()
+    app = App.from_env(penv, client_factory=_client_factory, metrics_sink=metrics, log=log,
+                       emit=lambda line: None)
+    errors = [x["error"] for lvl, m, x in log.records if m == "rule skipped"]
+    if "RulesFile" in params:
+        assert len(errors) == 1 and "rules" in errors[0].lower()     # unreadable file only
+    else:
+        assert errors == []
+    loaded = {r.id for r in app.pipeline.rules}
+    tamper = {r.id: r for r in tamper_rules(penv, errors=[])}
+    assert set(tamper) <= loaded and len(tamper) == 5
+    assert f'"{name}"' in tamper["trailwatch-tamper-trail"].pattern.text
+    role = params.get("DeliveryRoleName") or default_role_name(name, region)
+    assert f'roleName = "{role}"' in tamper["trailwatch-tamper-delivery-role"].pattern.text
+    assert penv["TRAIL_LOG_GROUP_NAME"] == e.params["TrailLogGroupName"]
+    assert f'"{penv["TRAIL_LOG_GROUP_NAME"]}"' in tamper["trailwatch-tamper-log-group"].pattern.text
+    sinks = {s.name for s in app.sinks}
+    assert ("securityhub" in sinks) == (params.get("SecurityHubFindings") == "enabled")
+    assert ("chat" in sinks) == bool(params.get("ChatTopicArn"))
+
+    wenv = e.function_env("WatchdogFunction")
+    assert wenv["TRAIL_NAME"] == TRAIL_VALUES[trail]
+    assert wenv["TRAIL_LOG_GROUP_NAME"] == e.params["TrailLogGroupName"]
+    assert wenv["VERIFY_ROLE_ARN"] == params.get("VerifyRoleArn", "")
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    dog = watchdog_from_env(wenv)
+    assert dog.env["TRAIL_NAME"] == TRAIL_VALUES[trail]
+
+
+@pytest.mark.parametrize("trail", sorted(TRAIL_VALUES))
+def test_the_watchdog_finds_the_trail_the_template_names_from_the_audit_account(cfn, trail):
+    """The README's audit-account topology: the stack in an audit account, the organization
+    trail in the management account; every accepted TrailName form finds it (by ARN, or by name
+    among the trails the account sees: tests/strict_fakes.StrictCloudTrail)."""
+    from types import SimpleNamespace
+
+    import boto3
+    from moto import mock_aws
+
+    from handlers.watchdog import run_verify
+    from tests.strict_fakes import CloudTrailWorld, FakeAwsClients
+
+    name, region = _trail_parts(TRAIL_VALUES[trail])
+    world = CloudTrailWorld(org_members=(MGMT, ACCOUNT))
+    world.add(MGMT, region, name, org=True,
+              CloudWatchLogsLogGroupArn=f"arn:aws:logs:{region}:{MGMT}:log-group:CloudTrail/x:*",
+              CloudWatchLogsRoleArn=f"arn:aws:iam::{MGMT}:role/r")
+    env = Rendered(cfn, {"TrailName": TRAIL_VALUES[trail], **MODES["destination-org"]}) \
+        .function_env("WatchdogFunction")
+    sts = SimpleNamespace(get_caller_identity=lambda: {
+        "Account": ACCOUNT, "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/watchdog/fn"})
+    org = SimpleNamespace(describe_organization=lambda: {"Organization": {"Id": "o-abc1234567"}})
+    with mock_aws():
+        clients = FakeAwsClients(REGION, cloudtrail=lambda r: world.client(ACCOUNT, r),
+                                 sts=lambda r: sts, organizations=lambda r: org,
+                                 logs=lambda r: boto3.client("logs", region_name=r))
+        arn, results = run_verify(env, clients)
+    assert arn == f"arn:aws:cloudtrail:{region}:{MGMT}:trail/{name}"
+    assert "watchdog.trail" not in {r.id for r in results}
