@@ -366,3 +366,40 @@ def test_processor_with_security_hub_not_enabled_delivers_elsewhere_and_does_not
     assert metrics.total("AlertsUndelivered") == 0
     rejected = [e for lvl, m, e in log.records if m == "alert rejected"]
     assert len(rejected) == 3 and all(e["sink"] == "securityhub" for e in rejected)
+
+
+@pytest.mark.parametrize("code", ["KMSAccessDenied", "AuthorizationError", "NotFound",
+                                  "InvalidParameter"])
+def test_a_chat_topic_that_cannot_take_alerts_is_permanent_not_retried(code):
+    """Issue 24 item 4 ("every sink classifies its errors"): the optional chat topic refusing for
+    a configuration reason (its key, its policy, deleted, a parameter it cannot take) is not cured
+    by a retry; on 5bb8a96 it failed the invocation and every retry re-published to SNS and
+    EventBridge. The primary sinks keep failing the invocation (the events stay replayable)."""
+    from botocore.exceptions import ClientError
+
+    from tests.strict_fakes import StrictSns
+
+    def fail(op, request):
+        return ClientError({"Error": {"Code": code, "Message": "refused"}}, op)
+    sns = StrictSns(fail=fail)
+    out = ChatSink("arn:aws:sns:us-east-1:111122223333:chat", client_factory=lambda s: sns,
+                   sleep=lambda s: None).publish([alert(1), alert(2)])
+    assert sns.calls == 1
+    assert len(out) == 2 and all(u["permanent"] and u["error"].startswith(code) for u in out)
+
+
+def test_a_throttled_chat_topic_is_retried():
+    from botocore.exceptions import ClientError
+
+    from tests.strict_fakes import StrictSns
+    left = {"n": 2}
+
+    def fail(op, request):
+        if left["n"]:
+            left["n"] -= 1
+            return ClientError({"Error": {"Code": "KMSThrottling", "Message": "slow"}}, op)
+        return None
+    sns = StrictSns(fail=fail)
+    assert ChatSink("arn:aws:sns:us-east-1:111122223333:chat", client_factory=lambda s: sns,
+                    sleep=lambda s: None).publish([alert(1)]) == []
+    assert sns.calls == 3
