@@ -126,6 +126,7 @@ EXPECTED_ALARMS = {
                          {"Ref": "IteratorAgeThresholdMilliseconds"}),
     "RuleErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "RuleErrors", 1),
     "AlertsRejectedAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "AlertsRejected", 1),
+    "ConfigErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "ConfigErrors", 1),
 }
 
 

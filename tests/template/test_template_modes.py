@@ -106,7 +106,7 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
           # issue 11: the failure archive and the RULES_FILE alarm
           "FailureArchiveBucket", "FailureArchiveBucketPolicy", "RuleErrorsAlarm",
           # issue 24: alerts a sink refuses for good
-          "AlertsRejectedAlarm",
+          "AlertsRejectedAlarm", "ConfigErrorsAlarm",
           # issue 12: the operational alarms' own topic
           "OpsTopic"}
 MODES = {

@@ -76,12 +76,18 @@ def test_an_explicit_delivery_role_name_reaches_the_processor(cfn):
         rules["trailwatch-tamper-delivery-role"].pattern.text
 
 
-def test_alerts_a_sink_rejects_for_good_are_alarmed(cfn):
-    """Issue 24 item 4: a permanent sink error (Security Hub not enabled, an invalid finding) no
-    longer fails the invocation; the processor counts it as AlertsRejected, which must alarm."""
+@pytest.mark.parametrize("metric", ["AlertsRejected", "ConfigErrors"])
+def test_what_the_processor_degrades_on_is_alarmed(cfn, metric):
+    """Issue 24: a permanent sink error (Security Hub not enabled, an invalid finding) no longer
+    fails the invocation (AlertsRejected), nor does a malformed number in the environment
+    (ConfigErrors): both must alarm."""
+    import inspect
+
+    from handlers import processor
+    assert f'"{metric}"' in inspect.getsource(processor)
     alarms = [r["Properties"] for r in cfn["Resources"].values()
               if r["Type"] == "AWS::CloudWatch::Alarm"
-              and r["Properties"].get("MetricName") == "AlertsRejected"]
+              and r["Properties"].get("MetricName") == metric]
     assert len(alarms) == 1
     (alarm,) = alarms
     assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == \
