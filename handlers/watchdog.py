@@ -116,7 +116,18 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
                              f"this watchdog runs in {who['account']} without VerifyRoleArn, so "
                              "only the trail-level checks ran",
                              "set the template's VerifyRoleArn to a read-only role in that account"))
-    max_age = float(env.get("MAX_DELIVERY_AGE_SECONDS") or 7200)
+    max_age = 7200.0
+    raw_age = env.get("MAX_DELIVERY_AGE_SECONDS") or ""
+    if raw_age:
+        try:
+            max_age = float(raw_age)
+        except ValueError:
+            max_age = -1.0
+        if not 0 < max_age < float("inf"):
+            max_age = 7200.0
+            notes.append(_result("watchdog.config", "WARN",
+                                 f"MAX_DELIVERY_AGE_SECONDS={raw_age[:64]!r} is not a number of "
+                                 "seconds; using 7200", "fix the function's environment"))
     ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=max_age))
     return trail.arn, notes + run_checks(ctx, checks)
 

@@ -165,3 +165,12 @@ def test_watchdog_in_the_audit_account_finds_the_org_trail_by_its_default_name(a
     assert "watchdog.trail" not in status
     assert status["watchdog.scope"] == "WARN"        # log group in the management account
     assert status["trail.logging"] == "PASS"
+
+
+def test_a_malformed_max_delivery_age_is_a_warn_result_not_a_crash(aws):
+    """Issue 24: float(MAX_DELIVERY_AGE_SECONDS) raised on every scheduled run (5bb8a96)."""
+    _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION,
+                             "MAX_DELIVERY_AGE_SECONDS": "2h"})
+    (cfg,) = [r for r in results if r.id == "watchdog.config"]
+    assert cfg.status == "WARN" and "MAX_DELIVERY_AGE_SECONDS" in cfg.message
+    assert "trail.logging" in {r.id for r in results}
