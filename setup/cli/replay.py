@@ -23,6 +23,12 @@ processor receives and runs it, through the deployed function (``--function``) o
 (``--local``, with the processor's environment variables). A queue message is deleted only after
 its event ran without a function error; what still cannot be processed is routed again as a new
 failure record, so nothing is lost either way.
+
+Lambda's own failure records are re-driven too (--queue-url of the on-failure queue): an
+asynchronous invocation record (direct mode) replays its ``requestPayload``, the whole event; a
+Kinesis event source mapping's record carries only ``KinesisBatchInfo`` (shard and sequence
+range), so that range is read again from the stream, which keeps records for its retention
+period only (24 hours by default). A range no longer in the stream is reported and kept.
 """
 
 REPLAY_FILTER = "trailwatch-replay"
@@ -30,6 +36,10 @@ REPLAY_FILTER = "trailwatch-replay"
 
 def to_event(record: dict[str, Any]) -> dict[str, Any] | None:
     """The invocation event that re-drives one failure record (None: nothing replayable)."""
+    payload = record.get("requestPayload")     # Lambda's asynchronous invocation record
+    if isinstance(payload, dict):
+        return payload if isinstance(payload.get("awslogs"), dict) or \
+            isinstance(payload.get("Records"), list) else None
     if "data" in record:
         data = record["data"]
         if isinstance(data, str):
@@ -52,6 +62,45 @@ def to_event(record: dict[str, Any]) -> dict[str, Any] | None:
            "subscriptionFilters": [REPLAY_FILTER], "logEvents": [ev]}
     body = json.dumps(env, ensure_ascii=True).encode()
     return {"awslogs": {"data": base64.b64encode(gzip.compress(body, mtime=0)).decode()}}
+
+
+MAX_GET_RECORDS_CALLS = 100
+
+
+def kinesis_batch(doc: dict[str, Any], kinesis: Any) -> dict[str, Any]:
+    """A Kinesis event source mapping's failure record (``KinesisBatchInfo``) as a failure record
+    whose ``data`` is the Kinesis event of that batch, read again from the stream; without
+    ``data`` (kept, reported) when the stream no longer has the range."""
+    info = doc["KinesisBatchInfo"]
+    shard, start, end = info.get("shardId"), info.get("startSequenceNumber"), \
+        info.get("endSequenceNumber")
+    arn = str(info.get("streamArn") or "")
+    label = {"reason": "kinesis_batch", "source": f"{shard}:{start}..{end}"}
+    try:
+        # By name: replay runs in the stream's account, the audit stack's (the stream's ARN is
+        # only needed across accounts).
+        it = kinesis.get_shard_iterator(StreamName=arn.split(":stream/", 1)[-1], ShardId=shard,
+                                        ShardIteratorType="AT_SEQUENCE_NUMBER",
+                                        StartingSequenceNumber=start)["ShardIterator"]
+        records: list[dict[str, Any]] = []
+        for _ in range(MAX_GET_RECORDS_CALLS):
+            resp = kinesis.get_records(ShardIterator=it, Limit=1000)
+            batch = resp.get("Records", [])
+            records += [r for r in batch if int(r["SequenceNumber"]) <= int(end)]
+            it = resp.get("NextShardIterator")
+            if not it or any(int(r["SequenceNumber"]) >= int(end) for r in batch) or \
+                    (not batch and not resp.get("MillisBehindLatest")):
+                break
+    except Exception as e:  # noqa: BLE001 - reported, the record is kept
+        return {**label, "detail": f"cannot read the batch from {arn}: {e}"}
+    if not records or records[0]["SequenceNumber"] != start:
+        return {**label, "detail": f"the batch is no longer in {arn} (past its retention)"}
+    event = {"Records": [{
+        "eventSource": "aws:kinesis", "eventSourceARN": arn, "eventID": f"{shard}:{r['SequenceNumber']}",
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": r.get("PartitionKey"),
+                    "sequenceNumber": r["SequenceNumber"],
+                    "data": base64.b64encode(r["Data"]).decode()}} for r in records]}
+    return {**label, "data": event}
 
 
 def resolve(doc: dict[str, Any], s3: Any) -> dict[str, Any]:
@@ -155,7 +204,10 @@ def cmd_replay(args: argparse.Namespace, out: TextIO | None = None,
         for m in queue_messages(sqs, args.queue_url, args.max):
             def done(h: str = m["ReceiptHandle"]) -> None:
                 sqs.delete_message(QueueUrl=args.queue_url, ReceiptHandle=h)
-            records.append((resolve(json.loads(m["Body"]), s3), None if args.dry_run else done))
+            doc = json.loads(m["Body"])
+            if isinstance(doc, dict) and isinstance(doc.get("KinesisBatchInfo"), dict):
+                doc = kinesis_batch(doc, client_factory("kinesis"))
+            records.append((resolve(doc, s3), None if args.dry_run else done))
     counts = replay(records, run, out, dry_run=args.dry_run)
     print(f"{counts['replayed']} replayed, {counts['failed']} failed, {counts['skipped']} skipped",
           file=out)
@@ -170,7 +222,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser] | None = No
         description=DESCRIPTION.replace("``", ""))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--queue-url", metavar="URL",
-                     help="the failure queue (stack output FailureQueueUrl); messages are deleted "
+                     help="the failure queue (stack output FailureQueueUrl) or Lambda's "
+                          "on-failure queue (FailedInvocationsQueueUrl); messages are deleted "
                           "once their event ran without error")
     src.add_argument("--file", metavar="PATH",
                      help="failure records in a file (one JSON record, or JSON lines); archived "
