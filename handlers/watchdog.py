@@ -8,7 +8,9 @@ statuses live in an SSM parameter, so an unchanged FAIL alerts once, not every 1
 
 Environment (contract names, set by template.yaml):
 
-``TRAIL_NAME``                  the trail (name or ARN) to verify
+``TRAIL_NAME``                  the trail (name or ARN) to verify; from a member account an
+                                organization trail's name works too (found among the trails
+                                the account sees)
 ``TRAIL_LOG_GROUP_NAME``        its log group (default: the one the trail delivers to)
 ``VERIFY_ROLE_ARN``             optional role to assume in the log group's account
 ``ORG_ID``                      optional organization id (else organizations:DescribeOrganization)
@@ -87,6 +89,9 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
     from setup.wiring.models import Target, default_log_group, default_role_name
     from setup.wiring.state import caller, find_trail, organization_id
 
+    if not env.get("TRAIL_NAME"):
+        return "", [_result("watchdog.trail", "FAIL", "TRAIL_NAME is empty: there is no trail "
+                            "to verify", "set the template's TrailName (the trail's name or ARN)")]
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     clients = clients or AwsClients(region=region)
     notes: list[Any] = []

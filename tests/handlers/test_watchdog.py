@@ -174,3 +174,12 @@ def test_a_malformed_max_delivery_age_is_a_warn_result_not_a_crash(aws):
     (cfg,) = [r for r in results if r.id == "watchdog.config"]
     assert cfg.status == "WARN" and "MAX_DELIVERY_AGE_SECONDS" in cfg.message
     assert "trail.logging" in {r.id for r in results}
+
+
+def test_an_empty_trail_name_says_so():
+    """TrailName's AllowedPattern accepts an empty value: the watchdog says what is missing
+    instead of looking up a trail named ''."""
+    _, results = run_verify({"TRAIL_NAME": "", "AWS_REGION": REGION}, clients=object())
+    (r,) = results
+    assert (r.id, r.status) == ("watchdog.trail", "FAIL")
+    assert "TRAIL_NAME" in r.message and "TrailName" in r.remediation
