@@ -78,7 +78,7 @@ def known_regions() -> frozenset[str]:
     for data, key in (("endpoints", "partition"), ("partitions", "id")):
         try:
             doc = session.get_data(data)
-        except Exception:  # noqa: BLE001 - an older botocore has only one of the two files
+        except Exception:  # noqa: BLE001, S112 - an older botocore has only one of the two
             continue
         for partition in doc.get("partitions", []):
             regions.update(r for r in partition.get("regions", {}) if not r.endswith("-global"))
@@ -94,6 +94,7 @@ def check_region(region: str | None, allow_unknown: bool = False) -> None:
     if region in known:
         return
     import difflib
+
     from setup.errors import UsageError
     near = sorted(difflib.get_close_matches(region, sorted(known), n=3, cutoff=0.8))
     raise UsageError(f"--region {region} is not a Region this botocore knows"

@@ -134,7 +134,7 @@ def test_the_watchdog_role_allows_every_call_its_checks_make(cfn):
         acct = trail.owner_account
         target = Target(trail=trail, account=acct, log_group="CloudTrail/main",
                         role_name=f"trailwatch-cwl-main-{REGION}")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         boto3.client("cloudwatch", region_name=REGION).put_metric_data(
             Namespace="AWS/Logs", MetricData=[{"MetricName": "DeliveryErrors", "Value": 1.0,
                                                "Dimensions": [

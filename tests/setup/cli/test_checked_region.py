@@ -32,7 +32,7 @@ def test_a_typo_region_is_a_usage_error_before_any_call(aws, region):  # noqa: F
 
 
 def test_a_typo_region_suggests_the_known_one(aws):  # noqa: F811
-    code, doc = json_run(["--region", "us-est-1", "plan", "--trail", "main"],
+    _, doc = json_run(["--region", "us-est-1", "plan", "--trail", "main"],
                          AwsClients(region="us-est-1"))
     assert "us-east-1" in doc["error"]["message"]
 

@@ -10,8 +10,13 @@ import pytest
 from botocore.stub import Stubber
 
 from setup.aws import AwsClients
-from tests.setup.wiring.test_setup_integration import (ACCT, aws, make_trail,  # noqa: F401
-                                                       role_policy, run)
+from tests.setup.wiring.test_setup_integration import (  # noqa: F401
+    ACCT,
+    aws,
+    make_trail,
+    role_policy,
+    run,
+)
 
 REGION = "us-east-1"
 

@@ -11,12 +11,18 @@ import pytest
 
 from setup.aws import AwsClients
 from setup.wiring.plans import plan_file_digest
-from tests.setup.wiring.test_shared_account import (REGION, client, make_trail,  # noqa: F401
-                                                    moto_server, server, tw)
+from tests.setup.wiring.test_shared_account import (  # noqa: F401
+    REGION,
+    client,
+    make_trail,
+    moto_server,
+    server,
+    tw,
+)
 
 
 @pytest.fixture
-def saved(server, tmp_path):
+def saved(server, tmp_path):  # noqa: F811 - the imported fixture
     make_trail("team-a")
     path = tmp_path / "plan.json"
     code, _, err = tw("plan", "--trail", "team-a", "--out", str(path))
@@ -51,7 +57,7 @@ def test_an_edited_step_is_refused_before_any_write(saved):
     """Observed on 5bb8a96: a plan file that displayed "create log group CloudTrail/team-a"
     created `Hijacked` (the digest covered the account's state, not the steps)."""
     saved.write_text(json.dumps(hijack(json.loads(saved.read_text()))))
-    code, doc, err, clients = apply(saved)
+    code, doc, _, clients = apply(saved)
     assert code == 1 and doc["error"]["code"] == "PlanEdited", doc
     assert clients.mutating_calls() == [] and "Hijacked" not in groups()
 
@@ -61,7 +67,7 @@ def test_an_edited_step_with_a_recomputed_digest_is_still_refused(saved):
     doc = hijack(json.loads(saved.read_text()))
     doc["plan_digest"] = plan_file_digest(doc)
     saved.write_text(json.dumps(doc))
-    code, doc, err, clients = apply(saved)
+    code, doc, _, clients = apply(saved)
     assert code == 1 and doc["error"]["code"] == "PlanEdited", doc
     assert clients.mutating_calls() == [] and "Hijacked" not in groups()
 
@@ -70,13 +76,13 @@ def test_an_edited_option_is_refused(saved):
     doc = json.loads(saved.read_text())
     doc["options"]["log_group"] = "Hijacked"
     saved.write_text(json.dumps(doc))
-    code, doc, err, clients = apply(saved)
+    code, doc, _, clients = apply(saved)
     assert code == 1 and doc["error"]["code"] == "PlanEdited", doc
     assert clients.mutating_calls() == []
 
 
 def test_the_unedited_plan_still_applies(saved):
-    code, doc, err, clients = apply(saved)
+    code, doc, err, _ = apply(saved)
     assert code == 0, (doc, err)
     assert "CloudTrail/team-a" in groups()
 

@@ -85,7 +85,7 @@ def test_an_organization_destination_gets_the_senders_role():
     names a role in the sender account (trusted by logs.amazonaws.com) that CloudWatch Logs
     assumes to validate the sender. Observed on 5bb8a96: --subscription-role was dropped for a
     cross-account destination, so the template's SourceOrganizationId mode could not work."""
-    (step,), notes = plan_subscription(TARGET, DEST, [], ORG_ROLE)
+    (step,), _ = plan_subscription(TARGET, DEST, [], ORG_ROLE)
     assert step.params["roleArn"] == ORG_ROLE and "iam:PassRole" in step.iam_actions
 
 
