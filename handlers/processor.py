@@ -31,6 +31,9 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
 The only ways an invocation fails: the failure destination cannot be written (direct mode: the
 whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
 alerts could not be delivered before the deadline (same). Alert ids make both retries safe.
+Never a reason to fail (issue 24): a sink that refuses an alert for good (``AlertsRejected``), a
+rule that cannot be configured (``RuleErrors``), a number in the environment that is not one
+(``ConfigErrors``); each is logged and alarmed instead.
 """
 
 from __future__ import annotations
