@@ -37,7 +37,7 @@ from botocore.exceptions import (
 )
 
 from setup import __version__
-from setup.aws import AwsClients
+from setup.aws import AwsClients, check_region
 from setup.cli import rules as rules_cmd
 from setup.cli import subscribe
 from setup.cli.commands import cmd_apply, cmd_plan, cmd_remove, cmd_verify
@@ -145,6 +145,9 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
     grp.add_argument("--region", default=d(None),
                      help="where to look the trail up (default: AWS_REGION, AWS_DEFAULT_REGION, "
                           "the profile's region); calls go to the trail's home region")
+    grp.add_argument("--allow-unknown-region", action="store_true", default=d(False),
+                     help="accept a --region the installed botocore does not list (a Region "
+                          "newer than it); otherwise such a --region is a usage error")
     grp.add_argument("--profile", default=d(None), help="AWS profile to use")
     grp.add_argument("--output", choices=("text", "json"), default=d("text"),
                      help="output format (errors too: a JSON object on stdout)")
@@ -167,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     org = Parser(add_help=False)
     org.add_argument("--org-id", type=_org_id, metavar="o-...",
                      help="organization id for org trails (default: "
-                          "organizations:DescribeOrganization)")
+                          "organizations:DescribeOrganization; a given id is checked against "
+                          "it and refused if it differs)")
+    org.add_argument("--trust-org-id", action="store_true",
+                     help="use --org-id as given when organizations:DescribeOrganization is "
+                          "denied (a WARN says so; a wrong id stops member accounts' events)")
 
     names = Parser(add_help=False)
     n = names.add_argument_group("which log group and role")
@@ -390,6 +397,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, stdin: Tex
             return Executor(c, sleep=time.sleep, propagation_timeout=timeout)
     inv = Invocation(args, out, stdin, executor_factory, clients)
     try:
+        check_region(getattr(args, "region", None), getattr(args, "allow_unknown_region", False))
         return args.handler(inv)
     except StepInterrupted as e:
         _error(out, as_json, "Interrupted", "apply interrupted (Ctrl-C)",

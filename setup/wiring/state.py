@@ -32,6 +32,18 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
         else:
             raise
     wanted = [t for t in trails if name_or_arn in (t.get("Name"), t.get("TrailARN"))]
+    if not wanted and not parsed:
+        # A name matches only the caller's own trails whose home is this Region (DescribeTrails
+        # trailNameList). An organization trail seen from a member account, or a multi-Region
+        # trail from another Region, is found among every trail the caller sees here, shadow
+        # trails included (the empty list with includeShadowTrails=true).
+        wanted = [t for t in _visible_trails(ct) if t.get("Name") == name_or_arn]
+        arns = sorted({t["TrailARN"] for t in wanted})
+        if len(arns) > 1:
+            raise SetupError(f"{len(arns)} trails named {name_or_arn!r} are visible from "
+                             f"{region}: {', '.join(arns)}",
+                             "pass the ARN of the one you mean (--trail ARN, or the template's "
+                             "TrailName)", code="AmbiguousTrailName")
     if not wanted:
         hint = ("pass the trail ARN, or --region with the trail's home region"
                 if not parsed else "check the ARN and that your credentials can see the trail")
@@ -45,6 +57,15 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
                  is_multi_region=bool(t.get("IsMultiRegionTrail")),
                  log_group_arn=t.get("CloudWatchLogsLogGroupArn") or None,
                  role_arn=t.get("CloudWatchLogsRoleArn") or None)
+
+
+def _visible_trails(ct: Any) -> list[dict[str, Any]]:
+    try:
+        return ct.describe_trails(includeShadowTrails=True).get("trailList", [])
+    except ClientError as e:
+        if error_code(e) in ("TrailNotFoundException", "InvalidTrailNameException"):
+            return []
+        raise
 
 
 def caller(clients: AwsClients, region: str) -> dict[str, str]:
@@ -61,12 +82,12 @@ def organization_id(clients: AwsClients, region: str) -> str:
                 "AWSOrganizationsNotInUseException: this is an organization trail but the "
                 "account is not in an organization",
                 "run trailwatch from the management account or a CloudTrail delegated "
-                "administrator, or pass --org-id o-xxxxxxxxxx") from None
+                "administrator, or pass --org-id o-xxxxxxxxxx --trust-org-id") from None
         if error_code(e) in ("AccessDeniedException", "AccessDenied"):
             raise SetupError(
                 f"{error_code(e)}: cannot read the organization id (organizations:"
                 "DescribeOrganization)", "grant organizations:DescribeOrganization or pass "
-                "--org-id o-xxxxxxxxxx") from None
+                "--org-id o-xxxxxxxxxx --trust-org-id") from None
         raise
     return org["Id"]
 
