@@ -84,7 +84,9 @@ def register(sub: Any) -> None:
                                   "or .gz), directories included, and print matches and alerts "
                                   "per rule and alerts per 1,000 records. Threshold rules count "
                                   "per principal within batches of --batch-size records, as the "
-                                  "processor does per delivery batch.")
+                                  "processor does per delivery batch. The tamper rules run for "
+                                  "the names given by --trail, --log-group, --delivery-role and "
+                                  "--function-name (the template's defaults unless given).")
     p.add_argument("files", nargs="+", metavar="FILE|DIR")
     p.add_argument("--rules-file", metavar="RULES_FILE",
                    help="add these rules to the built-in ones")
@@ -96,6 +98,7 @@ def register(sub: Any) -> None:
                    help=f"records per batch for threshold rules (default {DEFAULT_BATCH})")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress on stderr (auto: for inputs of 8 MB or more)")
+    tamper_names(p)
     output(p)
 
     p = rs.add_parser("lint", formatter_class=fmt,
@@ -139,6 +142,32 @@ def register(sub: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+# The names the template's processor watches by default (template.yaml TrailName,
+# TrailLogGroupName, DeliveryRoleName): the tamper rules a backtest runs (issue 20).
+TAMPER_DEFAULTS = {"TRAIL_NAME": "org-trail", "TRAIL_LOG_GROUP_NAME": "CloudTrail/org-trail",
+                   "DELIVERY_ROLE_NAME": "trailwatch-cwl-org-trail"}
+
+
+def tamper_names(p: argparse.ArgumentParser) -> None:
+    """Options naming what the tamper rules watch (handlers/detection/tamper.py)."""
+    p.add_argument("--trail", default=TAMPER_DEFAULTS["TRAIL_NAME"], metavar="NAME",
+                   help="tamper rules: the trail (default: the template's org-trail)")
+    p.add_argument("--log-group", default=TAMPER_DEFAULTS["TRAIL_LOG_GROUP_NAME"],
+                   metavar="NAME", help="tamper rules: the trail's log group")
+    p.add_argument("--delivery-role", default=TAMPER_DEFAULTS["DELIVERY_ROLE_NAME"],
+                   metavar="NAME", help="tamper rules: the CloudTrail delivery role")
+    p.add_argument("--function-name", default="", metavar="NAME",
+                   help="tamper rules: the processor function (default: not watched)")
+
+
+def tamper_env(args: argparse.Namespace) -> dict[str, str]:
+    """The processor environment the tamper rules are built from (empty names: not watched)."""
+    env = {"TRAIL_NAME": getattr(args, "trail", ""), "TRAIL_LOG_GROUP_NAME":
+           getattr(args, "log_group", ""), "DELIVERY_ROLE_NAME": getattr(args, "delivery_role", ""),
+           "AWS_LAMBDA_FUNCTION_NAME": getattr(args, "function_name", "")}
+    return {k: v for k, v in env.items() if v}
+
 
 def _load(path: str | None) -> list[Rule]:
     return load_rules_file(path) if path else builtin_rules(None)
@@ -423,7 +452,11 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
     if missing:
         print(f"trailwatch: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    rules = [] if args.only_rules_file else builtin_rules(None)
+    try:
+        rules = [] if args.only_rules_file else builtin_rules(tamper_env(args))
+    except ValueError as e:            # a name the tamper rules refuse
+        print(f"trailwatch: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.rules_file:
         rules = rules + load_rules_file(args.rules_file)
     elif args.only_rules_file:

@@ -240,3 +240,21 @@ def test_backtest_reports_a_broken_gzip_and_goes_on(tmp_path, capsys):
 def test_backtest_missing_file_is_a_usage_error(tmp_path, capsys):
     assert run("backtest", str(tmp_path / "nope.jsonl"))[0] == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_backtest_runs_the_tamper_rules(tmp_path):
+    """Issue 20: the backtest ran builtin_rules(None), so no tamper rule ever fired. It runs them
+    for the template's default names, or the names given."""
+    stop = dict(REC_STOP, requestParameters={"name": "org-trail"})
+    role = {"eventVersion": "1.08", "eventSource": "iam.amazonaws.com", "eventID": "e-3",
+            "eventName": "DeleteRolePolicy", "userIdentity": REC_STOP["userIdentity"],
+            "requestParameters": {"roleName": "trailwatch-cwl-org-trail", "policyName": "p"}}
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in (stop, role)))
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "tamper")[1])
+    assert {(r["id"], r["source"], r["alerts"]) for r in doc["rules"]} == {
+        ("trailwatch-tamper-trail", "tamper", 1), ("trailwatch-tamper-delivery-role", "tamper", 1)}
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "tamper",
+                         "--trail", "other-trail", "--delivery-role", "other-role")[1])
+    assert doc["rules"] == [] and doc["alerts"] == 0
+    assert run("backtest", str(f), "--trail", "bad name!")[0] == 2
