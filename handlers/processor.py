@@ -27,6 +27,8 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
                                      aggregated alert (20; 0 disables)
 ``IDEMPOTENCY_TABLE_NAME``           DynamoDB table: no alert published twice within the window
 ``IDEMPOTENCY_WINDOW_SECONDS``       that window (86400)
+``ALERT_STATE_TABLE_NAME``           DynamoDB table: rule thresholds and dedup windows across
+                                     invocations (handlers/alert_state.py; unset: per invocation)
 
 The only ways an invocation fails: the failure destination cannot be written (direct mode: the
 whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
@@ -45,6 +47,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from handlers import canary as canary_mod
 from handlers import emf
+from handlers.alert_state import MemoryStore, Windows, store_from_env
 from handlers.alerts import (
     DEFAULT_AGGREGATION_THRESHOLD,
     aggregate,
@@ -130,8 +133,27 @@ def aggregate_for(alerts: list[dict[str, Any]], origin: dict[str, set[str]] | No
     return out
 
 
+def app_windows(rules: list[Any], env: Mapping[str, str], client_factory: Callable[[str], Any],
+                sleep: Callable[[float], None], clock: Callable[[], float], log: Any,
+                suppressions: Sequence[Any] = ()) -> Windows | None:
+    """The windows stage (handlers/alert_state.py) when any rule has a window or a suppression
+    applies: on the ``ALERT_STATE_TABLE_NAME`` table, else per invocation (logged once here)."""
+    windows = Windows(rules, MemoryStore(per_invocation=True), suppressions, log, clock)
+    if not windows.active:
+        return None
+    store = store_from_env(env, client_factory, sleep, log)
+    if store is None:
+        log.warning("ALERT_STATE_TABLE_NAME is not set: rule thresholds and dedup windows hold "
+                    "within one invocation only (CloudWatch Logs decides its size); set it to "
+                    "keep them across invocations")
+    else:
+        windows.store = store
+    return windows
+
+
 class App:
     aggregation_threshold = int(DEFAULT_AGGREGATION_THRESHOLD)
+    windows: Windows | None = None
 
     def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: Any | None,
                  metrics_sink: Any = None, log: Any = None,
@@ -195,6 +217,7 @@ class App:
                   monotonic=monotonic, **kw)
         app.aggregation_threshold = int(_num(env, "ALERT_AGGREGATION_THRESHOLD",
                                              DEFAULT_AGGREGATION_THRESHOLD))
+        app.windows = app_windows(rules, env, client_factory, sleep, clock, log)
         return app
 
     # ------------------------------------------------------------------------------ handle
@@ -224,7 +247,8 @@ class App:
 
         counts = dict(payloads=0, payload_errors=0, control_messages=0, log_events=0, records=0,
                       oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
-                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0)
+                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0,
+                      alerts_windowed=0, state_errors=0)
         failures: list[tuple[str, dict[str, Any]]] = []
         alerts: dict[str, dict[str, Any]] = {}        # alert_id -> alert (first one wins)
         # Kinesis: which records each alert came from, so a failed publish fails only those.
@@ -313,6 +337,15 @@ class App:
                 else:
                     alert["delivery"] = {"request_id": request_id}
 
+        if self.windows is not None and alerts:
+            # Suppressions, dedup windows and thresholds across invocations (issue 20): only
+            # alerts get here, so records that match nothing cost nothing.
+            kept = self.windows.apply(list(alerts.values()))
+            st = self.windows.stats
+            counts["alerts_windowed"] = st["suppressed"] + st["deduplicated"] + \
+                st["below_threshold"]
+            counts["state_errors"] = st["state_errors"]
+            alerts = {a["alert_id"]: a for a in kept}
         counts["alerts"] = len(alerts)
         counts["failures_routed"] = len(failures)
         undelivered: set[str] = set()
@@ -464,7 +497,8 @@ class App:
                           ("DelayedEvents", "delayed"), ("Alerts", "alerts"),
                           ("AlertsUndelivered", "alerts_undelivered"),
                           ("FailuresUnrouted", "failures_unrouted"),
-                          ("RuleErrors", "rule_errors")):
+                          ("RuleErrors", "rule_errors"), ("AlertsWindowed", "alerts_windowed"),
+                          ("StateErrors", "state_errors")):
             # Zero counters are skipped (alarms treat missing data as not breaching); LogEvents
             # is always sent so the dashboard shows the invocation.
             if counts[key] or key == "log_events":

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 MAX_KEYS = 20
+MAX_KEY_CHARS = 512
 
 
 def principal_of(event: dict[str, Any] | None) -> str:
@@ -86,3 +87,21 @@ def _match_key(alert: dict[str, Any]) -> Any:
     event, delivery = alert.get("event"), alert.get("delivery")
     return match_key(event.get("eventID") if isinstance(event, dict) else None,
                      delivery.get("log_event_id") if isinstance(delivery, dict) else None)
+
+
+def key_of(rule: Any, event: Any) -> str:
+    """The value of a rule's ``dedup_key`` for a record (issue 20): ``principal`` is
+    :func:`principal_of`; other entries are record field paths (``-`` when missing)."""
+    fields = getattr(rule, "dedup_key", None) or ("principal",)
+    if fields == ("principal",):
+        return principal_of(event if isinstance(event, dict) else None)
+    parts: list[str] = []
+    for f in fields:
+        if f == "principal":
+            parts.append(principal_of(event if isinstance(event, dict) else None))
+            continue
+        cur: Any = event
+        for p in f.split("."):
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        parts.append(cur if isinstance(cur, str) else "-" if cur is None else str(cur))
+    return "|".join(parts)[:MAX_KEY_CHARS]
