@@ -9,13 +9,14 @@ SAMSTAMP := $(SAMVENV)/.installed
 CHECKOVVENV := .venv-checkov
 CHECKOVSTAMP := $(CHECKOVVENV)/.installed
 
-.PHONY: help venv demo test bench mutate sam-venv sam-build sam-validate lint-template clean lock \
+.PHONY: help venv demo test bench noise mutate sam-venv sam-build sam-validate lint-template clean lock \
 	checkov-venv checkov artifact
 
 help:
 	@echo "make demo      set up and run the end-to-end demo on an embedded local AWS (no account needed)"
 	@echo "make test      set up and run the test suite"
 	@echo "make bench     run the handler benchmark (corpus in ../shared/corpus, else events/)"
+	@echo "make noise     alerts per 1,000 records on ../shared/corpus/benign (state table on moto)"
 	@echo "make mutate    mutation-test the security-critical modules (slow; not in CI), print score"
 	@echo "make sam-venv  install the AWS SAM CLI in its own virtualenv ($(SAMVENV))"
 	@echo "make sam-build / sam-validate   build / lint the SAM template with that SAM CLI"
@@ -39,6 +40,9 @@ test: $(STAMP) $(SAMSTAMP) $(CHECKOVSTAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_handler.py
+
+noise: $(STAMP)
+	$(BIN)/python bench/noise.py
 
 # Mutation testing: mutmut 3 over the modules listed in pyproject's [tool.mutmut],
 # with the fast suite (-m "not slow"). Results are cached in mutants/; `rm -rf mutants` for a

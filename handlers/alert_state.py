@@ -24,9 +24,9 @@ in order (``trailwatch rules backtest``) gives the same alerts as delivering the
   N spread over up to 2W may alert too), once per bucket (a conditional write).
 
 State lives in DynamoDB when ``ALERT_STATE_TABLE_NAME`` names a table (key ``pk``, TTL on
-``expires_at``; the template creates it on demand). Without one, a :class:`MemoryStore` per
-invocation gives the old behaviour: windows and thresholds hold within one invocation only, and
-the processor logs so at cold start. Every table call is bounded (a few attempts on throttling,
+``expires_at``; the template creates it on demand). Without one the processor works as before
+and logs so at cold start: every match alerts (no dedup windows) and thresholds count within one
+invocation (a :class:`MemoryStore` emptied per invocation). Every table call is bounded (a few attempts on throttling,
 short timeouts); when the table cannot be used, no alert is suppressed: dedup lets every match
 through and thresholds fall back to the invocation's own count, and the error is logged and
 counted (``StateErrors``). Only alerts reach this module: records that match no rule cost nothing.
@@ -194,8 +194,10 @@ class Windows:
     """Applies the rules' windows, thresholds and suppressions to one invocation's alerts."""
 
     def __init__(self, rules: Iterable[Any], store: Any, suppressions: Iterable[Any] = (),
-                 log: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 log: Any = None, clock: Callable[[], float] = time.time,
+                 dedup: bool = True) -> None:
         self.rules = {r.id: r for r in rules}
+        self.dedup = dedup          # False: the processor without a table (every match alerts)
         self.windowed = {rid for rid, r in self.rules.items() if r.window_minutes > 0}
         self.suppressions = list(suppressions)
         self.store = store
@@ -280,6 +282,8 @@ class Windows:
                 alert["window"] = self._block(rule, key, bucket, total, None)
                 stats["deduplicated"] += len(group) - 1
                 return [alert]
+            if not self.dedup:
+                return group
             owned, count = self.store.claim(pk, "opener", str(first["alert_id"]), expires,
                                             n=len(group))
             if not owned:

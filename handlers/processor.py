@@ -56,6 +56,7 @@ from handlers.alerts import (
 from handlers.clients import default_client_factory
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.rules import load_rules_file
+from handlers.detection.tuning import load_tuning
 from handlers.expected import parse_principals
 from handlers.jsonsafe import dumps as safe_dumps
 from handlers.pipeline import (
@@ -143,9 +144,10 @@ def app_windows(rules: list[Any], env: Mapping[str, str], client_factory: Callab
         return None
     store = store_from_env(env, client_factory, sleep, log)
     if store is None:
-        log.warning("ALERT_STATE_TABLE_NAME is not set: rule thresholds and dedup windows hold "
-                    "within one invocation only (CloudWatch Logs decides its size); set it to "
-                    "keep them across invocations")
+        log.warning("ALERT_STATE_TABLE_NAME is not set: no dedup windows (every match alerts) "
+                    "and rule thresholds count within one invocation only (CloudWatch Logs "
+                    "decides its size); set it to keep them across invocations")
+        windows.dedup = False
     else:
         windows.store = store
     return windows
@@ -191,9 +193,14 @@ class App:
         # is skipped with an error log and counted in the RuleErrors metric of every invocation.
         rules = builtin_rules(env)
         rule_errors: list[str] = []
+        suppressions: list[Any] = []
         if env.get("RULES_FILE"):
+            tuning: dict[str, Any] = {}
             rules += load_rules_file(env["RULES_FILE"], errors=rule_errors,
-                                     taken={r.id for r in rules}, client_factory=client_factory)
+                                     taken={r.id for r in rules}, client_factory=client_factory,
+                                     tuning=tuning)
+            if tuning.get("tuning") or tuning.get("suppressions"):   # issue 20: tuning as data
+                rules, suppressions = load_tuning(rules, tuning, rule_errors)
         log = kw.get("log") if kw.get("log") is not None else logger
         for err in rule_errors:
             log.error("rule skipped", extra={"rules_file": env.get("RULES_FILE"), "error": err})
@@ -217,7 +224,7 @@ class App:
                   monotonic=monotonic, **kw)
         app.aggregation_threshold = int(_num(env, "ALERT_AGGREGATION_THRESHOLD",
                                              DEFAULT_AGGREGATION_THRESHOLD))
-        app.windows = app_windows(rules, env, client_factory, sleep, clock, log)
+        app.windows = app_windows(rules, env, client_factory, sleep, clock, log, suppressions)
         return app
 
     # ------------------------------------------------------------------------------ handle

@@ -239,15 +239,21 @@ def _client(service: str, client_factory: Any) -> Any:
 
 def load_rules_file(path: str | Path, errors: list[str] | None = None,
                     taken: set[str] | frozenset[str] = frozenset(),
-                    client_factory: Any = None) -> list[Rule]:
+                    client_factory: Any = None, tuning: dict[str, Any] | None = None
+                    ) -> list[Rule]:
     """Rules from ``path`` (a file path, ``s3://`` or ``ssm:``). Strict unless ``errors`` is a
-    list: then an unreadable source or a bad rule is recorded there and skipped."""
+    list: then an unreadable source or a bad rule is recorded there and skipped. ``tuning`` (a
+    dict) receives the file's ``tuning`` and ``suppressions`` sections and its name
+    (:mod:`handlers.detection.tuning`)."""
     try:
         raw, name = read_rules_source(str(path), client_factory)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise RuleLoadError(f"{name}: not valid JSON: {e}") from e
+        if tuning is not None and isinstance(doc, dict):
+            tuning.update(source=name, tuning=doc.get("tuning"),
+                          suppressions=doc.get("suppressions"))
         return parse_rules(doc, name, errors, taken)
     except RuleLoadError as e:
         if errors is None:

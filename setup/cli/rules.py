@@ -23,7 +23,9 @@ import orjson
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.patterns import lint_pattern
 from handlers.detection.rules import Rule, RuleLoadError, build_index, load_rules_file
-from handlers.detection.thresholds import apply_thresholds, thresholds_of
+from handlers.alert_state import MemoryStore, Windows
+from handlers.detection.thresholds import apply_thresholds, key_of, thresholds_of
+from handlers.detection.tuning import TuningError, load_tuning
 
 DESCRIPTION = """\
 Works offline, on the same built-in rules the processor loads (the CIS controls and the
@@ -312,6 +314,11 @@ def iter_records(data: bytes) -> Iterator[tuple[Any, bool]]:
             yield doc, True
 
 
+def _event_time(rec: dict[str, Any]) -> str:
+    t = rec.get("eventTime")
+    return t if isinstance(t, str) else ""
+
+
 def _is_cloudtrail(rec: Any) -> bool:
     """The processor's test, plus: Lambda event records (S3 notifications, Kinesis, SQS: an
     ``eventSource`` like ``aws:s3``) found in a ``Records`` list are not CloudTrail."""
@@ -333,6 +340,7 @@ class FileStats:
     error: str | None = None
     matches: Counter = field(default_factory=Counter)
     alerts_by_rule: Counter = field(default_factory=Counter)
+    windowed: int = 0          # matches suppressed, deduplicated or below a windowed threshold
 
     def per_1000(self) -> float:
         return round(self.alerts * 1000 / self.records, 2) if self.records else 0.0
@@ -363,12 +371,45 @@ class Progress:
             print(file=self.err, flush=True)
 
 
+def _windowed_groups(batch: list[dict[str, Any]], by_id: dict[str, Rule]
+                     ) -> list[dict[str, Any]]:
+    """A batch's matches of threshold rules with a window as the pipeline hands them on: one
+    alert per (rule, key) carrying the batch's count (handlers.pipeline._collapse)."""
+    out: list[Any] = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for alert in batch:
+        rule = by_id.get(alert["rule"]["id"])
+        if rule is None or not (rule.threshold and rule.window_minutes):
+            out.append(alert)
+            continue
+        gkey = (rule.id, key_of(rule, alert["event"]))
+        if gkey not in groups:
+            groups[gkey] = []
+            out.append(gkey)
+        groups[gkey].append(alert)
+    result = []
+    for item in out:
+        if isinstance(item, tuple):
+            group = groups[item]
+            result.append(dict(group[0], threshold={"count": len(group)}))
+        else:
+            result.append(item)
+    return result
+
+
 def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATCH,
-             progress: str = "never", err: TextIO | None = None) -> dict[str, Any]:
-    """Run ``rules`` over the files: per-file and per-rule matches/alerts (JSON-ready)."""
+             progress: str = "never", err: TextIO | None = None,
+             suppressions: list[Any] | None = None) -> dict[str, Any]:
+    """Run ``rules`` over the files: per-file and per-rule matches/alerts (JSON-ready).
+
+    Records are replayed in eventTime order (within each file) through what the processor
+    applies: thresholds per batch of ``batch_size`` records, then the suppressions, dedup windows
+    and cross-invocation thresholds of handlers/alert_state.py, with the state table simulated
+    in memory for the whole replay (issue 20)."""
     index = build_index(rules)
-    limits = thresholds_of(rules)
     by_id = {r.id: r for r in rules}
+    limits = {rid: n for rid, n in thresholds_of(rules).items() if not by_id[rid].window_minutes}
+    windows = Windows(rules, MemoryStore(), suppressions or ())
     files = list(iter_input_files(paths))
     sizes = {f: f.stat().st_size for f in files}
     bar = Progress(sum(sizes.values()), progress, err or sys.stderr)
@@ -383,7 +424,11 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
 
         def flush() -> None:
             nonlocal batch, seen, in_batch
-            for alert in apply_thresholds(batch, limits):
+            kept = apply_thresholds(batch, limits)
+            if windows.active:
+                kept = windows.apply(_windowed_groups(kept, by_id))
+                fs.windowed += sum(windows.stats.values()) - windows.stats["state_errors"]
+            for alert in kept:
                 fs.alerts += 1
                 fs.alerts_by_rule[alert["rule"]["id"]] += 1
             batch, seen, in_batch = [], set(), 0
@@ -394,6 +439,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
             fs.error = str(e)
             done += sizes[path]
             continue
+        records: list[Any] = []
         for rec, parsed in iter_records(data):
             if not parsed:
                 fs.invalid += 1
@@ -401,6 +447,9 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
             if not _is_cloudtrail(rec):
                 fs.not_cloudtrail += 1
                 continue
+            records.append(rec)
+        records.sort(key=_event_time)          # replayed in eventTime order (stable)
+        for rec in records:
             fs.records += 1
             in_batch += 1
             for rule in index.matches(rec):
@@ -411,8 +460,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
                     continue
                 seen.add(key)
                 batch.append({"kind": "rule_match", "rule": {"id": rule.id},
-                              "event": {"eventID": eid,
-                                        "userIdentity": rec.get("userIdentity")}})
+                              "alert_id": f"{key[0]}|{key[1]}", "event": rec})
             if in_batch >= batch_size:
                 flush()
             if fs.records % 2000 == 0:
@@ -428,10 +476,22 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         matches.update(fs.matches)
         alerts.update(fs.alerts_by_rule)
     n_alerts = sum(alerts.values())
+
+    def per_1000(n: int) -> float:
+        return round(n * 1000 / total_records, 2) if total_records else 0.0
+
+    by_source: dict[str, dict[str, Any]] = {}
+    for rid, n in alerts.items():
+        src = by_source.setdefault(by_id[rid].source, {"alerts": 0})
+        src["alerts"] += n
+    for src in by_source.values():
+        src["alerts_per_1000"] = per_1000(src["alerts"])
     return {
         "records": total_records,
         "alerts": n_alerts,
-        "alerts_per_1000": round(n_alerts * 1000 / total_records, 2) if total_records else 0.0,
+        "alerts_per_1000": per_1000(n_alerts),
+        "by_source": by_source,
+        "windowed": sum(fs.windowed for fs in stats),
         "batch_size": batch_size,
         "files": [{"path": fs.path, "records": fs.records, "invalid": fs.invalid,
                    "not_cloudtrail": fs.not_cloudtrail, "alerts": fs.alerts, "error": fs.error,
@@ -439,7 +499,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
                    "alerts_by_rule": dict(fs.alerts_by_rule.most_common())} for fs in stats],
         "rules": [{"id": rid, "severity": by_id[rid].severity, "source": by_id[rid].source,
                    "threshold": by_id[rid].threshold, "matches": matches[rid],
-                   "alerts": alerts[rid]}
+                   "alerts": alerts[rid], "alerts_per_1000": per_1000(alerts[rid])}
                   for rid in sorted(matches, key=lambda k: (-alerts[k], -matches[k], k))],
     }
 
@@ -457,14 +517,22 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as e:            # a name the tamper rules refuse
         print(f"trailwatch: {e}", file=sys.stderr)
         return EXIT_USAGE
+    suppressions: list[Any] = []
     if args.rules_file:
-        rules = rules + load_rules_file(args.rules_file)
+        tuning: dict[str, Any] = {}
+        rules = rules + load_rules_file(args.rules_file, tuning=tuning)
+        try:
+            rules, suppressions = load_tuning(rules, tuning)
+        except TuningError as e:
+            print(f"trailwatch: {e}", file=sys.stderr)
+            return EXIT_USAGE
     elif args.only_rules_file:
         print("trailwatch: --only-rules-file needs --rules-file", file=sys.stderr)
         return EXIT_USAGE
     if args.source:
         rules = [r for r in rules if r.source == args.source]
-    report = backtest(rules, args.files, args.batch_size, args.progress)
+    report = backtest(rules, args.files, args.batch_size, args.progress,
+                      suppressions=suppressions)
     if args.output == "json":
         _dump(report, out)
         return EXIT_OK

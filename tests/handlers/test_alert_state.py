@@ -247,7 +247,8 @@ def test_processor_keeps_windows_across_invocations_on_the_table(table, tmp_path
         assert out["state_errors"] == 0
     # "once": the first invocation only; "reads" (5 in 10 minutes): the third (6 reads)
     assert got == [["once"], [], ["reads"]]
-    assert a.metrics.total("AlertsWindowed") == 2          # the two "once" matches
+    # the two "once" matches, and the built-in bulk-read rule still below its 10
+    assert a.metrics.total("AlertsWindowed") == 3
 
 
 def test_processor_without_a_table_says_so_and_works_per_invocation(tmp_path):
@@ -258,4 +259,30 @@ def test_processor_without_a_table_says_so_and_works_per_invocation(tmp_path):
     for i in range(2):
         a.handle(payload([record(i * 6 + k) for k in range(6)], int((T0 + 100) * 1000)))
     ids = [x["rule"]["id"] for x in a.sinks[0].alerts]
-    assert ids.count("once") == 2 and ids.count("reads") == 2     # each invocation on its own
+    # as before this issue: every match alerts, thresholds count per invocation
+    assert ids.count("once") == 12 and ids.count("reads") == 2
+
+
+def test_cis_matches_are_one_compliance_signal_per_account_and_day(table):
+    """Issue 20: CIS controls ran as alerting rules (88 % of the alerts on ordinary traffic).
+    Their matches now open one signal per account per UTC day, then count; root usage keeps a
+    window of its own; the metric filters are untouched (test_tuning)."""
+    def rec(n, name, minutes, **over):
+        return {**record(n, seconds=minutes * 60), "eventName": name,
+                "eventSource": "ec2.amazonaws.com", **over}
+    day = [rec(0, "AuthorizeSecurityGroupIngress", 0), rec(1, "DeleteSecurityGroup", 5),
+           rec(2, "CreateTrail", 30, eventSource="cloudtrail.amazonaws.com")]
+    root = rec(3, "RunInstances", 40, eventType="AwsApiCall",
+               userIdentity={"type": "Root", "accountId": "111122223333",
+                             "arn": "arn:aws:iam::111122223333:root"})
+    got = []
+    for batch in (day, [root, rec(4, "CreateRoute", 50)], [rec(5, "CreateVpc", 24 * 60 + 1)]):
+        a = App.from_env({ENV_TABLE: TABLE}, clock=lambda: T0 + 90_000, sleep=lambda s: None,
+                         metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None,
+                         client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
+        a.sinks = [Collect()]
+        a.handle(payload(batch, int((T0 + 90_000) * 1000)))
+        got.append([(x["rule"]["id"], x.get("window", {}).get("group")) for x in a.sinks[0].alerts
+                    if x["rule"].get("cis")])
+    assert got == [[("cis-4.10", "cis-compliance")], [("cis-4.3", None)],
+                   [("cis-4.14", "cis-compliance")]]

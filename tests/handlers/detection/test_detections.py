@@ -13,6 +13,7 @@ import pytest
 
 from handlers.detection.patterns import MAX_PATTERN_CHARS, lint_pattern
 from handlers.pipeline import Pipeline, iter_cases
+from handlers.alert_state import MemoryStore, Windows
 from handlers.detection.builtin import PACK_FILE, builtin_rules, pack_rules
 from handlers.detection.rules import SEVERITIES, parse_rules
 from handlers.detection.thresholds import apply_thresholds, principal_of, thresholds_of
@@ -162,12 +163,17 @@ def _secret_reads(n, who="arn:aws:sts::111122223333:assumed-role/app/i-1"):
     return out
 
 
+def _windowed(alerts):
+    """The processor's windows stage (issue 20) after the pipeline, state per invocation."""
+    return Windows(builtin_rules(), MemoryStore(per_invocation=True)).apply(alerts)
+
+
 def test_threshold_rule_alerts_once_per_principal_at_the_threshold():
     pipe = Pipeline(builtin_rules())
-    below = pipe.process_envelope(_envelope(_secret_reads(9)))
-    assert [a for a in below.alerts if a["rule"]["id"] == "tw-secrets-bulk-retrieval"] == []
-    at = pipe.process_envelope(_envelope(_secret_reads(12)))
-    (alert,) = [a for a in at.alerts if a["rule"]["id"] == "tw-secrets-bulk-retrieval"]
+    below = _windowed(pipe.process_envelope(_envelope(_secret_reads(9))).alerts)
+    assert [a for a in below if a["rule"]["id"] == "tw-secrets-bulk-retrieval"] == []
+    at = _windowed(pipe.process_envelope(_envelope(_secret_reads(12))).alerts)
+    (alert,) = [a for a in at if a["rule"]["id"] == "tw-secrets-bulk-retrieval"]
     assert alert["threshold"]["count"] == 12 and alert["threshold"]["limit"] == 10
     assert alert["threshold"]["principal"] == "arn:aws:sts::111122223333:assumed-role/app/i-1"
     assert len(alert["threshold"]["event_keys"]) == 12
@@ -178,7 +184,8 @@ def test_threshold_counts_each_principal_separately():
     for i, r in enumerate(recs):
         r["eventID"] = f"e{i}"
     res = Pipeline(builtin_rules()).process_envelope(_envelope(recs))
-    assert [a for a in res.alerts if a["rule"]["id"] == "tw-secrets-bulk-retrieval"] == []
+    assert [a for a in _windowed(res.alerts)
+            if a["rule"]["id"] == "tw-secrets-bulk-retrieval"] == []
 
 
 def test_apply_thresholds_keeps_other_alerts_in_order():
