@@ -244,3 +244,36 @@ def test_corpus_events_the_issue_names_now_alert():
     assert report["records"] == 3460
     # the pack alone stays quiet on this attack-heavy corpus: well under 5% of records alert
     assert report["alerts_per_1000"] < 50
+
+
+# Issue 20's list of techniques that passed unseen: (rule, an event name of its match samples,
+# the ATT&CK tactic the alert must name).
+ISSUE20 = {
+    "tw-secrets-bulk-retrieval": ("GetSecretValue", "TA0006"),
+    "tw-ssm-securestring-bulk-retrieval": ("GetParameter", "TA0006"),
+    "tw-organizations-leave": ("LeaveOrganization", "TA0005"),
+    "tw-ec2-user-data-read": ("DescribeInstanceAttribute", "TA0007"),
+    "tw-ec2-unusual-instance-type": ("RunInstances", "TA0040"),
+    "tw-security-group-open-to-world": ("AuthorizeSecurityGroupIngress", "TA0005"),
+    "tw-bedrock-invoked-by-new-principal": ("InvokeModel", "TA0040"),
+    "tw-console-login-without-mfa": ("ConsoleLogin", "TA0001"),
+}
+
+
+@pytest.mark.parametrize("rule_id", sorted(ISSUE20))
+def test_issue_20_techniques_alert_with_their_tactic(rule_id):
+    event_name, tactic = ISSUE20[rule_id]
+    rule = next(r for r in PACK if r.id == rule_id)
+    assert tactic in rule.tactics and rule.doc["attack"]["tactics"][0] == tactic
+    assert any(rec["eventName"] == event_name for rec in rule.tests["match"])
+    assert rule.window_minutes > 0          # counted across invocations, deduplicated
+
+
+def test_the_stratus_user_data_detonation_is_caught():
+    """Issue 20: Stratus ec2-download-user-data in the corpus is 15 *denied* reads by one role in
+    two seconds; the rule required success and never fired."""
+    from tests.conftest import corpus_lines
+    recs = [json.loads(ln) for ln in corpus_lines() if '"DescribeInstanceAttribute"' in ln]
+    alerts = _windowed(Pipeline(builtin_rules()).process_envelope(_envelope(recs)).alerts)
+    (hit,) = [a for a in alerts if a["rule"]["id"] == "tw-ec2-user-data-read"]
+    assert hit["threshold"]["count"] == 15 and "stratus-red-team" in hit["event"]["userAgent"]
