@@ -286,3 +286,24 @@ def test_cis_matches_are_one_compliance_signal_per_account_and_day(table):
                     if x["rule"].get("cis")])
     assert got == [[("cis-4.10", "cis-compliance")], [("cis-4.3", None)],
                    [("cis-4.14", "cis-compliance")]]
+
+
+def test_keys_from_hostile_records_are_bounded_and_never_rendered():
+    """Found by tests/handlers/test_fuzz_processor.py: a dedup_key field holding a deeply nested
+    object made the key str() it (RecursionError, the invocation failed)."""
+    from handlers.detection.thresholds import MAX_KEY_CHARS, key_of
+    (rule,) = rules(window_minutes=60, dedup_key=["requestParameters.x", "principal"])
+    deep: object = []
+    for _ in range(100_000):
+        deep = [deep]
+    rec = record(0, principal="\ud800" + "p" * 5000)
+    rec["requestParameters"] = {"x": deep}
+    key = key_of(rule, rec)
+    assert key.startswith("<list>|") and len(key) <= MAX_KEY_CHARS
+    assert len(key.encode("utf-8")) <= 4 * MAX_KEY_CHARS  # no lone surrogate left
+    fake = StrictDynamo(TABLE)                            # DynamoDB's 2,048-byte key limit
+    Windows([rule], DynamoStore(TABLE, fake), clock=lambda: T0).apply(
+        [alert_for(rule, dict(rec, requestParameters={"x": "\U0001f600" * 5000}))])
+    assert fake.violations == [] and len(fake.items) == 1
+    out = Windows([rule], MemoryStore(), clock=lambda: T0).apply([alert_for(rule, rec)])
+    assert len(out) == 1
