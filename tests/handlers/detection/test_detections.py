@@ -277,3 +277,13 @@ def test_the_stratus_user_data_detonation_is_caught():
     alerts = _windowed(Pipeline(builtin_rules()).process_envelope(_envelope(recs)).alerts)
     (hit,) = [a for a in alerts if a["rule"]["id"] == "tw-ec2-user-data-read"]
     assert hit["threshold"]["count"] == 15 and "stratus-red-team" in hit["event"]["userAgent"]
+
+
+def test_the_stratus_get_password_data_detonation_is_caught():
+    """Issue 20: Stratus ec2-get-password-data in the corpus is 29 denied GetPasswordData calls;
+    the rule required success and never fired."""
+    from tests.conftest import corpus_lines
+    recs = [json.loads(ln) for ln in corpus_lines() if '"GetPasswordData"' in ln]
+    assert len(recs) >= 29 and all(r.get("errorCode") for r in recs)
+    alerts = Pipeline(builtin_rules()).process_envelope(_envelope(recs)).alerts
+    assert {a["rule"]["id"] for a in alerts} >= {"tw-ec2-password-data-retrieved"}
