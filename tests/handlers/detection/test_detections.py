@@ -287,3 +287,14 @@ def test_the_stratus_get_password_data_detonation_is_caught():
     assert len(recs) >= 29 and all(r.get("errorCode") for r in recs)
     alerts = Pipeline(builtin_rules()).process_envelope(_envelope(recs)).alerts
     assert {a["rule"]["id"] for a in alerts} >= {"tw-ec2-password-data-retrieved"}
+
+
+def test_the_stratus_leave_organization_attempt_is_caught():
+    """Issue 20: Stratus organizations-leave in the corpus is one LeaveOrganization denied
+    (AccessDenied); the rule required success and never fired."""
+    from tests.conftest import corpus_lines
+    (rec,) = [json.loads(ln) for ln in corpus_lines() if '"LeaveOrganization"' in ln]
+    assert rec["errorCode"] == "AccessDenied"
+    hits = _windowed(Pipeline(builtin_rules()).process_envelope(_envelope([rec])).alerts)
+    assert [a["rule"]["id"] for a in hits if a["rule"]["id"].startswith("tw-")] == \
+        ["tw-organizations-leave"]
