@@ -100,10 +100,17 @@ class DynamoStore:
     def __init__(self, table: str, client: Any, sleep: Callable[[float], None] = time.sleep,
                  log: Any = None) -> None:
         self.table = table
-        self.client = client
+        # a client, or a callable making one on first use (no boto3 client at cold start)
+        self._client = client
         self.sleep = sleep
         self.log = log
         self.broken: str | None = None
+
+    @property
+    def client(self) -> Any:
+        if callable(self._client) and not hasattr(self._client, "update_item"):
+            self._client = self._client()
+        return self._client
 
     def begin(self) -> None:
         self.broken = None
@@ -330,4 +337,4 @@ def store_from_env(env: Mapping[str, str], client_factory: Callable[[str], Any],
     table = env.get(ENV_TABLE)
     if not table:
         return None
-    return DynamoStore(table, client_factory("dynamodb"), sleep, log)
+    return DynamoStore(table, lambda: client_factory("dynamodb"), sleep, log)

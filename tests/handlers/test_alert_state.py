@@ -307,3 +307,22 @@ def test_keys_from_hostile_records_are_bounded_and_never_rendered():
     assert fake.violations == [] and len(fake.items) == 1
     out = Windows([rule], MemoryStore(), clock=lambda: T0).apply([alert_for(rule, rec)])
     assert len(out) == 1
+
+
+def test_the_state_client_is_made_on_first_use_not_at_cold_start(table):
+    made = []
+
+    def factory(service):
+        made.append(service)
+        return boto3.client(service, region_name="us-east-1")
+
+    a = App.from_env({ENV_TABLE: TABLE}, clock=lambda: T0, sleep=lambda s: None,
+                     metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None,
+                     client_factory=factory)
+    a.sinks = [Collect()]
+    assert "dynamodb" not in made
+    a.handle(payload([dict(record(0), eventName="ListBuckets")], int(T0 * 1000)))
+    assert "dynamodb" not in made                       # nothing matched: no table call
+    a.handle(payload([dict(record(1), eventName="CreateUser",
+                           eventSource="iam.amazonaws.com")], int(T0 * 1000)))
+    assert made.count("dynamodb") == 1 and len(a.sinks[0].alerts) == 1
