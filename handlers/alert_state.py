@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from handlers.detection.thresholds import key_of
@@ -50,7 +50,7 @@ RETRYABLE = frozenset(("ProvisionedThroughputExceededException", "ThrottlingExce
                        "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable",
                        "TransactionConflictException"))
 TTL_MARGIN_SECONDS = 3600
-_UTC = timezone.utc
+_UTC = UTC
 
 
 class StateError(RuntimeError):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from handlers.detection.rules import SEVERITIES, window_fields
@@ -86,7 +86,7 @@ def parse_suppressions(items: Any, source: str, today: date | None = None) -> li
         return []
     if not isinstance(items, list):
         raise TuningError(f"{source}: 'suppressions' must be a list")
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     out: list[Suppression] = []
     for n, item in enumerate(items):
         where = f"{source}: suppression #{n + 1}"
@@ -126,7 +126,7 @@ def parse_suppressions(items: Any, source: str, today: date | None = None) -> li
         if not values:
             raise TuningError(f"{where}: names no field (principal_arn, account, invoked_by or "
                               "recipient_account); a suppression of everything is not allowed")
-        end = datetime(expires.year, expires.month, expires.day, tzinfo=timezone.utc).timestamp()
+        end = datetime(expires.year, expires.month, expires.day, tzinfo=UTC).timestamp()
         out.append(Suppression(tuple(rules), tuple(values), end + 86400, reason.strip()))
     return out
 

@@ -20,10 +20,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from handlers.alert_state import MemoryStore, Windows
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.patterns import lint_pattern
 from handlers.detection.rules import Rule, RuleLoadError, build_index, load_rules_file
-from handlers.alert_state import MemoryStore, Windows
 from handlers.detection.thresholds import apply_thresholds, key_of, thresholds_of
 from handlers.detection.tuning import TuningError, load_tuning
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -19,7 +19,13 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
 from handlers import alerts as A
-from handlers.alert_state import ENV_TABLE, MAX_ATTEMPTS, DynamoStore, MemoryStore, Windows
+from handlers.alert_state import (
+    ENV_TABLE,
+    MAX_ATTEMPTS,
+    DynamoStore,
+    MemoryStore,
+    Windows,
+)
 from handlers.detection.rules import parse_rules
 from handlers.processor import App
 from tests.conftest import ListLogger, ListMetrics
@@ -35,7 +41,7 @@ def rules(**fields):
 
 
 def record(n, principal="alice", seconds=0.0):
-    when = datetime.fromtimestamp(T0 + seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = datetime.fromtimestamp(T0 + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"eventVersion": "1.08", "eventID": f"ev-{principal}-{n}", "eventTime": when,
             "eventSource": "secretsmanager.amazonaws.com", "eventName": "GetSecretValue",
             "recipientAccountId": "111122223333", "awsRegion": "us-east-1",

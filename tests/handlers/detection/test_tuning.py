@@ -6,19 +6,23 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.cis import CIS_CONTROLS
-from handlers.detection.tuning import (TuningError, apply_overrides, load_tuning,
-                                       parse_suppressions)
+from handlers.detection.tuning import (
+    TuningError,
+    apply_overrides,
+    load_tuning,
+    parse_suppressions,
+)
 from handlers.processor import App
 from tests.conftest import ListLogger, ListMetrics
 
 TODAY = date(2026, 12, 7)
-NOW = datetime(2026, 12, 7, 12, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 12, 7, 12, tzinfo=UTC).timestamp()
 
 
 def sup(**fields):
@@ -81,7 +85,7 @@ def test_suppression_matches_principal_session_issuer_invoked_by_and_accounts():
 
 def test_an_expired_suppression_no_longer_applies():
     (s,) = sup(principal_arn="arn:aws:iam::111122223333:role/patching", expires="2026-12-31")
-    end = datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
+    end = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
     assert s.matches("tw-ssm-send-command", event(), end - 1)
     assert not s.matches("tw-ssm-send-command", event(), end)
 
