@@ -332,3 +332,16 @@ def test_the_state_client_is_made_on_first_use_not_at_cold_start(table):
     a.handle(payload([dict(record(1), eventName="CreateUser",
                            eventSource="iam.amazonaws.com")], int(T0 * 1000)))
     assert made.count("dynamodb") == 1 and len(a.sinks[0].alerts) == 1
+
+
+def test_windowed_alerts_follow_the_alert_schema(table, tmp_path):
+    from tests.handlers.test_alert_contract import VALIDATOR
+    a = app({ENV_TABLE: TABLE}, tmp_path)
+    a.handle(payload([record(i, seconds=i) for i in range(6)] +
+                     [dict(record(9, "bob"), eventName="CreateUser",
+                           eventSource="iam.amazonaws.com")], int((T0 + 100) * 1000)))
+    got = a.sinks[0].alerts
+    assert {x["rule"]["id"] for x in got} == {"once", "reads", "tw-iam-user-created"}
+    assert all("window" in x for x in got)
+    for alert in got:
+        VALIDATOR.validate(json.loads(json.dumps(alert)))
