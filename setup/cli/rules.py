@@ -100,6 +100,9 @@ def register(sub: Any) -> None:
                    help=f"records per batch for threshold rules (default {DEFAULT_BATCH})")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress on stderr (auto: for inputs of 8 MB or more)")
+    p.add_argument("--by-day", action="store_true",
+                   help="also report records, alerts and alerts per 1,000 records per UTC day "
+                        "(of eventTime)")
     tamper_names(p)
     output(p)
 
@@ -410,6 +413,8 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
     by_id = {r.id: r for r in rules}
     limits = {rid: n for rid, n in thresholds_of(rules).items() if not by_id[rid].window_minutes}
     windows = Windows(rules, MemoryStore(), suppressions or ())
+    day_records: Counter = Counter()
+    day_alerts: Counter = Counter()
     files = list(iter_input_files(paths))
     sizes = {f: f.stat().st_size for f in files}
     bar = Progress(sum(sizes.values()), progress, err or sys.stderr)
@@ -431,6 +436,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
             for alert in kept:
                 fs.alerts += 1
                 fs.alerts_by_rule[alert["rule"]["id"]] += 1
+                day_alerts[_event_time(alert["event"])[:10] or "unknown"] += 1
             batch, seen, in_batch = [], set(), 0
 
         try:
@@ -451,6 +457,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         records.sort(key=_event_time)          # replayed in eventTime order (stable)
         for rec in records:
             fs.records += 1
+            day_records[_event_time(rec)[:10] or "unknown"] += 1
             in_batch += 1
             for rule in index.matches(rec):
                 fs.matches[rule.id] += 1
@@ -492,6 +499,9 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         "alerts_per_1000": per_1000(n_alerts),
         "by_source": by_source,
         "windowed": sum(fs.windowed for fs in stats),
+        "days": [{"day": day, "records": n, "alerts": day_alerts[day],
+                  "alerts_per_1000": round(day_alerts[day] * 1000 / n, 2)}
+                 for day, n in sorted(day_records.items())],
         "batch_size": batch_size,
         "files": [{"path": fs.path, "records": fs.records, "invalid": fs.invalid,
                    "not_cloudtrail": fs.not_cloudtrail, "alerts": fs.alerts, "error": fs.error,
@@ -533,6 +543,8 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
         rules = [r for r in rules if r.source == args.source]
     report = backtest(rules, args.files, args.batch_size, args.progress,
                       suppressions=suppressions)
+    if not args.by_day:
+        report.pop("days")
     if args.output == "json":
         _dump(report, out)
         return EXIT_OK
@@ -550,6 +562,11 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
         frows.append([f["path"], f"{f['records']:,}", f"{f['alerts']:,}",
                       f"{f['alerts_per_1000']:.2f}", str(skipped) if skipped else ""])
     _table(frows, out)
+    if args.by_day:
+        print(file=out)
+        _table([["DAY", "RECORDS", "ALERTS", "PER 1,000"]] +
+               [[d["day"], f"{d['records']:,}", f"{d['alerts']:,}", f"{d['alerts_per_1000']:.2f}"]
+                for d in report["days"]], out)
     print(f"\n{report['records']:,} records, {report['alerts']:,} alerts "
           f"({report['alerts_per_1000']:.2f} per 1,000 records), "
           f"{sum(1 for r in report['rules'] if r['matches'])} rule(s) matched", file=out)

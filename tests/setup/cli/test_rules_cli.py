@@ -298,3 +298,19 @@ def test_backtest_replays_windows_and_suppressions_like_the_processor(tmp_path):
                     __import__("datetime").timedelta(days=60)).isoformat(), "reason": "r"}]}))
     doc = json.loads(run("backtest", str(f), "--output", "json", "--rules-file", str(rules))[1])
     assert doc["alerts"] == 0 and doc["windowed"] >= 4
+
+
+def test_backtest_by_day(tmp_path):
+    recs = [dict(REC_STOP, eventID=f"s{d}{i}", eventTime=f"2026-12-0{d}T10:0{i}:00Z",
+                 recipientAccountId="111122223333")
+            for d in (6, 7) for i in range(2)] + [dict(REC_LIST, eventTime="2026-12-07T11:00:00Z")]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in recs))
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--by-day")[1])
+    # per day: the pack rule once per principal-hour, the CIS signal once per account-day
+    assert doc["days"] == [
+        {"day": "2026-12-06", "records": 2, "alerts": 2, "alerts_per_1000": 1000.0},
+        {"day": "2026-12-07", "records": 3, "alerts": 2, "alerts_per_1000": 666.67}]
+    assert "days" not in json.loads(run("backtest", str(f), "--output", "json")[1])
+    code, out = run("backtest", str(f), "--by-day")
+    assert code == 0 and "DAY" in out and "2026-12-07  3" in out
