@@ -427,7 +427,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         seen: set[tuple[str, str]] = set()
         in_batch = 0
 
-        def flush() -> None:
+        def flush(fs: FileStats = fs) -> None:
             nonlocal batch, seen, in_batch
             kept = apply_thresholds(batch, limits)
             if windows.active:
