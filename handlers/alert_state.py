@@ -50,6 +50,7 @@ RETRYABLE = frozenset(("ProvisionedThroughputExceededException", "ThrottlingExce
                        "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable",
                        "TransactionConflictException"))
 TTL_MARGIN_SECONDS = 3600
+STATE_BUDGET_SECONDS = 3.0            # per invocation, waiting on the table
 _UTC = UTC
 
 
@@ -92,18 +93,24 @@ class MemoryStore:
 
 
 class DynamoStore:
-    """The state table: conditional writes, bounded retries, and a breaker per invocation (after
-    one failed call the rest of the invocation does not wait on the table again)."""
+    """The state table: conditional writes, bounded retries, and a breaker per invocation: after
+    one failed call, or once the invocation has spent ``budget_seconds`` waiting on the table,
+    the rest of the invocation does not call it again (its alerts pass, as on a failure), so a
+    slow table cannot eat the time publishing needs."""
 
     name = "dynamodb"
 
     def __init__(self, table: str, client: Any, sleep: Callable[[float], None] = time.sleep,
-                 log: Any = None) -> None:
+                 log: Any = None, budget_seconds: float = STATE_BUDGET_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.table = table
         # a client, or a callable making one on first use (no boto3 client at cold start)
         self._client = client
         self.sleep = sleep
         self.log = log
+        self.budget = budget_seconds
+        self.monotonic = monotonic
+        self.spent = 0.0
         self.broken: str | None = None
 
     @property
@@ -114,16 +121,24 @@ class DynamoStore:
 
     def begin(self) -> None:
         self.broken = None
+        self.spent = 0.0
 
     def _call(self, op: str, **kw: Any) -> dict[str, Any] | None:
         """The call's response; None when a condition failed; StateError otherwise."""
+        if self.broken is None and self.spent >= self.budget:
+            self.broken = f"state table calls took {self.spent:.1f} s in this invocation " \
+                          f"(budget {self.budget:.1f} s)"
         if self.broken is not None:
             raise StateError(f"state table unavailable earlier in this invocation: {self.broken}")
         last = ""
         for attempt in range(MAX_ATTEMPTS):
+            started = self.monotonic()
             try:
-                return getattr(self.client, op)(TableName=self.table, **kw)
+                out = getattr(self.client, op)(TableName=self.table, **kw)
+                self.spent += self.monotonic() - started
+                return out
             except Exception as e:  # noqa: BLE001 - classified below
+                self.spent += self.monotonic() - started
                 code = _error_code(e)
                 if code == "ConditionalCheckFailedException":
                     return None

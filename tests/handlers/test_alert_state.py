@@ -345,3 +345,24 @@ def test_windowed_alerts_follow_the_alert_schema(table, tmp_path):
     assert all("window" in x for x in got)
     for alert in got:
         VALIDATOR.validate(json.loads(json.dumps(alert)))
+
+
+def test_a_slow_table_stops_being_waited_on_within_the_invocation():
+    """Each call takes 2 s (a table in trouble, still answering): after the 3-second budget the
+    rest of the invocation does not call it, and those alerts pass."""
+    now = [0.0]
+
+    def slow(op, request):
+        now[0] += 2.0
+        return None
+
+    fake = StrictDynamo(TABLE, fail=slow)
+    (rule,) = rules(window_minutes=60)
+    store = DynamoStore(TABLE, fake, sleep=lambda s: None, monotonic=lambda: now[0])
+    w = Windows([rule], store, clock=lambda: T0)
+    batch = [alert_for(rule, record(i, f"user{i}")) for i in range(10)]   # 10 keys
+    out = w.apply(batch)
+    assert len(out) == 10 and w.stats["state_errors"] >= 1
+    assert fake.calls <= 3                                  # not 20 calls of 2 s each
+    store.begin()                                           # the next invocation tries again
+    assert len(w.apply([alert_for(rule, record(0, "user0"))])) in (0, 1) and fake.calls > 3
