@@ -354,7 +354,6 @@ def test_a_slow_table_stops_being_waited_on_within_the_invocation():
 
     def slow(op, request):
         now[0] += 2.0
-        return None
 
     fake = StrictDynamo(TABLE, fail=slow)
     (rule,) = rules(window_minutes=60)
