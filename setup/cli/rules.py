@@ -202,15 +202,22 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         _dump([{"id": r.id, "title": r.title, "severity": r.severity, "source": r.source,
                 "attack": {"tactics": list(r.tactics), "techniques": list(r.techniques)},
                 "threshold": r.threshold, "processor_only": r.processor_only,
-                "cis": r.cis, "securityhub": r.securityhub} for r in rules], out)
+                "cis": r.cis, "securityhub": r.securityhub,
+                "window_minutes": r.window_minutes, "dedup_key": list(r.dedup_key),
+                "window_group": r.window_group or None} for r in rules], out)
         return EXIT_OK
     rows = [["ID", "SEVERITY", "SOURCE", "ATT&CK", "NOTES"]]
     for r in rules:
         notes = []
         if r.cis:
             notes.append(f"CIS {r.cis}" + (f" / {r.securityhub}" if r.securityhub else ""))
+        key = "+".join(r.dedup_key)
         if r.threshold:
-            notes.append(f">= {r.threshold} per principal per batch")
+            notes.append(f">= {r.threshold} per {key} in {r.window_minutes} min"
+                         if r.window_minutes else f">= {r.threshold} per principal per batch")
+        elif r.window_minutes:
+            notes.append(f"1 per {key} per {r.window_minutes} min"
+                         + (f" ({r.window_group})" if r.window_group else ""))
         if r.processor_only:
             notes.append("processor-only")
         rows.append([r.id, r.severity, r.source, _attack(r), "; ".join(notes)])

@@ -54,6 +54,10 @@ def test_list_json_and_source_filter():
     assert code == 0 and {r["id"] for r in rows} == PACK_IDS
     row = next(r for r in rows if r["id"] == "tw-secrets-bulk-retrieval")
     assert row["threshold"] == 10 and row["attack"]["techniques"] == ["T1555.006"]
+    # issue 20: the window is data, and shown
+    assert row["window_minutes"] == 10 and row["dedup_key"] == ["principal"]
+    code, out = run("list", "--source", "cis")
+    assert "1 per recipientAccountId per 1440 min (cis-compliance)" in out
 
 
 # ----------------------------------------------------------------------------------- test
