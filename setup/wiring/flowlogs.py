@@ -1,0 +1,1014 @@
+"""VPC flow logs to S3 or CloudWatch Logs, planned as data (``trailwatch flow-logs``).
+
+The policy documents are the seeds' (``../shared/reference/seeds/``):
+
+- S3 (``vpc-flow-logs-to-s3.md``, ``log-delivery-permissions-and-confused-deputy.md`` "Logs sent
+  to Amazon S3"): ``AWSLogDeliveryWrite`` (``s3:PutObject`` on
+  ``arn:<p>:s3:::<bucket>/<prefix/>AWSLogs/<account>/*`` with ``s3:x-amz-acl =
+  bucket-owner-full-control``) and ``AWSLogDeliveryAclCheck`` (``s3:GetBucketAcl`` on the bucket),
+  both for ``delivery.logs.amazonaws.com`` and both with ``aws:SourceAccount`` and ``aws:SourceArn
+  arn:<p>:logs:<region>:<account>:*`` (confused deputy). They are MERGED into the bucket's policy:
+  AWS's own automatic attachment "overwrites any existing policy attached to the bucket"
+  (vpc-flow-logs-to-s3.md), so trailwatch writes the merged policy *before* CreateFlowLogs, and the
+  service then finds "a policy with sufficient log delivery permissions" and attaches nothing.
+- SSE-KMS: "you must use a customer managed key, because using an AWS managed key is not
+  supported"; the key-policy statement "Allow Logs Delivery to use the key" (with both conditions)
+  is printed, or merged into the key policy with ``--kms-key-policy apply``.
+- CloudWatch Logs (VPC User Guide, "IAM role for publishing flow logs to CloudWatch Logs"): a role
+  trusted by ``vpc-flow-logs.amazonaws.com`` with ``aws:SourceAccount`` and ``aws:SourceArn
+  arn:<p>:ec2:<region>:<account>:vpc-flow-log/*``, and a policy on that one log group.
+
+Pure builders first (no AWS calls), then :func:`read_state` (the only reader), then
+:func:`build_plan` (pure: target + state -> steps). Steps are :class:`~setup.wiring.planner.Step`,
+run by the same :class:`~setup.wiring.executor.Executor` as the trail wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from setup.errors import SetupError, UsageError
+from setup.policy_eval import as_list, matches_any
+from setup.wiring.executor import Executor
+from setup.wiring.models import (
+    TAG_KEY,
+    TAG_VALUE,
+    canonical,
+    is_control_tower,
+    is_owned,
+    short_id,
+    validate_log_group_name,
+)
+from setup.wiring.planner import Step
+
+DELIVERY_SERVICE = "delivery.logs.amazonaws.com"
+FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
+FLOW_TAG = "trailwatch:flow-logs"        # value: the destination ARN the flow log serves
+WRITE_SID, ACL_SID = "AWSLogDeliveryWrite", "AWSLogDeliveryAclCheck"
+KMS_SID = "Allow Logs Delivery to use the key"
+ROLE_POLICY_NAME = "trailwatch-flowlogs-delivery"
+# S3 User Guide, "Bucket policies and user policies": "Bucket policies are limited to 20 KB".
+BUCKET_POLICY_LIMIT = 20 * 1024
+# log-delivery-permissions-and-confused-deputy.md: "CloudWatch Logs resource policies are limited
+# to 5120 characters".
+RESOURCE_POLICY_CHARS = 5120
+RESOURCE_TYPES = {"vpc": "VPC", "subnet": "Subnet", "eni": "NetworkInterface"}
+_ID_RE = {"vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"), "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
+          "eni": re.compile(r"^eni-[0-9a-f]{8,17}$")}
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+# Flow log record fields by the version that introduced them (VPC User Guide, "Flow log records";
+# incident-response-log-sources.md: versions 2 to 5, version 2 by default).
+FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {
+    2: ("version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",
+        "protocol", "packets", "bytes", "start", "end", "action", "log-status"),
+    3: ("vpc-id", "subnet-id", "instance-id", "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr"),
+    4: ("region", "az-id", "sublocation-type", "sublocation-id"),
+    5: ("pkt-src-aws-service", "pkt-dst-aws-service", "flow-direction", "traffic-path"),
+}
+FIELD_VERSION = {f: v for v, fs in FIELDS_BY_VERSION.items() for f in fs}
+DEFAULT_FIELDS = FIELDS_BY_VERSION[2]
+DEFAULT_FORMAT = " ".join(f"${{{f}}}" for f in DEFAULT_FIELDS)
+
+
+# ----------------------------------------------------------------------------------- the target
+
+@dataclass(frozen=True)
+class Destination:
+    """``s3://bucket[/prefix]`` or ``log-group:NAME``."""
+
+    kind: str                      # "s3" | "log-group"
+    bucket: str = ""
+    prefix: str = ""               # without leading/trailing "/"
+    log_group: str = ""
+
+    @property
+    def spec(self) -> str:
+        if self.kind == "s3":
+            return f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        return f"log-group:{self.log_group}"
+
+
+def parse_destination(value: str) -> Destination:
+    if value.startswith("s3://"):
+        rest = value[5:]
+        bucket, _, prefix = rest.partition("/")
+        prefix = prefix.strip("/")
+        if not _BUCKET_RE.match(bucket):
+            raise UsageError(f"--to {value}: {bucket!r} is not a valid S3 bucket name",
+                             "use --to s3://BUCKET[/PREFIX]")
+        if "AWSLogs" in prefix.split("/"):
+            raise UsageError(f"--to {value}: the bucket cannot use AWSLogs as a subfolder name, "
+                             "as this is a reserved term (vpc-flow-logs-to-s3.md)",
+                             "choose another prefix; flow logs add AWSLogs/<account>/ themselves")
+        return Destination("s3", bucket=bucket, prefix=prefix)
+    if value.startswith("log-group:"):
+        name = value.split(":", 1)[1]
+        try:
+            validate_log_group_name(name)
+        except ValueError as e:
+            raise UsageError(f"--to {value}: {e}", "use --to log-group:NAME") from None
+        return Destination("log-group", log_group=name)
+    raise UsageError(f"--to {value!r} is neither s3://BUCKET[/PREFIX] nor log-group:NAME",
+                     "use --to s3://BUCKET[/PREFIX] or --to log-group:NAME")
+
+
+def parse_fields(value: str | None) -> tuple[str, ...]:
+    """``--fields`` as names (``a,b c``) or the ``${a} ${b}`` form; validated against v2-v5."""
+    if not value:
+        return DEFAULT_FIELDS
+    names = [n for n in re.split(r"[\s,]+", value.replace("${", "").replace("}", " ")) if n]
+    unknown = [n for n in names if n not in FIELD_VERSION]
+    if unknown:
+        raise UsageError(f"--fields: unknown flow log field(s) {', '.join(unknown)}",
+                         "use fields of record versions 2-5, e.g. "
+                         f"{','.join(DEFAULT_FIELDS[:4])},vpc-id,flow-direction")
+    if len(set(names)) != len(names):
+        raise UsageError("--fields: a field is listed twice", "list each field once")
+    return tuple(names)
+
+
+def log_format(fields: tuple[str, ...]) -> str:
+    return " ".join(f"${{{f}}}" for f in fields)
+
+
+def record_version(fmt: str | None) -> int:
+    """The record version a log format needs (the highest version among its fields)."""
+    names = re.findall(r"\$\{([a-z0-9-]+)\}", fmt or DEFAULT_FORMAT)
+    return max((FIELD_VERSION.get(n, 2) for n in names), default=2)
+
+
+@dataclass(frozen=True)
+class FlowTarget:
+    account: str
+    region: str
+    partition: str
+    resources: tuple[tuple[str, str], ...]      # (ResourceType, id)
+    destination: Destination
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+    file_format: str = "plain-text"
+    hive: bool = False
+    per_hour: bool = False
+    traffic_type: str = "ALL"
+    max_aggregation: int = 600
+    kms_key_policy: str = "print"               # print | apply
+    retention_days: int | None = None
+    log_group_kms_key: str | None = None
+    role_name: str | None = None
+
+    @property
+    def log_format(self) -> str:
+        return log_format(self.fields)
+
+    @property
+    def destination_arn(self) -> str:
+        """The LogDestination CreateFlowLogs gets (S3: ``arn:p:s3:::bucket/prefix/``)."""
+        d = self.destination
+        if d.kind == "s3":
+            return f"arn:{self.partition}:s3:::{d.bucket}/" + (f"{d.prefix}/" if d.prefix else "")
+        return self.log_group_arn
+
+    @property
+    def bucket_arn(self) -> str:
+        return f"arn:{self.partition}:s3:::{self.destination.bucket}"
+
+    @property
+    def object_arn(self) -> str:
+        """What AWSLogDeliveryWrite grants: ``<bucket>/<prefix/>AWSLogs/<account>/*``."""
+        d = self.destination
+        return f"{self.bucket_arn}/" + (f"{d.prefix}/" if d.prefix else "") + \
+            f"AWSLogs/{self.account}/*"
+
+    @property
+    def key_prefix(self) -> str:
+        """Where log files land (vpc-flow-logs-to-s3.md "Flow log files"; hive-compatible keys
+        are ``aws-account-id=<acct>/aws-service=vpcflowlogs/aws-region=<region>/``)."""
+        d = self.destination
+        base = (f"{d.prefix}/" if d.prefix else "") + "AWSLogs/"
+        if self.hive:
+            return base + f"aws-account-id={self.account}/aws-service=vpcflowlogs/" \
+                          f"aws-region={self.region}/"
+        return base + f"{self.account}/vpcflowlogs/{self.region}/"
+
+    @property
+    def source_arn(self) -> str:
+        return f"arn:{self.partition}:logs:{self.region}:{self.account}:*"
+
+    @property
+    def log_group_arn(self) -> str:
+        return (f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:"
+                f"{self.destination.log_group}")
+
+    @property
+    def dest_id(self) -> str:
+        return short_id(self.destination_arn)
+
+    @property
+    def role(self) -> str:
+        return self.role_name or f"trailwatch-flowlogs-{self.region}-{self.dest_id}"
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:{self.partition}:iam::{self.account}:role/{self.role}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TAG_KEY: TAG_VALUE, FLOW_TAG: self.destination_arn}
+
+    @property
+    def destination_options(self) -> dict[str, Any]:
+        return {"FileFormat": self.file_format, "HiveCompatiblePartitions": self.hive,
+                "PerHourPartition": self.per_hour}
+
+
+# ----------------------------------------------------------------------------------- documents
+
+def confused_deputy(target: FlowTarget) -> dict[str, Any]:
+    return {"StringEquals": {"aws:SourceAccount": [target.account]},
+            "ArnLike": {"aws:SourceArn": [target.source_arn]}}
+
+
+def s3_delivery_statements(target: FlowTarget) -> list[dict[str, Any]]:
+    """The two bucket-policy statements (seeds), scoped to this account, Region and prefix."""
+    cond = confused_deputy(target)
+    write_cond = {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control",
+                                   **cond["StringEquals"]},
+                  "ArnLike": dict(cond["ArnLike"])}
+    return [
+        {"Sid": WRITE_SID, "Effect": "Allow", "Principal": {"Service": DELIVERY_SERVICE},
+         "Action": "s3:PutObject", "Resource": [target.object_arn], "Condition": write_cond},
+        {"Sid": ACL_SID, "Effect": "Allow", "Principal": {"Service": DELIVERY_SERVICE},
+         "Action": "s3:GetBucketAcl", "Resource": [target.bucket_arn], "Condition": cond},
+    ]
+
+
+def kms_key_statement(target: FlowTarget) -> dict[str, Any]:
+    """log-delivery-permissions-and-confused-deputy.md, "Amazon S3 bucket server-side
+    encryption": for the key policy, not the bucket policy."""
+    return {"Sid": KMS_SID, "Effect": "Allow", "Principal": {"Service": [DELIVERY_SERVICE]},
+            "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                       "kms:DescribeKey"],
+            "Resource": "*", "Condition": confused_deputy(target)}
+
+
+def role_trust_policy(target: FlowTarget) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "TrailwatchVpcFlowLogsAssume", "Effect": "Allow",
+        "Principal": {"Service": FLOW_LOGS_SERVICE}, "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": target.account},
+                      "ArnLike": {"aws:SourceArn": f"arn:{target.partition}:ec2:{target.region}:"
+                                                   f"{target.account}:vpc-flow-log/*"}}}]}
+
+
+def role_policy(target: FlowTarget) -> dict[str, Any]:
+    """The documented actions, on this one log group (no logs:CreateLogGroup: trailwatch creates
+    the group; no "*")."""
+    group = target.log_group_arn
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "TrailwatchFlowLogsDeliver", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+         "Resource": [group, f"{group}:*"]},
+        {"Sid": "TrailwatchFlowLogsDescribeGroup", "Effect": "Allow",
+         "Action": ["logs:DescribeLogGroups"], "Resource": [group, f"{group}:*"]}]}
+
+
+# ----------------------------------------------------------------------------------- merging
+
+def statements(doc: Any) -> list[dict[str, Any]]:
+    if isinstance(doc, str):
+        doc = json.loads(doc) if doc.strip() else {}
+    st = (doc or {}).get("Statement", []) if isinstance(doc, dict) else []
+    return [st] if isinstance(st, dict) else [s for s in st if isinstance(s, dict)]
+
+
+def _shape(stmt: dict[str, Any]) -> Any:
+    """A statement without Sid and Resource, normalised (string-or-list, order, key order)."""
+    return canonical({k: v for k, v in stmt.items() if k not in ("Sid", "Resource")})
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return canonical({k: v for k, v in a.items() if k != "Sid"}) == \
+        canonical({k: v for k, v in b.items() if k != "Sid"})
+
+
+def compact(doc: Any) -> str:
+    """A policy as sent: no whitespace (what the size limits are checked against)."""
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def policy_bytes(doc: Any) -> int:
+    return len(compact(doc).encode("utf-8"))
+
+
+def merge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, Any]:
+    """``current`` with each wanted statement present, compared without Sids: a statement that
+    differs from a wanted one only in its Resource gains the wanted resource (the seeds' way of
+    adding an account or a prefix); otherwise the wanted statement is appended, under its seed Sid
+    or, when another statement holds that Sid, a suffixed one. Nothing else changes."""
+    doc = dict(current) if isinstance(current, dict) else {}
+    doc = {"Version": doc.get("Version", "2012-10-17"), **doc}
+    stmts = [dict(s) for s in statements(current)]
+    for want in wanted:
+        res = as_list(want.get("Resource"))
+        hit = next((s for s in stmts if _shape(s) == _shape(want)), None)
+        if hit is not None:
+            have = as_list(hit.get("Resource"))
+            missing = [r for r in res if not matches_any(have, r)]
+            if missing:
+                hit["Resource"] = have + missing
+            continue
+        sid = want.get("Sid")
+        taken = {s.get("Sid") for s in stmts}
+        if sid and sid in taken:
+            sid = f"{sid}{short_id(json.dumps(canonical(want), sort_keys=True)).upper()}"
+        stmts.append(dict(want, Sid=sid))
+    doc["Statement"] = stmts
+    return doc
+
+
+def unmerge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The inverse: drop the wanted resources from statements of the wanted shape (a statement
+    left without resources goes); other statements are kept as they are. ``None`` when nothing
+    is left at all (DeleteBucketPolicy)."""
+    doc = dict(current) if isinstance(current, dict) else {"Version": "2012-10-17"}
+    out = []
+    for s in statements(current):
+        want = next((w for w in wanted if _shape(w) == _shape(s)), None)
+        if want is None:
+            out.append(s)
+            continue
+        left = [r for r in as_list(s.get("Resource")) if r not in as_list(want["Resource"])]
+        if left or "Resource" not in s:
+            out.append(dict(s, Resource=left if len(left) > 1 or isinstance(
+                s.get("Resource"), list) else left[0]))
+    if not out:
+        return None
+    doc["Statement"] = out
+    return doc
+
+
+def has_statements(current: Any, wanted: list[dict[str, Any]]) -> bool:
+    """Every wanted statement present (Sid-insensitive; resource lists may hold more)."""
+    return canonical(merge_statements(current, wanted)["Statement"]) == \
+        canonical([dict(s) for s in statements(current)])
+
+
+# ----------------------------------------------------------------------------------- conditions
+
+def condition_holds(cond: dict[str, Any] | None, ctx: dict[str, str]) -> bool:
+    """Evaluate a Condition block against a request context (the operators delivery policies
+    use: String/Arn Equals/Like, and their IfExists forms). A key missing from the context fails
+    the operator (IfExists passes)."""
+    for op, block in (cond or {}).items():
+        base, if_exists = (op[:-8], True) if op.endswith("IfExists") else (op, False)
+        for key, values in (block or {}).items():
+            have = next((v for k, v in ctx.items() if k.lower() == key.lower()), None)
+            if have is None:
+                if if_exists:
+                    continue
+                return False
+            vals = as_list(values)
+            if base in ("StringEquals", "ArnEquals"):
+                ok = have in vals
+            elif base in ("StringLike", "ArnLike"):
+                ok = matches_any(vals, have)
+            elif base == "StringEqualsIgnoreCase":
+                ok = have.lower() in [v.lower() for v in vals]
+            elif base == "StringNotEquals":
+                ok = have not in vals
+            elif base in ("StringNotLike", "ArnNotLike"):
+                ok = not matches_any(vals, have)
+            else:
+                return False        # an operator we cannot judge: not admitted (conservative)
+            if not ok:
+                return False
+    return True
+
+
+def admits(policy: Any, service: str, action: str, resource: str, ctx: dict[str, str]) -> bool:
+    """Does a resource policy let ``service`` call ``action`` on ``resource`` in context ``ctx``?
+    An explicit Deny that applies wins."""
+    allowed = False
+    for s in statements(policy):
+        principal = s.get("Principal")
+        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        if not (principal == "*" or service in services or
+                (isinstance(principal, dict) and principal.get("AWS") == "*")):
+            continue
+        if "Action" in s and not matches_any(as_list(s["Action"]), action, True):
+            continue
+        if "NotAction" in s and matches_any(as_list(s["NotAction"]), action, True):
+            continue
+        if "Resource" in s and not matches_any(as_list(s["Resource"]), resource):
+            continue
+        if not condition_holds(s.get("Condition"), ctx):
+            continue
+        if s.get("Effect") == "Deny":
+            return False
+        if s.get("Effect") == "Allow":
+            allowed = True
+    return allowed
+
+
+def delivery_context(target: FlowTarget, with_acl: bool = True) -> dict[str, str]:
+    """What the log delivery service's request carries (seeds: the source account and a
+    ``arn:<p>:logs:<region>:<account>:...`` source ARN)."""
+    ctx = {"aws:SourceAccount": target.account,
+           "aws:SourceArn": f"arn:{target.partition}:logs:{target.region}:{target.account}:"
+                            "vpc-flow-logs"}
+    if with_acl:
+        ctx["s3:x-amz-acl"] = "bucket-owner-full-control"
+    return ctx
+
+
+def bucket_admits_delivery(policy: Any, target: FlowTarget) -> list[str]:
+    """What the bucket policy does not let delivery.logs do for this target (empty: all)."""
+    obj = target.object_arn[:-1] + "vpcflowlogs/x.log.gz"
+    missing = []
+    if not admits(policy, DELIVERY_SERVICE, "s3:PutObject", obj, delivery_context(target)):
+        missing.append(f"s3:PutObject on {target.object_arn}")
+    if not admits(policy, DELIVERY_SERVICE, "s3:GetBucketAcl", target.bucket_arn,
+                  delivery_context(target, with_acl=False)):
+        missing.append(f"s3:GetBucketAcl on {target.bucket_arn}")
+    return missing
+
+
+def unconditioned_grants(policy: Any) -> list[str]:
+    """Sids (or indexes) of Allow statements for delivery.logs without both confused-deputy keys."""
+    out = []
+    for i, s in enumerate(statements(policy)):
+        principal = s.get("Principal")
+        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        if s.get("Effect") != "Allow" or DELIVERY_SERVICE not in services:
+            continue
+        keys = {k.lower() for block in (s.get("Condition") or {}).values() for k in (block or {})}
+        if not {"aws:sourceaccount", "aws:sourcearn"} <= keys:
+            out.append(s.get("Sid") or f"#{i}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- state
+
+@dataclass
+class RoleState:
+    name: str
+    arn: str
+    trust: dict[str, Any]
+    inline: dict[str, Any]
+    tags: dict[str, str]
+
+
+@dataclass
+class FlowState:
+    """What exists, read once per run (the only part of this module that calls AWS)."""
+
+    flow_logs: list[dict[str, Any]] = field(default_factory=list)   # every flow log in the Region
+    bucket_region: str | None = None
+    bucket_policy: dict[str, Any] | None = None
+    bucket_tags: dict[str, str] = field(default_factory=dict)
+    sse: str | None = None                   # "AES256" | "aws:kms" | "aws:kms:dsse" | None
+    kms_key: str | None = None               # key ARN of SSE-KMS
+    kms_manager: str | None = None           # "AWS" | "CUSTOMER"
+    kms_policy: dict[str, Any] | None = None
+    log_group: dict[str, Any] | None = None  # name, retention, kms, tags, class
+    role: RoleState | None = None
+
+    def digest_facts(self) -> dict[str, Any]:
+        return {"flow_logs": sorted((f.get("FlowLogId"), f.get("ResourceId"),
+                                     f.get("LogDestination"), f.get("LogFormat"))
+                                    for f in self.flow_logs),
+                "bucket_policy": self.bucket_policy, "bucket_tags": sorted(self.bucket_tags.items()),
+                "sse": [self.sse, self.kms_key, self.kms_manager], "kms_policy": self.kms_policy,
+                "log_group": self.log_group,
+                "role": None if self.role is None else [self.role.arn, self.role.trust,
+                                                        self.role.inline,
+                                                        sorted(self.role.tags.items())]}
+
+
+def _code(e: Exception) -> str:
+    from botocore.exceptions import ClientError
+    return e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else ""
+
+
+def _doc(value: Any) -> Any:
+    from urllib.parse import unquote
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return json.loads(unquote(value))
+    return value
+
+
+def read_flow_logs(clients: Any, region: str) -> list[dict[str, Any]]:
+    ec2 = clients.client("ec2", region)
+    out: list[dict[str, Any]] = []
+    for page in ec2.get_paginator("describe_flow_logs").paginate():
+        out += page.get("FlowLogs", [])
+    return out
+
+
+def all_vpcs(clients: Any, region: str) -> list[str]:
+    ec2 = clients.client("ec2", region)
+    return [v["VpcId"] for page in ec2.get_paginator("describe_vpcs").paginate()
+            for v in page.get("Vpcs", [])]
+
+
+def read_bucket(clients: Any, target: FlowTarget, state: FlowState) -> None:
+    from botocore.exceptions import ClientError
+    bucket = target.destination.bucket
+    s3 = clients.client("s3", target.region)
+    try:
+        loc = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    except ClientError as e:
+        if _code(e) in ("NoSuchBucket", "404"):
+            raise SetupError(f"bucket {bucket} does not exist: flow logs publish to an existing "
+                             "bucket (vpc-flow-logs-to-s3.md)",
+                             f"create it first (aws s3api create-bucket --bucket {bucket}), then "
+                             "re-run", code="NoSuchBucket") from None
+        if _code(e) in ("AccessDenied", "AllAccessDisabled"):
+            raise _not_bucket_owner(target) from None
+        raise
+    state.bucket_region = "eu-west-1" if loc == "EU" else loc
+    s3 = clients.client("s3", state.bucket_region)
+    try:
+        state.bucket_policy = _doc(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as e:
+        if _code(e) == "NoSuchBucketPolicy":
+            state.bucket_policy = None
+        elif _code(e) in ("AccessDenied", "AccessDeniedException"):
+            raise _not_bucket_owner(target) from None
+        else:
+            raise
+    try:
+        state.bucket_tags = {t["Key"]: t["Value"] for t in
+                             s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])}
+    except ClientError as e:
+        if _code(e) not in ("NoSuchTagSet", "NoSuchTagSetError", "AccessDenied"):
+            raise
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+            "Rules"]
+        default = (rules[0] if rules else {}).get("ApplyServerSideEncryptionByDefault", {})
+        state.sse = default.get("SSEAlgorithm")
+        key = default.get("KMSMasterKeyID")
+    except ClientError as e:
+        if _code(e) != "ServerSideEncryptionConfigurationNotFoundError":
+            raise
+        key = None
+    if state.sse and state.sse.startswith("aws:kms"):
+        kms = clients.client("kms", state.bucket_region)
+        meta = kms.describe_key(KeyId=key or "alias/aws/s3")["KeyMetadata"]
+        state.kms_key, state.kms_manager = meta["Arn"], meta.get("KeyManager")
+        if state.kms_manager != "AWS":
+            try:
+                state.kms_policy = _doc(kms.get_key_policy(KeyId=meta["Arn"],
+                                                           PolicyName="default")["Policy"])
+            except ClientError as e:
+                if _code(e) not in ("AccessDeniedException",):
+                    raise
+
+
+def _not_bucket_owner(target: FlowTarget) -> SetupError:
+    doc = json.dumps({"Version": "2012-10-17", "Statement": s3_delivery_statements(target)},
+                     indent=2)
+    return SetupError(
+        f"cannot read the policy of bucket {target.destination.bucket} (not the bucket owner, or "
+        "no s3:GetBucketPolicy): flow log creation would fail (vpc-flow-logs-to-s3.md)",
+        "ask the bucket owner to merge these statements into its bucket policy, then re-run:\n"
+        + doc, code="BucketNotOwned")
+
+
+def read_log_group(clients: Any, target: FlowTarget, state: FlowState) -> None:
+    logs = clients.client("logs", target.region)
+    name = target.destination.log_group
+    for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name):
+        for g in page.get("logGroups", []):
+            if g["logGroupName"] == name:
+                tags = logs.list_tags_for_resource(resourceArn=target.log_group_arn).get(
+                    "tags", {})
+                state.log_group = {"name": name, "retention": g.get("retentionInDays"),
+                                   "kms": g.get("kmsKeyId"), "tags": tags,
+                                   "class": g.get("logGroupClass", "STANDARD")}
+                return
+
+
+def read_role(clients: Any, name: str, region: str) -> RoleState | None:
+    from botocore.exceptions import ClientError
+    iam = clients.client("iam", region)
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except ClientError as e:
+        if _code(e) == "NoSuchEntity":
+            return None
+        raise
+    inline = {}
+    for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
+        for p in page.get("PolicyNames", []):
+            inline[p] = _doc(iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
+    tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name).get("Tags", [])}
+    return RoleState(name, role["Arn"], _doc(role["AssumeRolePolicyDocument"]), inline, tags)
+
+
+def read_state(clients: Any, target: FlowTarget) -> FlowState:
+    state = FlowState(flow_logs=read_flow_logs(clients, target.region))
+    if target.destination.kind == "s3":
+        read_bucket(clients, target, state)
+    else:
+        read_log_group(clients, target, state)
+        state.role = read_role(clients, target.role, target.region)
+    return state
+
+
+# ----------------------------------------------------------------------------------- the plan
+
+@dataclass
+class FlowPlan:
+    target: FlowTarget
+    steps: list[Step]
+    notes: list[str] = field(default_factory=list)
+    bucket_policy: dict[str, Any] | None = None     # the policy after apply (S3)
+    kms_statement: dict[str, Any] | None = None     # to add to the key policy (SSE-KMS)
+    role_trust: dict[str, Any] | None = None
+    role_policy: dict[str, Any] | None = None
+    state_digest: str | None = None
+
+    @property
+    def iam_actions(self) -> list[str]:
+        acts = ["ec2:DescribeFlowLogs"]
+        if self.target.destination.kind == "s3":
+            acts += ["s3:GetBucketLocation", "s3:GetBucketPolicy", "s3:GetBucketTagging",
+                     "s3:GetEncryptionConfiguration"]
+        else:
+            acts += ["logs:DescribeLogGroups", "logs:ListTagsForResource", "iam:GetRole",
+                     "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListRoleTags"]
+        for s in self.steps:
+            acts += [a for a in s.iam_actions if a not in acts]
+        return acts
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.target
+        doc: dict[str, Any] = {
+            "account": t.account, "region": t.region,
+            "resources": [{"type": k, "id": i} for k, i in t.resources],
+            "destination": {"spec": t.destination.spec, "arn": t.destination_arn,
+                            "type": "s3" if t.destination.kind == "s3" else "cloud-watch-logs"},
+            "log_format": t.log_format, "record_version": record_version(t.log_format),
+            "steps": [s.to_json() for s in self.steps],
+            "iam_actions_required": self.iam_actions, "notes": self.notes,
+            "state_digest": self.state_digest}
+        if t.destination.kind == "s3":
+            doc["destination"].update({"object_arn": t.object_arn, "key_prefix": t.key_prefix,
+                                       "options": t.destination_options})
+            doc["bucket_policy"] = self.bucket_policy
+            doc["statements"] = s3_delivery_statements(t)
+            if self.kms_statement:
+                doc["kms_key_statement"] = self.kms_statement
+        else:
+            doc["role"] = {"name": t.role, "arn": t.role_arn, "trust_policy": self.role_trust,
+                           "policy_name": ROLE_POLICY_NAME, "policy": self.role_policy}
+        return doc
+
+
+def _diff(old: Any, new: Any, name: str) -> str:
+    import difflib
+    a = json.dumps(old, indent=2).splitlines() if old is not None else []
+    b = json.dumps(new, indent=2).splitlines() if new is not None else []
+    return "\n".join(difflib.unified_diff(a, b, f"{name} (current)", f"{name} (planned)",
+                                          lineterm=""))
+
+
+def _same_destination(fl: dict[str, Any], target: FlowTarget) -> bool:
+    have = (fl.get("LogDestination") or "").rstrip("/")
+    if target.destination.kind == "s3":
+        return fl.get("LogDestinationType") == "s3" and have == target.destination_arn.rstrip("/")
+    return fl.get("LogDestinationType", "cloud-watch-logs") == "cloud-watch-logs" and (
+        fl.get("LogGroupName") == target.destination.log_group or
+        have.removesuffix(":*") == target.log_group_arn)
+
+
+def flow_logs_for(state: FlowState, target: FlowTarget, resource_id: str | None = None
+                  ) -> list[dict[str, Any]]:
+    return [fl for fl in state.flow_logs if _same_destination(fl, target) and
+            (resource_id is None or fl.get("ResourceId") == resource_id)]
+
+
+def _differences(fl: dict[str, Any], target: FlowTarget) -> list[str]:
+    out = []
+    if (fl.get("LogFormat") or DEFAULT_FORMAT) != target.log_format:
+        out.append(f"format {fl.get('LogFormat')!r} (asked {target.log_format!r})")
+    if fl.get("TrafficType") and fl["TrafficType"] != target.traffic_type:
+        out.append(f"traffic {fl['TrafficType']} (asked {target.traffic_type})")
+    if target.destination.kind == "s3" and fl.get("DestinationOptions"):
+        have = fl["DestinationOptions"]
+        for k, v in target.destination_options.items():
+            if k in have and have[k] != v:
+                out.append(f"{k} {have[k]} (asked {v})")
+    return out
+
+
+def refuse_control_tower(target: FlowTarget, state: FlowState) -> None:
+    d = target.destination
+    checks = [("bucket", d.bucket, state.bucket_tags)] if d.kind == "s3" else [
+        ("log group", d.log_group, (state.log_group or {}).get("tags")),
+        ("role", target.role, state.role.tags if state.role else None)]
+    for kind, name, tags in checks:
+        if is_control_tower(name, tags):
+            raise SetupError(
+                f"the {kind} {name!r} is managed by AWS Control Tower; trailwatch will not modify "
+                "Control Tower resources (drift would be reverted or break the landing zone)",
+                "send flow logs to a bucket or log group you own", code="ControlTower")
+
+
+def _kms(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
+    if not (state.sse or "").startswith("aws:kms"):
+        return
+    if state.kms_manager == "AWS":
+        raise SetupError(
+            f"bucket {target.destination.bucket} is encrypted with the AWS managed key "
+            f"{state.kms_key}: log delivery cannot use it (\"If you choose SSE-KMS, you must use a "
+            "customer managed key, because using an AWS managed key is not supported\", "
+            "log-delivery-permissions-and-confused-deputy.md; flow logs are delivered from the "
+            "log delivery account, which an AWS managed key cannot admit)",
+            "set the bucket's default encryption to a customer managed key (or SSE-S3), then "
+            "re-run", code="AwsManagedKey")
+    stmt = kms_key_statement(target)
+    plan.kms_statement = stmt
+    ctx = delivery_context(target, with_acl=False)
+    if state.kms_policy is not None and all(
+            admits(state.kms_policy, DELIVERY_SERVICE, a, "*", ctx)
+            for a in ("kms:GenerateDataKey", "kms:Decrypt")):
+        return
+    if target.kms_key_policy == "apply" and state.kms_policy is not None:
+        merged = merge_statements(state.kms_policy, [stmt])
+        plan.steps.append(Step("kms", "PutKeyPolicy",
+                               {"KeyId": state.kms_key, "PolicyName": "default",
+                                "Policy": compact(merged)},
+                               f"add statement {KMS_SID!r} to the key policy of {state.kms_key} "
+                               "(delivery.logs.amazonaws.com, both conditions; others kept)",
+                               ("kms:PutKeyPolicy",), state.bucket_region or target.region,
+                               diff=_diff(state.kms_policy, merged, "key policy"),
+                               resource=state.kms_key))
+        return
+    plan.notes.append(
+        f"WARN: the key policy of {state.kms_key} does not let {DELIVERY_SERVICE} use the key: "
+        "delivery will fail until this statement is added to the KEY policy (not the bucket "
+        "policy), or re-run with --kms-key-policy apply:\n" + json.dumps(stmt, indent=2))
+
+
+def _plan_s3(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
+    _kms(plan, target, state)
+    wanted = s3_delivery_statements(target)
+    current = state.bucket_policy
+    desired = merge_statements(current, wanted)
+    plan.bucket_policy = desired
+    for sid in unconditioned_grants(current):
+        plan.notes.append(f"WARN: bucket policy statement {sid} lets {DELIVERY_SERVICE} in without "
+                          "aws:SourceAccount/aws:SourceArn (confused deputy); trailwatch keeps "
+                          "it (not its own) and adds conditioned statements")
+    if current is not None and canonical(desired) == canonical(current):
+        plan.notes.append(f"bucket policy of {target.destination.bucket} already admits delivery "
+                          f"for {target.object_arn} (Sid-insensitive)")
+        return
+    size = policy_bytes(desired)
+    if size > BUCKET_POLICY_LIMIT:
+        raise SetupError(
+            f"the merged bucket policy of {target.destination.bucket} would be {size} bytes; "
+            f"bucket policies are limited to 20 KB ({BUCKET_POLICY_LIMIT} bytes, S3 User Guide), "
+            "so PutBucketPolicy would fail",
+            "use a bucket (or prefix) with a smaller policy, or consolidate its statements",
+            code="PolicySizeLimit")
+    kept = len(statements(current))
+    plan.steps.append(Step(
+        "s3", "PutBucketPolicy", {"Bucket": target.destination.bucket,
+                                  "Policy": compact(desired)},
+        f"merge {WRITE_SID}/{ACL_SID} for {DELIVERY_SERVICE} (AWSLogs/{target.account}/* under "
+        f"{target.destination.prefix or 'the bucket root'}, aws:SourceAccount + aws:SourceArn) "
+        f"into the policy of bucket {target.destination.bucket} ({kept} existing statement(s) "
+        f"kept; {size} of {BUCKET_POLICY_LIMIT} bytes). Written BEFORE CreateFlowLogs so AWS's "
+        "automatic attachment, which overwrites the whole policy, never runs",
+        ("s3:GetBucketPolicy", "s3:PutBucketPolicy"), state.bucket_region or target.region,
+        diff=None if current is None else _diff(current, desired, "bucket policy"),
+        resource=target.bucket_arn))
+
+
+def _plan_log_group(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
+    from setup.wiring.planner import DEFAULT_RETENTION
+    name, region = target.destination.log_group, target.region
+    lg = state.log_group
+    if lg is None:
+        params: dict[str, Any] = {"logGroupName": name, "tags": target.tags,
+                                  "logGroupClass": "STANDARD"}
+        if target.log_group_kms_key:
+            params["kmsKeyId"] = target.log_group_kms_key
+        plan.steps.append(Step("logs", "CreateLogGroup", params,
+                               f"create log group {name} (STANDARD) tagged {TAG_KEY}={TAG_VALUE}",
+                               ("logs:CreateLogGroup", "logs:TagResource"), region,
+                               resource=target.log_group_arn))
+        days = target.retention_days or DEFAULT_RETENTION
+        plan.steps.append(Step("logs", "PutRetentionPolicy",
+                               {"logGroupName": name, "retentionInDays": days},
+                               f"set retention of {name} to {days} days",
+                               ("logs:PutRetentionPolicy",), region, resource=target.log_group_arn))
+        return
+    plan.notes.append(f"log group {name} exists; "
+                      f"{'managed by trailwatch' if is_owned(lg['tags']) else 'adopting it'}")
+    want, have = target.retention_days, lg.get("retention")
+    if want is not None and want != have:
+        shorter = have is None or want < have
+        plan.steps.append(Step("logs", "PutRetentionPolicy",
+                               {"logGroupName": name, "retentionInDays": want},
+                               f"{'shorten' if shorter else 'lengthen'} retention of {name}: was "
+                               f"{f'{have} days' if have else 'never expire'} -> {want} days",
+                               ("logs:PutRetentionPolicy",), region, destructive=shorter,
+                               resource=target.log_group_arn))
+
+
+def _plan_role(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
+    region, trust, policy = target.region, role_trust_policy(target), role_policy(target)
+    plan.role_trust, plan.role_policy = trust, policy
+    role = state.role
+    tags = [{"Key": k, "Value": v} for k, v in target.tags.items()]
+    if role is None:
+        plan.steps.append(Step("iam", "CreateRole",
+                               {"RoleName": target.role,
+                                "AssumeRolePolicyDocument": json.dumps(trust),
+                                "Description": f"VPC flow logs to {target.destination.log_group} "
+                                               "(trailwatch)", "Tags": tags},
+                               f"create role {target.role} trusted by {FLOW_LOGS_SERVICE} only, "
+                               "with aws:SourceAccount and aws:SourceArn (confused deputy)",
+                               ("iam:CreateRole", "iam:TagRole"), region, resource=target.role_arn))
+    else:
+        if not has_statements(role.trust, trust["Statement"]):
+            merged = merge_statements(role.trust, trust["Statement"])
+            plan.steps.append(Step("iam", "UpdateAssumeRolePolicy",
+                                   {"RoleName": role.name, "PolicyDocument": json.dumps(merged)},
+                                   f"let {FLOW_LOGS_SERVICE} assume role {role.name} (one "
+                                   "statement added, others kept)",
+                                   ("iam:UpdateAssumeRolePolicy",), region,
+                                   diff=_diff(role.trust, merged, "trust policy"),
+                                   resource=role.arn))
+        if not is_owned(role.tags):
+            plan.notes.append(f"role {role.name} exists and is not tagged by trailwatch: adopting it")
+    current = role.inline.get(ROLE_POLICY_NAME) if role else None
+    if current is None or not has_statements(current, policy["Statement"]):
+        desired = merge_statements(current, policy["Statement"]) if current else policy
+        plan.role_policy = desired
+        plan.steps.append(Step("iam", "PutRolePolicy",
+                               {"RoleName": target.role, "PolicyName": ROLE_POLICY_NAME,
+                                "PolicyDocument": json.dumps(desired)},
+                               f"inline policy {ROLE_POLICY_NAME}: logs:CreateLogStream, "
+                               f"PutLogEvents, DescribeLogStreams, DescribeLogGroups on "
+                               f"{target.destination.log_group} only",
+                               ("iam:PutRolePolicy",), region,
+                               diff=None if current is None else _diff(current, desired,
+                                                                       ROLE_POLICY_NAME),
+                               resource=role.arn if role else target.role_arn))
+
+
+def _create_step(target: FlowTarget, rtype: str, rid: str, role_arn: str | None) -> Step:
+    params: dict[str, Any] = {
+        "ResourceType": rtype, "ResourceIds": [rid], "TrafficType": target.traffic_type,
+        "MaxAggregationInterval": target.max_aggregation,
+        "TagSpecifications": [{"ResourceType": "vpc-flow-log",
+                               "Tags": [{"Key": k, "Value": v} for k, v in target.tags.items()]}]}
+    if target.fields != DEFAULT_FIELDS:
+        params["LogFormat"] = target.log_format
+    acts: tuple[str, ...] = ("ec2:CreateFlowLogs", "ec2:CreateTags", "logs:CreateLogDelivery")
+    if target.destination.kind == "s3":
+        params.update(LogDestinationType="s3", LogDestination=target.destination_arn,
+                      DestinationOptions=target.destination_options)
+        where = (f"{target.destination.spec} ({target.file_format}"
+                 f"{', hive-compatible prefixes' if target.hive else ''}"
+                 f"{', per-hour partitions' if target.per_hour else ''})")
+    else:
+        params.update(LogDestinationType="cloud-watch-logs", LogDestination=target.log_group_arn,
+                      DeliverLogsPermissionArn=role_arn)
+        acts += ("iam:PassRole",)
+        where = f"log group {target.destination.log_group} via role {target.role}"
+    kind = {"VPC": "vpc", "Subnet": "subnet", "NetworkInterface": "network-interface"}[rtype]
+    return Step("ec2", "CreateFlowLogs", params,
+                f"create flow log for {rtype} {rid} ({target.traffic_type}, record version "
+                f"{record_version(target.log_format)}) to {where}, tagged {TAG_KEY}={TAG_VALUE}",
+                acts, target.region,
+                resource=f"arn:{target.partition}:ec2:{target.region}:{target.account}:{kind}/{rid}")
+
+
+def build_plan(target: FlowTarget, state: FlowState) -> FlowPlan:
+    """Pure: the ordered steps that make ``target`` true, given ``state``; none when it is."""
+    if not target.resources:
+        raise UsageError("no VPC, subnet or network interface to log",
+                         "pass --vpc ID, --subnet ID, --eni ID (repeatable) or --all-vpcs")
+    plan = FlowPlan(target, [])
+    refuse_control_tower(target, state)
+    role_arn = None
+    if target.destination.kind == "s3":
+        _plan_s3(plan, target, state)
+    else:
+        lg = state.log_group
+        if lg and lg.get("class") not in ("STANDARD", None):
+            raise SetupError(f"log group {target.destination.log_group} has class {lg['class']}",
+                             "use a STANDARD log group", code="LogGroupClass")
+        _plan_log_group(plan, target, state)
+        _plan_role(plan, target, state)
+        role_arn = state.role.arn if state.role else target.role_arn
+    for rtype, rid in target.resources:
+        existing = flow_logs_for(state, target, rid)
+        if not existing:
+            plan.steps.append(_create_step(target, rtype, rid, role_arn))
+            continue
+        fl = existing[0]
+        diffs = _differences(fl, target)
+        if diffs:
+            plan.notes.append(f"WARN: flow log {fl['FlowLogId']} of {rid} to "
+                              f"{target.destination.spec} differs: {'; '.join(diffs)}. Flow logs "
+                              "cannot be changed: `trailwatch flow-logs remove` it, then apply")
+        else:
+            plan.notes.append(f"{rid} already delivers to {target.destination.spec} "
+                              f"({fl['FlowLogId']})")
+    return plan
+
+
+def removal_plan(target: FlowTarget, state: FlowState) -> FlowPlan:
+    """Delete trailwatch's flow logs of the given resources to this destination; take the
+    delivery statements out of the bucket policy only when no flow log of this account and Region
+    still delivers there."""
+    plan = FlowPlan(target, [])
+    refuse_control_tower(target, state)
+    ids = {rid for _, rid in target.resources}
+    doomed = []
+    for fl in flow_logs_for(state, target):
+        if fl.get("ResourceId") not in ids:
+            continue
+        tags = {t["Key"]: t["Value"] for t in fl.get("Tags", [])}
+        if not is_owned(tags):
+            plan.notes.append(f"flow log {fl['FlowLogId']} of {fl['ResourceId']} was not created "
+                              f"by trailwatch (no {TAG_KEY}={TAG_VALUE} tag): kept")
+            continue
+        doomed.append(fl)
+        plan.steps.append(Step("ec2", "DeleteFlowLogs", {"FlowLogIds": [fl["FlowLogId"]]},
+                               f"delete flow log {fl['FlowLogId']} of {fl['ResourceId']} "
+                               f"(delivery to {target.destination.spec} stops; files already "
+                               "delivered are kept)", ("ec2:DeleteFlowLogs",), target.region,
+                               destructive=True))
+    for rid in ids - {fl.get("ResourceId") for fl in flow_logs_for(state, target)}:
+        plan.notes.append(f"{rid} has no flow log to {target.destination.spec}")
+    if target.destination.kind != "s3":
+        plan.notes.append(f"log group {target.destination.log_group} and role {target.role} are "
+                          "kept (they hold or deliver data; delete them by hand when unused)")
+        return plan
+    left = [fl for fl in flow_logs_for(state, target) if fl not in doomed]
+    if left:
+        plan.notes.append(f"bucket policy kept: {len(left)} other flow log(s) of this account and "
+                          f"Region still deliver to {target.destination.spec} "
+                          f"({', '.join(sorted(fl['ResourceId'] for fl in left))})")
+        return plan
+    current = state.bucket_policy
+    wanted = s3_delivery_statements(target)
+    if current is None or not any(_shape(s) == _shape(w) for s in statements(current)
+                                  for w in wanted):
+        return plan
+    rest = unmerge_statements(current, wanted)
+    # AclCheck is shared by every prefix of this account and Region: keep it while a Write
+    # statement of the same shape still grants another prefix.
+    if rest is not None and any(_shape(s) == _shape(wanted[0]) for s in statements(rest)):
+        rest = merge_statements(rest, [wanted[1]])
+    if rest is None:
+        plan.steps.append(Step("s3", "DeleteBucketPolicy", {"Bucket": target.destination.bucket},
+                               f"delete the policy of bucket {target.destination.bucket} (it held "
+                               "only trailwatch's delivery statements)", ("s3:DeleteBucketPolicy",),
+                               state.bucket_region or target.region, destructive=True,
+                               resource=target.bucket_arn))
+    elif canonical(rest) != canonical(current):
+        plan.steps.append(Step("s3", "PutBucketPolicy", {"Bucket": target.destination.bucket,
+                                                         "Policy": compact(rest)},
+                               f"take delivery for {target.object_arn} out of the policy of bucket "
+                               f"{target.destination.bucket} (other statements kept)",
+                               ("s3:PutBucketPolicy",), state.bucket_region or target.region,
+                               diff=_diff(current, rest, "bucket policy"), destructive=True,
+                               resource=target.bucket_arn))
+    return plan
+
+
+def valid_id(flag: str, value: str) -> bool:
+    return bool(_ID_RE[flag].match(value or ""))
+
+
+class FlowExecutor(Executor):
+    """The trail wiring's executor, plus: CreateFlowLogs reports failures per resource in
+    ``Unsuccessful`` (HTTP 200), which is a failed step here."""
+
+    def _call(self, step: Step) -> Any:
+        resp = super()._call(step)
+        bad = (resp or {}).get("Unsuccessful") if step.operation == "CreateFlowLogs" else None
+        if bad:
+            from botocore.exceptions import ClientError
+            err = bad[0].get("Error", {})
+            raise ClientError({"Error": {"Code": str(err.get("Code") or "Unsuccessful"),
+                                         "Message": f"{bad[0].get('ResourceId')}: "
+                                                    f"{err.get('Message', '')}"}},
+                              "CreateFlowLogs")
+        return resp
