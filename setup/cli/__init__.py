@@ -312,6 +312,15 @@ def _register_replay(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> N
 REGISTRARS += [_register_subscribe, _register_rules, _register_replay]
 
 
+def _register_log_sources(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    """`trailwatch flow-logs plan|apply|verify|remove` (issue 21)."""
+    from setup.cli import flowlogs
+    flowlogs.register(sub, parents)
+
+
+REGISTRARS.append(_register_log_sources)
+
+
 def _run_demo(inv: Invocation) -> int:
     """The demo sits beside the product: imported only here, and it drives the CLI through the
     function it is handed (it never imports this module)."""
