@@ -313,9 +313,10 @@ REGISTRARS += [_register_subscribe, _register_rules, _register_replay]
 
 
 def _register_log_sources(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
-    """`trailwatch flow-logs plan|apply|verify|remove` (issue 21)."""
-    from setup.cli import flowlogs
+    """`trailwatch flow-logs plan|apply|verify|remove` and `trailwatch readiness` (issue 21)."""
+    from setup.cli import flowlogs, readiness
     flowlogs.register(sub, parents)
+    readiness.register(sub, parents)
 
 
 REGISTRARS.append(_register_log_sources)
