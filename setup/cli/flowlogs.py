@@ -37,6 +37,7 @@ from setup.verify import summary
 from setup.verify.checks import FAIL
 from setup.verify.flowlogs import MAX_DELIVERY_AGE, run_flowlog_checks
 from setup.wiring import flowlogs as fw
+from setup.wiring import flowlogs_aws as fa
 from setup.wiring.models import RETENTION_DAYS, partition_for_region
 from setup.wiring.planner import Step
 from setup.wiring.plans import check_permissions
@@ -142,7 +143,7 @@ def resolve(clients: Any, args: argparse.Namespace) -> fw.FlowTarget:
             if (kind, rid) not in resources:
                 resources.append((kind, rid))
     if args.all_vpcs:
-        resources = [("VPC", v) for v in fw.all_vpcs(clients, region)]
+        resources = [("VPC", v) for v in fa.all_vpcs(clients, region)]
         if not resources:
             raise SetupError(f"no VPCs in {region}", "nothing to log", code="NoVpcs")
     if not resources:
@@ -169,7 +170,7 @@ def state_digest(target: fw.FlowTarget, state: fw.FlowState) -> str:
 def make_plan(clients: Any, args: argparse.Namespace, remove: bool = False
               ) -> tuple[fw.FlowPlan, fw.FlowTarget]:
     target = resolve(clients, args)
-    state = fw.read_state(clients, target)
+    state = fa.read_state(clients, target)
     if state.role is not None and target.destination.kind != "s3":
         target = replace(target, role_name=state.role.name)
     plan = fw.removal_plan(target, state) if remove else fw.build_plan(target, state)
@@ -224,28 +225,38 @@ def _confirm(plan: fw.FlowPlan, args: argparse.Namespace, verb: str, out: TextIO
     return None
 
 
-def _executor(inv: Any) -> fw.FlowExecutor:
+def _executor(inv: Any) -> fa.FlowExecutor:
     base = inv.executor_factory(inv.clients, 0)
-    return fw.FlowExecutor(base.clients, sleep=base.sleep, monotonic=base.monotonic,
+    return fa.FlowExecutor(base.clients, sleep=base.sleep, monotonic=base.monotonic,
                            progress=base.progress)
 
 
 # ----------------------------------------------------------------------------------- commands
 
+# Simulated without a resource ARN: log delivery is not resource-scoped, and the tags go on the
+# flow log being created, which has no ARN yet.
+_NO_RESOURCE = ("logs:CreateLogDelivery", "logs:DeleteLogDelivery", "ec2:CreateTags")
+
+
 def permission_requests(plan: fw.FlowPlan) -> list[tuple[str, str]]:
+    """Reads plan, apply and verify make, then each step's actions on its resource. The seeds'
+    caller permissions come in through the steps: S3 CreateFlowLogs needs
+    logs:CreateLogDelivery (and the bucket's s3:GetBucketPolicy / s3:PutBucketPolicy); a log
+    group destination needs iam:PassRole on the flow logs role."""
     t = plan.target
     reqs: list[tuple[str, str]] = [("sts:GetCallerIdentity", "*"), ("ec2:DescribeFlowLogs", "*")]
     if t.destination.kind == "s3":
         reqs += [(a, t.bucket_arn) for a in ("s3:GetBucketLocation", "s3:GetBucketPolicy",
-                                             "s3:PutBucketPolicy", "s3:GetBucketTagging",
+                                             "s3:GetBucketTagging",
                                              "s3:GetEncryptionConfiguration", "s3:ListBucket")]
     else:
-        reqs += [("logs:DescribeLogGroups", "*"), ("logs:PutResourcePolicy", "*"),
-                 ("logs:DescribeResourcePolicies", "*"), ("iam:GetRole", t.role_arn)]
-    reqs.append(("logs:CreateLogDelivery", "*"))
+        reqs += [("logs:DescribeLogGroups", "*"), ("logs:DescribeLogStreams", t.log_group_arn),
+                 ("logs:ListTagsForResource", t.log_group_arn), ("iam:GetRole", t.role_arn),
+                 ("iam:ListRolePolicies", t.role_arn), ("iam:GetRolePolicy", t.role_arn)]
     for s in plan.steps:
         for a in s.iam_actions:
-            reqs.append((a, t.role_arn if a == "iam:PassRole" else s.resource))
+            reqs.append((a, t.role_arn if a == "iam:PassRole" else
+                         "*" if a in _NO_RESOURCE else s.resource))
     seen: list[tuple[str, str]] = []
     for r in reqs:
         if r not in seen:
@@ -259,7 +270,8 @@ def cmd_plan(inv: Any) -> int:
     missing = None
     if args.check_permissions:
         missing, warnings = check_permissions(inv.clients, target.region,
-                                              permission_requests(plan))
+                                              permission_requests(plan),
+                                              passed_to=fw.FLOW_LOGS_SERVICE)
         plan.notes += warnings
     if args.out:
         save_plan(plan, args, args.out)

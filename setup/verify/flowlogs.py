@@ -27,6 +27,7 @@ from setup.errors import SetupError, error_code
 from setup.policy_eval import evaluate
 from setup.verify.checks import FAIL, PASS, WARN, CheckResult
 from setup.wiring import flowlogs as fw
+from setup.wiring import flowlogs_aws as fa
 
 MAX_DELIVERY_AGE = dt.timedelta(minutes=30)
 FIRST_DELIVERY = dt.timedelta(minutes=15)   # 5-minute files, up to 10-minute aggregation
@@ -55,7 +56,7 @@ def run_flowlog_checks(clients: Any, target: fw.FlowTarget, *,
                        max_age: dt.timedelta = MAX_DELIVERY_AGE) -> list[CheckResult]:
     out: list[CheckResult] = []
     try:
-        state = fw.read_state(clients, target)
+        state = fa.read_state(clients, target)
     except SetupError as e:
         return [CheckResult("destination.readable", FAIL, e.message, e.remediation)]
     found = {fl["ResourceId"]: fl for fl in fw.flow_logs_for(state, target)}

@@ -18,9 +18,10 @@ The policy documents are the seeds' (``../shared/reference/seeds/``):
   trusted by ``vpc-flow-logs.amazonaws.com`` with ``aws:SourceAccount`` and ``aws:SourceArn
   arn:<p>:ec2:<region>:<account>:vpc-flow-log/*``, and a policy on that one log group.
 
-Pure builders first (no AWS calls), then :func:`read_state` (the only reader), then
-:func:`build_plan` (pure: target + state -> steps). Steps are :class:`~setup.wiring.planner.Step`,
-run by the same :class:`~setup.wiring.executor.Executor` as the trail wiring.
+Pure: the target, the documents, :func:`build_plan` and :func:`removal_plan` (target + state ->
+steps). Merging and condition evaluation are :mod:`setup.wiring.logdelivery`'s; reading the state
+and running the steps are :mod:`setup.wiring.flowlogs_aws`'s. Steps are
+:class:`~setup.wiring.planner.Step`, run by the trail wiring's executor.
 """
 
 from __future__ import annotations
@@ -31,8 +32,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from setup.errors import SetupError, UsageError
-from setup.policy_eval import as_list, matches_any
-from setup.wiring.executor import Executor
+from setup.wiring.logdelivery import (  # noqa: F401  (re-exported: one import for callers)
+    BUCKET_POLICY_LIMIT,
+    DELIVERY_SERVICE,
+    RESOURCE_POLICY_CHARS,
+    admits,
+    compact,
+    condition_holds,
+    has_statements,
+    merge_statements,
+    policy_bytes,
+    shape,
+    statements,
+    unconditioned_grants,
+    unmerge_statements,
+)
 from setup.wiring.models import (
     TAG_KEY,
     TAG_VALUE,
@@ -44,17 +58,11 @@ from setup.wiring.models import (
 )
 from setup.wiring.planner import Step
 
-DELIVERY_SERVICE = "delivery.logs.amazonaws.com"
 FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
 FLOW_TAG = "trailwatch:flow-logs"        # value: the destination ARN the flow log serves
 WRITE_SID, ACL_SID = "AWSLogDeliveryWrite", "AWSLogDeliveryAclCheck"
 KMS_SID = "Allow Logs Delivery to use the key"
 ROLE_POLICY_NAME = "trailwatch-flowlogs-delivery"
-# S3 User Guide, "Bucket policies and user policies": "Bucket policies are limited to 20 KB".
-BUCKET_POLICY_LIMIT = 20 * 1024
-# log-delivery-permissions-and-confused-deputy.md: "CloudWatch Logs resource policies are limited
-# to 5120 characters".
-RESOURCE_POLICY_CHARS = 5120
 RESOURCE_TYPES = {"vpc": "VPC", "subnet": "Subnet", "eni": "NetworkInterface"}
 _ID_RE = {"vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"), "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
           "eni": re.compile(r"^eni-[0-9a-f]{8,17}$")}
@@ -275,144 +283,6 @@ def role_policy(target: FlowTarget) -> dict[str, Any]:
          "Action": ["logs:DescribeLogGroups"], "Resource": [group, f"{group}:*"]}]}
 
 
-# ----------------------------------------------------------------------------------- merging
-
-def statements(doc: Any) -> list[dict[str, Any]]:
-    if isinstance(doc, str):
-        doc = json.loads(doc) if doc.strip() else {}
-    st = (doc or {}).get("Statement", []) if isinstance(doc, dict) else []
-    return [st] if isinstance(st, dict) else [s for s in st if isinstance(s, dict)]
-
-
-def _shape(stmt: dict[str, Any]) -> Any:
-    """A statement without Sid and Resource, normalised (string-or-list, order, key order)."""
-    return canonical({k: v for k, v in stmt.items() if k not in ("Sid", "Resource")})
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return canonical({k: v for k, v in a.items() if k != "Sid"}) == \
-        canonical({k: v for k, v in b.items() if k != "Sid"})
-
-
-def compact(doc: Any) -> str:
-    """A policy as sent: no whitespace (what the size limits are checked against)."""
-    return json.dumps(doc, separators=(",", ":"))
-
-
-def policy_bytes(doc: Any) -> int:
-    return len(compact(doc).encode("utf-8"))
-
-
-def merge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, Any]:
-    """``current`` with each wanted statement present, compared without Sids: a statement that
-    differs from a wanted one only in its Resource gains the wanted resource (the seeds' way of
-    adding an account or a prefix); otherwise the wanted statement is appended, under its seed Sid
-    or, when another statement holds that Sid, a suffixed one. Nothing else changes."""
-    doc = dict(current) if isinstance(current, dict) else {}
-    doc = {"Version": doc.get("Version", "2012-10-17"), **doc}
-    stmts = [dict(s) for s in statements(current)]
-    for want in wanted:
-        res = as_list(want.get("Resource"))
-        hit = next((s for s in stmts if _shape(s) == _shape(want)), None)
-        if hit is not None:
-            have = as_list(hit.get("Resource"))
-            missing = [r for r in res if not matches_any(have, r)]
-            if missing:
-                hit["Resource"] = have + missing
-            continue
-        sid = want.get("Sid")
-        taken = {s.get("Sid") for s in stmts}
-        if sid and sid in taken:
-            sid = f"{sid}{short_id(json.dumps(canonical(want), sort_keys=True)).upper()}"
-        stmts.append(dict(want, Sid=sid))
-    doc["Statement"] = stmts
-    return doc
-
-
-def unmerge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The inverse: drop the wanted resources from statements of the wanted shape (a statement
-    left without resources goes); other statements are kept as they are. ``None`` when nothing
-    is left at all (DeleteBucketPolicy)."""
-    doc = dict(current) if isinstance(current, dict) else {"Version": "2012-10-17"}
-    out = []
-    for s in statements(current):
-        want = next((w for w in wanted if _shape(w) == _shape(s)), None)
-        if want is None:
-            out.append(s)
-            continue
-        left = [r for r in as_list(s.get("Resource")) if r not in as_list(want["Resource"])]
-        if left or "Resource" not in s:
-            out.append(dict(s, Resource=left if len(left) > 1 or isinstance(
-                s.get("Resource"), list) else left[0]))
-    if not out:
-        return None
-    doc["Statement"] = out
-    return doc
-
-
-def has_statements(current: Any, wanted: list[dict[str, Any]]) -> bool:
-    """Every wanted statement present (Sid-insensitive; resource lists may hold more)."""
-    return canonical(merge_statements(current, wanted)["Statement"]) == \
-        canonical([dict(s) for s in statements(current)])
-
-
-# ----------------------------------------------------------------------------------- conditions
-
-def condition_holds(cond: dict[str, Any] | None, ctx: dict[str, str]) -> bool:
-    """Evaluate a Condition block against a request context (the operators delivery policies
-    use: String/Arn Equals/Like, and their IfExists forms). A key missing from the context fails
-    the operator (IfExists passes)."""
-    for op, block in (cond or {}).items():
-        base, if_exists = (op[:-8], True) if op.endswith("IfExists") else (op, False)
-        for key, values in (block or {}).items():
-            have = next((v for k, v in ctx.items() if k.lower() == key.lower()), None)
-            if have is None:
-                if if_exists:
-                    continue
-                return False
-            vals = as_list(values)
-            if base in ("StringEquals", "ArnEquals"):
-                ok = have in vals
-            elif base in ("StringLike", "ArnLike"):
-                ok = matches_any(vals, have)
-            elif base == "StringEqualsIgnoreCase":
-                ok = have.lower() in [v.lower() for v in vals]
-            elif base == "StringNotEquals":
-                ok = have not in vals
-            elif base in ("StringNotLike", "ArnNotLike"):
-                ok = not matches_any(vals, have)
-            else:
-                return False        # an operator we cannot judge: not admitted (conservative)
-            if not ok:
-                return False
-    return True
-
-
-def admits(policy: Any, service: str, action: str, resource: str, ctx: dict[str, str]) -> bool:
-    """Does a resource policy let ``service`` call ``action`` on ``resource`` in context ``ctx``?
-    An explicit Deny that applies wins."""
-    allowed = False
-    for s in statements(policy):
-        principal = s.get("Principal")
-        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
-        if not (principal == "*" or service in services or
-                (isinstance(principal, dict) and principal.get("AWS") == "*")):
-            continue
-        if "Action" in s and not matches_any(as_list(s["Action"]), action, True):
-            continue
-        if "NotAction" in s and matches_any(as_list(s["NotAction"]), action, True):
-            continue
-        if "Resource" in s and not matches_any(as_list(s["Resource"]), resource):
-            continue
-        if not condition_holds(s.get("Condition"), ctx):
-            continue
-        if s.get("Effect") == "Deny":
-            return False
-        if s.get("Effect") == "Allow":
-            allowed = True
-    return allowed
-
-
 def delivery_context(target: FlowTarget, with_acl: bool = True) -> dict[str, str]:
     """What the log delivery service's request carries (seeds: the source account and a
     ``arn:<p>:logs:<region>:<account>:...`` source ARN)."""
@@ -434,20 +304,6 @@ def bucket_admits_delivery(policy: Any, target: FlowTarget) -> list[str]:
                   delivery_context(target, with_acl=False)):
         missing.append(f"s3:GetBucketAcl on {target.bucket_arn}")
     return missing
-
-
-def unconditioned_grants(policy: Any) -> list[str]:
-    """Sids (or indexes) of Allow statements for delivery.logs without both confused-deputy keys."""
-    out = []
-    for i, s in enumerate(statements(policy)):
-        principal = s.get("Principal")
-        services = as_list(principal.get("Service")) if isinstance(principal, dict) else []
-        if s.get("Effect") != "Allow" or DELIVERY_SERVICE not in services:
-            continue
-        keys = {k.lower() for block in (s.get("Condition") or {}).values() for k in (block or {})}
-        if not {"aws:sourceaccount", "aws:sourcearn"} <= keys:
-            out.append(s.get("Sid") or f"#{i}")
-    return out
 
 
 # ----------------------------------------------------------------------------------- state
@@ -488,139 +344,6 @@ class FlowState:
                                                         sorted(self.role.tags.items())]}
 
 
-def _code(e: Exception) -> str:
-    from botocore.exceptions import ClientError
-    return e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else ""
-
-
-def _doc(value: Any) -> Any:
-    from urllib.parse import unquote
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return json.loads(unquote(value))
-    return value
-
-
-def read_flow_logs(clients: Any, region: str) -> list[dict[str, Any]]:
-    ec2 = clients.client("ec2", region)
-    out: list[dict[str, Any]] = []
-    for page in ec2.get_paginator("describe_flow_logs").paginate():
-        out += page.get("FlowLogs", [])
-    return out
-
-
-def all_vpcs(clients: Any, region: str) -> list[str]:
-    ec2 = clients.client("ec2", region)
-    return [v["VpcId"] for page in ec2.get_paginator("describe_vpcs").paginate()
-            for v in page.get("Vpcs", [])]
-
-
-def read_bucket(clients: Any, target: FlowTarget, state: FlowState) -> None:
-    from botocore.exceptions import ClientError
-    bucket = target.destination.bucket
-    s3 = clients.client("s3", target.region)
-    try:
-        loc = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
-    except ClientError as e:
-        if _code(e) in ("NoSuchBucket", "404"):
-            raise SetupError(f"bucket {bucket} does not exist: flow logs publish to an existing "
-                             "bucket (vpc-flow-logs-to-s3.md)",
-                             f"create it first (aws s3api create-bucket --bucket {bucket}), then "
-                             "re-run", code="NoSuchBucket") from None
-        if _code(e) in ("AccessDenied", "AllAccessDisabled"):
-            raise _not_bucket_owner(target) from None
-        raise
-    state.bucket_region = "eu-west-1" if loc == "EU" else loc
-    s3 = clients.client("s3", state.bucket_region)
-    try:
-        state.bucket_policy = _doc(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-    except ClientError as e:
-        if _code(e) == "NoSuchBucketPolicy":
-            state.bucket_policy = None
-        elif _code(e) in ("AccessDenied", "AccessDeniedException"):
-            raise _not_bucket_owner(target) from None
-        else:
-            raise
-    try:
-        state.bucket_tags = {t["Key"]: t["Value"] for t in
-                             s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])}
-    except ClientError as e:
-        if _code(e) not in ("NoSuchTagSet", "NoSuchTagSetError", "AccessDenied"):
-            raise
-    try:
-        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
-            "Rules"]
-        default = (rules[0] if rules else {}).get("ApplyServerSideEncryptionByDefault", {})
-        state.sse = default.get("SSEAlgorithm")
-        key = default.get("KMSMasterKeyID")
-    except ClientError as e:
-        if _code(e) != "ServerSideEncryptionConfigurationNotFoundError":
-            raise
-        key = None
-    if state.sse and state.sse.startswith("aws:kms"):
-        kms = clients.client("kms", state.bucket_region)
-        meta = kms.describe_key(KeyId=key or "alias/aws/s3")["KeyMetadata"]
-        state.kms_key, state.kms_manager = meta["Arn"], meta.get("KeyManager")
-        if state.kms_manager != "AWS":
-            try:
-                state.kms_policy = _doc(kms.get_key_policy(KeyId=meta["Arn"],
-                                                           PolicyName="default")["Policy"])
-            except ClientError as e:
-                if _code(e) not in ("AccessDeniedException",):
-                    raise
-
-
-def _not_bucket_owner(target: FlowTarget) -> SetupError:
-    doc = json.dumps({"Version": "2012-10-17", "Statement": s3_delivery_statements(target)},
-                     indent=2)
-    return SetupError(
-        f"cannot read the policy of bucket {target.destination.bucket} (not the bucket owner, or "
-        "no s3:GetBucketPolicy): flow log creation would fail (vpc-flow-logs-to-s3.md)",
-        "ask the bucket owner to merge these statements into its bucket policy, then re-run:\n"
-        + doc, code="BucketNotOwned")
-
-
-def read_log_group(clients: Any, target: FlowTarget, state: FlowState) -> None:
-    logs = clients.client("logs", target.region)
-    name = target.destination.log_group
-    for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name):
-        for g in page.get("logGroups", []):
-            if g["logGroupName"] == name:
-                tags = logs.list_tags_for_resource(resourceArn=target.log_group_arn).get(
-                    "tags", {})
-                state.log_group = {"name": name, "retention": g.get("retentionInDays"),
-                                   "kms": g.get("kmsKeyId"), "tags": tags,
-                                   "class": g.get("logGroupClass", "STANDARD")}
-                return
-
-
-def read_role(clients: Any, name: str, region: str) -> RoleState | None:
-    from botocore.exceptions import ClientError
-    iam = clients.client("iam", region)
-    try:
-        role = iam.get_role(RoleName=name)["Role"]
-    except ClientError as e:
-        if _code(e) == "NoSuchEntity":
-            return None
-        raise
-    inline = {}
-    for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
-        for p in page.get("PolicyNames", []):
-            inline[p] = _doc(iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
-    tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name).get("Tags", [])}
-    return RoleState(name, role["Arn"], _doc(role["AssumeRolePolicyDocument"]), inline, tags)
-
-
-def read_state(clients: Any, target: FlowTarget) -> FlowState:
-    state = FlowState(flow_logs=read_flow_logs(clients, target.region))
-    if target.destination.kind == "s3":
-        read_bucket(clients, target, state)
-    else:
-        read_log_group(clients, target, state)
-        state.role = read_role(clients, target.role, target.region)
-    return state
 
 
 # ----------------------------------------------------------------------------------- the plan
@@ -877,8 +600,10 @@ def _create_step(target: FlowTarget, rtype: str, rid: str, role_arn: str | None)
                                "Tags": [{"Key": k, "Value": v} for k, v in target.tags.items()]}]}
     if target.fields != DEFAULT_FIELDS:
         params["LogFormat"] = target.log_format
-    acts: tuple[str, ...] = ("ec2:CreateFlowLogs", "ec2:CreateTags", "logs:CreateLogDelivery")
+    acts: tuple[str, ...] = ("ec2:CreateFlowLogs", "ec2:CreateTags")
     if target.destination.kind == "s3":
+        # vpc-flow-logs-to-s3.md, "IAM policy for IAM principals that publish flow logs to S3"
+        acts += ("logs:CreateLogDelivery",)
         params.update(LogDestinationType="s3", LogDestination=target.destination_arn,
                       DestinationOptions=target.destination_options)
         where = (f"{target.destination.spec} ({target.file_format}"
@@ -952,7 +677,10 @@ def removal_plan(target: FlowTarget, state: FlowState) -> FlowPlan:
         plan.steps.append(Step("ec2", "DeleteFlowLogs", {"FlowLogIds": [fl["FlowLogId"]]},
                                f"delete flow log {fl['FlowLogId']} of {fl['ResourceId']} "
                                f"(delivery to {target.destination.spec} stops; files already "
-                               "delivered are kept)", ("ec2:DeleteFlowLogs",), target.region,
+                               "delivered are kept)",
+                               ("ec2:DeleteFlowLogs",) + (("logs:DeleteLogDelivery",)
+                                                          if target.destination.kind == "s3"
+                                                          else ()), target.region,
                                destructive=True))
     for rid in ids - {fl.get("ResourceId") for fl in flow_logs_for(state, target)}:
         plan.notes.append(f"{rid} has no flow log to {target.destination.spec}")
@@ -968,13 +696,13 @@ def removal_plan(target: FlowTarget, state: FlowState) -> FlowPlan:
         return plan
     current = state.bucket_policy
     wanted = s3_delivery_statements(target)
-    if current is None or not any(_shape(s) == _shape(w) for s in statements(current)
+    if current is None or not any(shape(s) == shape(w) for s in statements(current)
                                   for w in wanted):
         return plan
     rest = unmerge_statements(current, wanted)
     # AclCheck is shared by every prefix of this account and Region: keep it while a Write
     # statement of the same shape still grants another prefix.
-    if rest is not None and any(_shape(s) == _shape(wanted[0]) for s in statements(rest)):
+    if rest is not None and any(shape(s) == shape(wanted[0]) for s in statements(rest)):
         rest = merge_statements(rest, [wanted[1]])
     if rest is None:
         plan.steps.append(Step("s3", "DeleteBucketPolicy", {"Bucket": target.destination.bucket},
@@ -997,18 +725,3 @@ def valid_id(flag: str, value: str) -> bool:
     return bool(_ID_RE[flag].match(value or ""))
 
 
-class FlowExecutor(Executor):
-    """The trail wiring's executor, plus: CreateFlowLogs reports failures per resource in
-    ``Unsuccessful`` (HTTP 200), which is a failed step here."""
-
-    def _call(self, step: Step) -> Any:
-        resp = super()._call(step)
-        bad = (resp or {}).get("Unsuccessful") if step.operation == "CreateFlowLogs" else None
-        if bad:
-            from botocore.exceptions import ClientError
-            err = bad[0].get("Error", {})
-            raise ClientError({"Error": {"Code": str(err.get("Code") or "Unsuccessful"),
-                                         "Message": f"{bad[0].get('ResourceId')}: "
-                                                    f"{err.get('Message', '')}"}},
-                              "CreateFlowLogs")
-        return resp

@@ -65,11 +65,11 @@ def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, str]]:
     return seen
 
 
-def check_permissions(clients: AwsClients, region: str, actions: list[Any]
-                      ) -> tuple[list[str], list[str]]:
+def check_permissions(clients: AwsClients, region: str, actions: list[Any],
+                      passed_to: str = "cloudtrail.amazonaws.com") -> tuple[list[str], list[str]]:
     """(denied "action on resource" list, warnings) per iam:SimulatePrincipalPolicy, with
-    resource ARNs and the iam:PassedToService context for iam:PassRole. A simulation that is
-    itself denied is a warning, not an abort."""
+    resource ARNs and the iam:PassedToService context (``passed_to``) for iam:PassRole. A
+    simulation that is itself denied is a warning, not an abort."""
     reqs = [(a, "*") if isinstance(a, str) else a for a in actions]
     arn = caller(clients, region)["arn"]
     iam = clients.client("iam", region)
@@ -92,7 +92,7 @@ def check_permissions(clients: AwsClients, region: str, actions: list[Any]
                 kw["ResourceArns"] = [res]
             if "iam:PassRole" in acts:
                 kw["ContextEntries"] = [{"ContextKeyName": "iam:PassedToService",
-                                         "ContextKeyValues": ["cloudtrail.amazonaws.com"],
+                                         "ContextKeyValues": [passed_to],
                                          "ContextKeyType": "string"}]
             for page in iam.get_paginator("simulate_principal_policy").paginate(**kw):
                 missing += [r["EvalActionName"] + ("" if res == "*" else f" on {res}")

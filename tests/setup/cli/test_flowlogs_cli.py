@@ -394,3 +394,41 @@ def test_flow_logs_to_a_log_group_with_a_confused_deputy_safe_role(aws):
     code, _, _, clients = tw("flow-logs", "apply", "--vpc", v, "--to", "log-group:vpc-flow",
                              "--yes")
     assert code == 0 and writes(clients) == []
+
+
+@pytest.mark.parametrize("dest, needed", [
+    ("s3://shared-logs/flow", [("logs:CreateLogDelivery", "*"),
+                               ("s3:PutBucketPolicy", "arn:aws:s3:::shared-logs"),
+                               ("s3:GetBucketPolicy", "arn:aws:s3:::shared-logs")]),
+    ("log-group:vpc-flow", [("iam:PassRole", "ROLE"), ("iam:CreateRole", "ROLE"),
+                            ("logs:CreateLogGroup", "GROUP")])])
+def test_check_permissions_simulates_the_seeds_caller_permissions(dest, needed):
+    """--check-permissions asks IAM about the documented caller permissions, on their resources,
+    and simulates iam:PassRole as passed to vpc-flow-logs.amazonaws.com (not CloudTrail)."""
+    from setup.cli.flowlogs import permission_requests
+    from setup.wiring import flowlogs as fw
+    from setup.wiring.plans import check_permissions
+    from tests.fakes import FakeClients
+
+    def simulate(**kw):
+        return {"EvaluationResults": [{"EvalActionName": a, "EvalDecision": "implicitDeny"
+                                       if a == "logs:CreateLogDelivery" else "allowed"}
+                                      for a in kw["ActionNames"]]}
+    fake = FakeClients(responses={
+        ("sts", "get_caller_identity"): {"Account": "123456789012",
+                                         "Arn": "arn:aws:iam::123456789012:user/ops"},
+        ("iam", "simulate_principal_policy"): simulate})
+    t = fw.FlowTarget("123456789012", REGION, "aws", (("VPC", "vpc-0123456789abcdef0"),),
+                      fw.parse_destination(dest))
+    reqs = permission_requests(fw.build_plan(t, fw.FlowState()))
+    for action, res in needed:
+        res = {"ROLE": t.role_arn, "GROUP": t.log_group_arn}.get(res, res)
+        assert (action, res) in reqs
+    missing, warnings = check_permissions(fake, REGION, reqs, passed_to=fw.FLOW_LOGS_SERVICE)
+    assert warnings == []
+    assert missing == (["logs:CreateLogDelivery"] if dest.startswith("s3") else [])
+    passes = [kw for _, kw in fake.calls_to("iam", "simulate_principal_policy")
+              if "iam:PassRole" in kw["ActionNames"]]
+    for kw in passes:
+        assert kw["ContextEntries"][0]["ContextKeyValues"] == ["vpc-flow-logs.amazonaws.com"]
+    assert bool(passes) == dest.startswith("log-group")
