@@ -171,3 +171,17 @@ class FlowExecutor(Executor):
                                                     f"{err.get('Message', '')}"}},
                               "CreateFlowLogs")
         return resp
+
+
+def read_resource_policies(clients: Any, region: str) -> dict[str, Any]:
+    """The Region's CloudWatch Logs resource policies, by name (paginated)."""
+    logs = clients.client("logs", region)
+    out: dict[str, Any] = {}
+    kw: dict[str, Any] = {}
+    while True:
+        page = logs.describe_resource_policies(**kw)
+        for p in page.get("resourcePolicies", []):
+            out[p["policyName"]] = _doc(p.get("policyDocument") or "{}")
+        if not page.get("nextToken"):
+            return out
+        kw["nextToken"] = page["nextToken"]

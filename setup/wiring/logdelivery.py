@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from setup.errors import SetupError
 from setup.policy_eval import as_list, matches_any
 from setup.wiring.models import canonical, short_id
+from setup.wiring.planner import Step
 
 DELIVERY_SERVICE = "delivery.logs.amazonaws.com"
 # S3 User Guide, "Bucket policies and user policies": "Bucket policies are limited to 20 KB".
@@ -171,3 +173,119 @@ def unconditioned_grants(policy: Any) -> list[str]:
         if not {"aws:sourceaccount", "aws:sourcearn"} <= keys:
             out.append(s.get("Sid") or f"#{i}")
     return out
+
+
+# ----------------------------------------------------------------------------------- CloudWatch Logs
+
+# CloudWatch Logs quotas: "Up to 10 CloudWatch Logs resource policies per Region per account. This
+# quota can't be changed" (moto enforces the same count).
+RESOURCE_POLICIES_PER_REGION = 10
+CWL_POLICY_NAME = "trailwatch-log-delivery"
+CWL_SID = "AWSLogDeliveryWrite20150319"
+
+
+def cwl_delivery_statement(account: str, region: str, partition: str,
+                           log_groups: list[str]) -> dict[str, Any]:
+    """The seed's log-group resource-policy statement ("Logs sent to CloudWatch Logs"), with both
+    confused-deputy conditions, for these log groups' streams."""
+    base = f"arn:{partition}:logs:{region}:{account}:log-group:"
+    return {"Sid": CWL_SID, "Effect": "Allow", "Principal": {"Service": [DELIVERY_SERVICE]},
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"{base}{g}:log-stream:*" for g in log_groups],
+            "Condition": {"StringEquals": {"aws:SourceAccount": [account]},
+                          "ArnLike": {"aws:SourceArn": [f"arn:{partition}:logs:{region}:{account}:*"]}}}
+
+
+def cwl_admits(policies: dict[str, Any], account: str, region: str, partition: str,
+               log_group: str) -> str | None:
+    """The name of a resource policy that lets the delivery service write ``log_group`` in the
+    context it sends (None: none does)."""
+    stream = f"arn:{partition}:logs:{region}:{account}:log-group:{log_group}:log-stream:x"
+    ctx = {"aws:SourceAccount": account,
+           "aws:SourceArn": f"arn:{partition}:logs:{region}:{account}:delivery-source/x"}
+    for name, doc in policies.items():
+        if all(admits(doc, DELIVERY_SERVICE, a, stream, ctx)
+               for a in ("logs:CreateLogStream", "logs:PutLogEvents")):
+            return name
+    return None
+
+
+class ResourcePolicyLimit(ValueError):
+    """Writing would pass a documented CloudWatch Logs limit; the message says which."""
+
+
+def plan_cwl_resource_policy(policies: dict[str, Any], account: str, region: str,
+                             partition: str, log_groups: list[str]
+                             ) -> tuple[str | None, dict[str, Any] | None, list[str]]:
+    """(policy name, document to put, notes) that makes delivery to ``log_groups`` possible,
+    or (None, None, notes) when the Region's policies already admit it.
+
+    Merged, never replacing anyone's: a policy already holding a statement of the same shape
+    (service, actions, conditions) gains the groups' streams in its Resource; otherwise
+    trailwatch's own policy is extended or created. Every candidate document is checked against
+    5120 characters and a new policy against 10 per Region; when neither fits,
+    :class:`ResourcePolicyLimit` names the limit (the seed's way out: log groups named
+    ``/aws/vendedlogs/...``)."""
+    notes: list[str] = []
+    missing = []
+    for g in log_groups:
+        name = cwl_admits(policies, account, region, partition, g)
+        if name:
+            notes.append(f"resource policy {name} already admits {DELIVERY_SERVICE} for {g}")
+        else:
+            missing.append(g)
+    if not missing:
+        return None, None, notes
+    wanted = cwl_delivery_statement(account, region, partition, missing)
+    tried: list[str] = []
+    order = [n for n, d in policies.items()
+             if any(shape(s) == shape(wanted) for s in statements(d))]
+    order += [n for n in (CWL_POLICY_NAME,) if n in policies and n not in order]
+    for name in order:
+        merged = merge_statements(policies[name], [wanted])
+        size = len(compact(merged))
+        if size <= RESOURCE_POLICY_CHARS:
+            return name, merged, notes
+        tried.append(f"{name} would be {size} characters")
+    fresh = {"Version": "2012-10-17", "Statement": [wanted]}
+    if len(compact(fresh)) > RESOURCE_POLICY_CHARS:
+        raise ResourcePolicyLimit(
+            f"one statement for {len(missing)} log group(s) is {len(compact(fresh))} characters; "
+            f"CloudWatch Logs resource policies are limited to {RESOURCE_POLICY_CHARS}")
+    name = CWL_POLICY_NAME if CWL_POLICY_NAME not in policies else next(
+        f"{CWL_POLICY_NAME}-{i}" for i in range(2, RESOURCE_POLICIES_PER_REGION + 2)
+        if f"{CWL_POLICY_NAME}-{i}" not in policies)
+    if len(policies) >= RESOURCE_POLICIES_PER_REGION:
+        raise ResourcePolicyLimit(
+            f"the Region already has {len(policies)} CloudWatch Logs resource policies (the "
+            f"limit is {RESOURCE_POLICIES_PER_REGION} per Region and cannot be raised) and "
+            + (f"no existing one can take the statement ({'; '.join(tried)}; the limit is "
+               f"{RESOURCE_POLICY_CHARS} characters per policy)" if tried else
+               "none of them holds a log-delivery statement to extend")
+            + "; send the logs to log groups named /aws/vendedlogs/..., which CloudWatch Logs "
+              "admits for the delivering service once its policy nears the size limit")
+    return name, fresh, notes + [f"new resource policy {name}" + (
+        f" ({'; '.join(tried)})" if tried else "")]
+
+
+def cwl_resource_policy_step(policies: dict[str, Any], account: str, region: str,
+                             partition: str, log_groups: list[str]
+                             ) -> tuple[Step | None, list[str]]:
+    """The PutResourcePolicy step (None when nothing is missing), or a refusal naming the limit."""
+    try:
+        name, doc, notes = plan_cwl_resource_policy(policies, account, region, partition,
+                                                    log_groups)
+    except ResourcePolicyLimit as e:
+        raise SetupError(f"cannot admit {DELIVERY_SERVICE} for {', '.join(log_groups)}: {e}",
+                         "delete an unused CloudWatch Logs resource policy (aws logs "
+                         "describe-resource-policies), or deliver to /aws/vendedlogs/... log "
+                         "groups", code="ResourcePolicyLimit") from None
+    if name is None or doc is None:
+        return None, notes
+    verb = "merge into" if name in policies else "create"
+    return Step("logs", "PutResourcePolicy", {"policyName": name, "policyDocument": compact(doc)},
+                f"{verb} CloudWatch Logs resource policy {name}: {DELIVERY_SERVICE} may "
+                f"CreateLogStream/PutLogEvents on {', '.join(log_groups)} (aws:SourceAccount + "
+                f"aws:SourceArn; {len(compact(doc))} of {RESOURCE_POLICY_CHARS} characters; other "
+                "statements and policies kept)",
+                ("logs:PutResourcePolicy", "logs:DescribeResourcePolicies"), region), notes
