@@ -41,11 +41,12 @@ from setup.wiring import flowlogs_aws as fa
 from setup.wiring.models import RETENTION_DAYS, partition_for_region
 from setup.wiring.planner import Step
 from setup.wiring.plans import check_permissions
+from setup.wiring.state import resolve_kms_key
 
 PLAN_FORMAT = "trailwatch-flowlogs-plan/1"
 _SAVED = ("vpc", "subnet", "eni", "all_vpcs", "to", "fields", "file_format",
           "hive_compatible_prefixes", "per_hour_partition", "traffic_type",
-          "max_aggregation_interval", "kms_key_policy", "retention_days", "role_name")
+          "max_aggregation_interval", "kms_key_policy", "retention_days", "role_name", "kms_key")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,6 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default), or merge it into the key policy")
     d.add_argument("--retention-days", type=int, choices=RETENTION_DAYS, metavar="N",
                    help="log group only: retention (new groups: 365)")
+    d.add_argument("--kms-key", metavar="KEY",
+                   help="log group only: KMS key for a new log group (key id, ARN, alias/NAME), "
+                        "resolved with DescribeKey; its policy must let logs.<region>.amazonaws.com "
+                        "use it for this group (the statement to add is printed)")
     d.add_argument("--role-name", metavar="NAME",
                    help="log group only: the role flow logs assume (default "
                         "trailwatch-flowlogs-<region>-<id>)")
@@ -125,9 +130,9 @@ def resolve(clients: Any, args: argparse.Namespace) -> fw.FlowTarget:
                               args.file_format != "plain-text"):
         raise UsageError("--file-format, --hive-compatible-prefixes and --per-hour-partition "
                          "are for S3 destinations", "drop them, or use --to s3://...")
-    if dest.kind == "s3" and (args.retention_days or args.role_name):
-        raise UsageError("--retention-days and --role-name are for --to log-group:NAME",
-                         "drop them")
+    if dest.kind == "s3" and (args.retention_days or args.role_name or args.kms_key):
+        raise UsageError("--retention-days, --kms-key and --role-name are for "
+                         "--to log-group:NAME", "drop them (an S3 bucket's encryption is its own)")
     region = clients.default_region
     if not region:
         raise UsageError("no AWS region", "pass --region or set AWS_REGION", code="NoRegion")
@@ -150,6 +155,7 @@ def resolve(clients: Any, args: argparse.Namespace) -> fw.FlowTarget:
         raise UsageError("no VPC, subnet or network interface to log",
                          "pass --vpc ID, --subnet ID, --eni ID (repeatable) or --all-vpcs")
     account = clients.client("sts", region).get_caller_identity()["Account"]
+    kms_key = resolve_kms_key(clients, args.kms_key, region) if args.kms_key else None
     return fw.FlowTarget(account=account, region=region, partition=partition_for_region(region),
                          resources=tuple(resources), destination=dest,
                          fields=fw.parse_fields(args.fields), file_format=args.file_format,
@@ -157,7 +163,8 @@ def resolve(clients: Any, args: argparse.Namespace) -> fw.FlowTarget:
                          traffic_type=args.traffic_type,
                          max_aggregation=args.max_aggregation_interval,
                          kms_key_policy=args.kms_key_policy,
-                         retention_days=args.retention_days, role_name=args.role_name)
+                         retention_days=args.retention_days, role_name=args.role_name,
+                         log_group_kms_key=kms_key)
 
 
 def state_digest(target: fw.FlowTarget, state: fw.FlowState) -> str:

@@ -330,6 +330,7 @@ class FlowState:
     kms_manager: str | None = None           # "AWS" | "CUSTOMER"
     kms_policy: dict[str, Any] | None = None
     log_group: dict[str, Any] | None = None  # name, retention, kms, tags, class
+    log_group_kms_policy: dict[str, Any] | None = None   # policy of --kms-key (log group)
     role: RoleState | None = None
 
     def digest_facts(self) -> dict[str, Any]:
@@ -338,7 +339,7 @@ class FlowState:
                                     for f in self.flow_logs),
                 "bucket_policy": self.bucket_policy, "bucket_tags": sorted(self.bucket_tags.items()),
                 "sse": [self.sse, self.kms_key, self.kms_manager], "kms_policy": self.kms_policy,
-                "log_group": self.log_group,
+                "log_group": self.log_group, "log_group_kms_policy": self.log_group_kms_policy,
                 "role": None if self.role is None else [self.role.arn, self.role.trust,
                                                         self.role.inline,
                                                         sorted(self.role.tags.items())]}
@@ -518,8 +519,27 @@ def _plan_s3(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
         resource=target.bucket_arn))
 
 
+def _log_group_key(target: FlowTarget, state: FlowState) -> None:
+    """The log group's key must let logs.<region>.amazonaws.com use it for this group (the same
+    rule as the trail's log group, setup.wiring.planner)."""
+    if not target.log_group_kms_key:
+        return
+    from types import SimpleNamespace
+
+    from setup.wiring.models import kms_key_statement as logs_key_statement
+    from setup.wiring.planner import kms_policy_allows_logs
+    lg = SimpleNamespace(region=target.region, log_group_arn_bare=target.log_group_arn)
+    if not kms_policy_allows_logs(state.log_group_kms_policy, lg):   # type: ignore[arg-type]
+        stmt = json.dumps(logs_key_statement(lg), indent=2)          # type: ignore[arg-type]
+        raise SetupError(
+            f"the key policy of {target.log_group_kms_key} does not let CloudWatch Logs "
+            f"(logs.{target.region}.amazonaws.com) use it for {target.log_group_arn}",
+            f"add this statement to the key policy, then re-run:\n{stmt}", code="KmsKeyPolicy")
+
+
 def _plan_log_group(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
     from setup.wiring.planner import DEFAULT_RETENTION
+    _log_group_key(target, state)
     name, region = target.destination.log_group, target.region
     lg = state.log_group
     if lg is None:
@@ -539,6 +559,12 @@ def _plan_log_group(plan: FlowPlan, target: FlowTarget, state: FlowState) -> Non
         return
     plan.notes.append(f"log group {name} exists; "
                       f"{'managed by trailwatch' if is_owned(lg['tags']) else 'adopting it'}")
+    if target.log_group_kms_key and lg.get("kms") != target.log_group_kms_key:
+        plan.steps.append(Step("logs", "AssociateKmsKey",
+                               {"logGroupName": name, "kmsKeyId": target.log_group_kms_key},
+                               f"encrypt log group {name} with {target.log_group_kms_key} (only "
+                               "new data is encrypted)", ("logs:AssociateKmsKey",), region,
+                               resource=target.log_group_arn))
     want, have = target.retention_days, lg.get("retention")
     if want is not None and want != have:
         shorter = have is None or want < have

@@ -153,6 +153,10 @@ def read_state(clients: Any, target: FlowTarget) -> FlowState:
     else:
         read_log_group(clients, target, state)
         state.role = read_role(clients, target.role, target.region)
+        if target.log_group_kms_key:
+            kms = clients.client("kms", target.region)
+            state.log_group_kms_policy = _doc(kms.get_key_policy(
+                KeyId=target.log_group_kms_key, PolicyName="default")["Policy"])
     return state
 
 

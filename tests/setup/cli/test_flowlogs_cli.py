@@ -432,3 +432,45 @@ def test_check_permissions_simulates_the_seeds_caller_permissions(dest, needed):
     for kw in passes:
         assert kw["ContextEntries"][0]["ContextKeyValues"] == ["vpc-flow-logs.amazonaws.com"]
     assert bool(passes) == dest.startswith("log-group")
+
+
+def test_subnets_and_network_interfaces_get_their_own_flow_logs(aws):
+    ec2 = c("ec2")
+    v = vpc()
+    subnet = ec2.create_subnet(VpcId=v, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+    code, out, err, clients = tw("flow-logs", "apply", "--subnet", subnet, "--eni", eni, "--to",
+                                 f"s3://{BUCKET}", "--yes")
+    assert code == 0, out + err
+    assert {(fl["ResourceId"]) for fl in flow_logs()} == {subnet, eni}
+    assert writes(clients) == ["PutBucketPolicy", "CreateFlowLogs", "CreateFlowLogs"]
+
+
+def test_a_missing_bucket_is_named_before_any_write(aws):
+    code, out, _, clients = tw("flow-logs", "apply", "--vpc", vpc(), "--to", "s3://no-such-bkt",
+                               "--yes", "--output", "json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "NoSuchBucket"
+    assert writes(clients) == []
+
+
+def test_log_group_kms_key_must_admit_cloudwatch_logs(aws):
+    from setup.wiring.models import kms_key_statement
+    kms = c("kms")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    v = vpc()
+    code, out, _, clients = tw("flow-logs", "apply", "--vpc", v, "--to", "log-group:vpc-flow",
+                               "--kms-key", key, "--yes", "--output", "json")
+    err = json.loads(out)["error"]
+    assert code == 1 and err["code"] == "KmsKeyPolicy"
+    assert "logs.us-east-1.amazonaws.com" in err["remediation"]
+    assert writes(clients) == []
+    group_arn = f"arn:aws:logs:{REGION}:{account()}:log-group:vpc-flow"
+    stmt = kms_key_statement(type("T", (), {"region": REGION, "log_group_arn_bare": group_arn}))
+    doc = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+    doc["Statement"].append(stmt)
+    kms.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(doc))
+    code, out, err, _ = tw("flow-logs", "apply", "--vpc", v, "--to", "log-group:vpc-flow",
+                           "--kms-key", key, "--yes")
+    assert code == 0, out + err
+    [group] = c("logs").describe_log_groups(logGroupNamePrefix="vpc-flow")["logGroups"]
+    assert group["kmsKeyId"] == key
