@@ -50,24 +50,44 @@ def _names(items: list[str]) -> str:
 # ----------------------------------------------------------------------------------- CloudTrail
 
 def cloudtrail(clients: Any, regions: list[str]) -> list[CheckResult]:
-    home = regions[0]
-    try:
-        ct = clients.client("cloudtrail", home)
-        trails = ct.describe_trails(includeShadowTrails=True).get("trailList", [])
-    except (ClientError, BotoCoreError) as e:
-        return [_unreadable("cloudtrail.trail", None, e, "cloudtrail:DescribeTrails")]
-    logging, info = [], []
-    for t in trails:
-        arn = t["TrailARN"]
-        c = clients.client("cloudtrail", t.get("HomeRegion") or home)
+    """DescribeTrails in every Region (a single-Region trail is visible only in its own; a
+    multi-Region or organization trail shows as a shadow everywhere), GetTrailStatus once per
+    trail in its home Region."""
+    out: list[CheckResult] = []
+    trails: dict[str, dict[str, Any]] = {}
+    covers: dict[str, list[str]] = {r: [] for r in regions}
+    for region in regions:
+        try:
+            found = clients.client("cloudtrail", region).describe_trails(
+                includeShadowTrails=True).get("trailList", [])
+        except (ClientError, BotoCoreError) as e:
+            out.append(_unreadable("cloudtrail.trail", region, e, "cloudtrail:DescribeTrails"))
+            covers.pop(region)          # unknown, reported above: not a FAIL
+            continue
+        for t in found:
+            trails[t["TrailARN"]] = t
+            if t.get("IsMultiRegionTrail") or t.get("HomeRegion", region) == region:
+                covers[region].append(t["TrailARN"])
+    logging = []
+    for arn, t in trails.items():
+        c = clients.client("cloudtrail", t.get("HomeRegion") or regions[0])
         try:
             on = bool(c.get_trail_status(Name=arn).get("IsLogging"))
         except ClientError as e:
-            info.append(_unreadable("cloudtrail.trail", None, e, "cloudtrail:GetTrailStatus"))
+            if t.get("IsOrganizationTrail"):
+                # a member account sees the organization's trail but may not read its status
+                out.append(_r("cloudtrail.organization_trail", WARN,
+                              f"organization trail {t['Name']} ({arn.split(':')[4]}) covers this "
+                              f"account; its status is not readable here ({error_code(e)})",
+                              "check it from the management account: trailwatch verify --trail "
+                              f"{arn}"))
+                logging.append(t)
+                continue
+            out.append(_unreadable("cloudtrail.trail", None, e, "cloudtrail:GetTrailStatus"))
             continue
         if on:
             logging.append(t)
-    out: list[CheckResult] = list(info)
+    on_arns = {t["TrailARN"] for t in logging}
     multi = [t for t in logging if t.get("IsMultiRegionTrail")]
     if multi:
         out.append(_r("cloudtrail.multi_region", PASS,
@@ -79,9 +99,8 @@ def cloudtrail(clients: Any, regions: list[str]) -> list[CheckResult]:
                       "aws cloudtrail create-trail --name audit --s3-bucket-name BUCKET "
                       "--is-multi-region-trail --enable-log-file-validation && aws cloudtrail "
                       "start-logging --name audit"))
-    for region in regions:
-        here = [t for t in logging if t.get("IsMultiRegionTrail") or t.get("HomeRegion") == region]
-        if not here and not multi:
+    for region, arns in covers.items():
+        if not any(a in on_arns for a in arns):
             out.append(_r("cloudtrail.region", FAIL, "no logging trail covers this Region",
                           "create a multi-Region trail (see cloudtrail.multi_region)", region))
     if not logging:
@@ -89,7 +108,7 @@ def cloudtrail(clients: Any, regions: list[str]) -> list[CheckResult]:
     best = multi or logging
     mgmt, lfv, cwl = [], [], []
     for t in best:
-        c = clients.client("cloudtrail", t.get("HomeRegion") or home)
+        c = clients.client("cloudtrail", t.get("HomeRegion") or regions[0])
         try:
             sel = c.get_event_selectors(TrailName=t["TrailARN"])
         except ClientError as e:

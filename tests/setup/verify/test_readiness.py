@@ -154,3 +154,19 @@ def test_a_few_hundred_buckets_are_read_concurrently(aws):
     assert "300 of 300" in check["message"]
     assert len(check["details"]["buckets"]) == 300
     assert [op for _, op, _ in clients.calls].count("GetBucketLogging") == 300
+
+
+def test_a_single_region_trail_covers_only_its_own_region(aws):
+    """A single-Region trail is visible only from its home Region: readiness asks every Region."""
+    s3 = c("s3", "eu-west-1")
+    s3.create_bucket(Bucket="eu-trail-bucket",
+                     CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    ct = c("cloudtrail", "eu-west-1")
+    ct.create_trail(Name="eu-only", S3BucketName="eu-trail-bucket")
+    ct.start_logging(Name="eu-only")
+    code, doc, _ = tw("--regions", f"{REGION},eu-west-1")
+    regional = {(x["details"]["region"], x["id"]): x["status"] for x in doc["checks"]}
+    assert regional[(REGION, "cloudtrail.region")] == "FAIL"
+    assert ("eu-west-1", "cloudtrail.region") not in regional          # covered
+    assert regional[("global", "cloudtrail.multi_region")] == "FAIL"
+    assert code == 1
