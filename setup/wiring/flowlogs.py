@@ -173,10 +173,11 @@ class FlowTarget:
 
     @property
     def destination_arn(self) -> str:
-        """The LogDestination CreateFlowLogs gets (S3: ``arn:p:s3:::bucket/prefix/``)."""
+        """The LogDestination CreateFlowLogs gets: ``arn:p:s3:::bucket`` or, with a subfolder,
+        ``arn:p:s3:::bucket/prefix/`` (the forms of vpc-flow-logs-to-s3.md)."""
         d = self.destination
         if d.kind == "s3":
-            return f"arn:{self.partition}:s3:::{d.bucket}/" + (f"{d.prefix}/" if d.prefix else "")
+            return f"arn:{self.partition}:s3:::{d.bucket}" + (f"/{d.prefix}/" if d.prefix else "")
         return self.log_group_arn
 
     @property

@@ -198,3 +198,12 @@ def test_role_trust_and_policy_for_a_log_group():
                                            "ec2:CreateFlowLogs"]
     assert plan.steps[-1].params["DeliverLogsPermissionArn"] == t.role_arn
     assert "iam:PassRole" in plan.steps[-1].iam_actions
+
+
+def test_log_destination_has_the_documented_forms():
+    assert target("s3://logs-bucket").destination_arn == "arn:aws:s3:::logs-bucket"
+    assert target("s3://logs-bucket/a/b").destination_arn == "arn:aws:s3:::logs-bucket/a/b/"
+    assert target("s3://logs-bucket").object_arn == f"arn:aws:s3:::logs-bucket/AWSLogs/{ACCT}/*"
+    assert target("s3://logs-bucket", hive=True).key_prefix == (
+        f"AWSLogs/aws-account-id={ACCT}/aws-service=vpcflowlogs/aws-region={REGION}/")
+    assert target("s3://logs-bucket/p").key_prefix == f"p/AWSLogs/{ACCT}/vpcflowlogs/{REGION}/"
