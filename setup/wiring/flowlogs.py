@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from setup.errors import SetupError, UsageError
+from setup.policy_eval import as_list
 from setup.wiring.logdelivery import (  # noqa: F401  (re-exported: one import for callers)
     BUCKET_POLICY_LIMIT,
     DELIVERY_SERVICE,
@@ -577,10 +578,33 @@ def _plan_log_group(plan: FlowPlan, target: FlowTarget, state: FlowState) -> Non
                                resource=target.log_group_arn))
 
 
+def foreign_trust(trust: Any) -> list[str]:
+    """Principals other than the flow logs service that an existing role's trust admits."""
+    out = []
+    for st in statements(trust):
+        if st.get("Effect") != "Allow":
+            continue
+        if "NotPrincipal" in st or st.get("Principal") == "*":
+            out.append("everyone (* or NotPrincipal)")
+            continue
+        principal = st.get("Principal")
+        for kind, values in (principal.items() if isinstance(principal, dict) else []):
+            out += [f"{kind}: {v}" for v in as_list(values)
+                    if not (kind == "Service" and v == FLOW_LOGS_SERVICE)]
+    return out
+
+
 def _plan_role(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
     region, trust, policy = target.region, role_trust_policy(target), role_policy(target)
     plan.role_trust, plan.role_policy = trust, policy
     role = state.role
+    others = foreign_trust(role.trust) if role else []
+    if others:
+        raise SetupError(
+            f"role {role.name} is also trusted by {'; '.join(others)}; trailwatch will not give it "
+            f"write access to {target.destination.log_group} (they could write flow logs into it)",
+            "omit --role-name to let trailwatch create a role only vpc-flow-logs.amazonaws.com "
+            "can assume", code="TrustTooBroad")
     tags = [{"Key": k, "Value": v} for k, v in target.tags.items()]
     if role is None:
         plan.steps.append(Step("iam", "CreateRole",

@@ -207,3 +207,22 @@ def test_log_destination_has_the_documented_forms():
     assert target("s3://logs-bucket", hive=True).key_prefix == (
         f"AWSLogs/aws-account-id={ACCT}/aws-service=vpcflowlogs/aws-region={REGION}/")
     assert target("s3://logs-bucket/p").key_prefix == f"p/AWSLogs/{ACCT}/vpcflowlogs/{REGION}/"
+
+
+def test_an_adopted_role_trusted_by_anyone_else_is_refused():
+    t = target("log-group:vpc-flow", role_name="shared")
+    ec2_too = {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                              "Principal": {"Service": ["vpc-flow-logs.amazonaws.com",
+                                                        "ec2.amazonaws.com"]}}]}
+    role = fw.RoleState("shared", f"arn:aws:iam::{ACCT}:role/shared", ec2_too, {}, {})
+    with pytest.raises(SetupError) as e:
+        fw.build_plan(t, fw.FlowState(role=role))
+    assert e.value.code == "TrustTooBroad" and "ec2.amazonaws.com" in e.value.message
+    only_flow_logs = {"Statement": [dict(ec2_too["Statement"][0],
+                                         Principal={"Service": "vpc-flow-logs.amazonaws.com"})]}
+    plan = fw.build_plan(t, fw.FlowState(role=fw.RoleState(
+        "shared", role.arn, only_flow_logs, {}, {})))
+    # an unconditioned trust is extended with trailwatch's conditioned statement, never replaced
+    update = next(s for s in plan.steps if s.operation == "UpdateAssumeRolePolicy")
+    doc = json.loads(update.params["PolicyDocument"])
+    assert doc["Statement"][0] == only_flow_logs["Statement"][0] and len(doc["Statement"]) == 2
