@@ -98,9 +98,10 @@ def register(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     add_arguments(p)
     p.add_argument("--out", metavar="FILE", help="save the plan; `apply --plan FILE` runs it")
     p.add_argument("--check-permissions", action="store_true",
-                   help="simulate the calls with iam:SimulatePrincipalPolicy (the documented "
-                        "caller permissions: logs:CreateLogDelivery, s3:GetBucketPolicy, "
-                        "s3:PutBucketPolicy, or the CloudWatch Logs set)")
+                   help="simulate every call of plan, apply and verify with "
+                        "iam:SimulatePrincipalPolicy, with the documented caller permissions "
+                        "(S3: logs:CreateLogDelivery, s3:GetBucketPolicy, s3:PutBucketPolicy; "
+                        "log group: iam:PassRole to vpc-flow-logs.amazonaws.com)")
     p.set_defaults(handler=cmd_plan)
     a = acts.add_parser("apply", parents=[glob], help="make it so, then verify")
     add_arguments(a)
