@@ -178,7 +178,7 @@ def state_digest(target: fw.FlowTarget, state: fw.FlowState) -> str:
 def make_plan(clients: Any, args: argparse.Namespace, remove: bool = False
               ) -> tuple[fw.FlowPlan, fw.FlowTarget]:
     target = resolve(clients, args)
-    state = fa.read_state(clients, target)
+    state = fa.read_state(clients, target, removing=remove)
     if state.role is not None and target.destination.kind != "s3":
         target = replace(target, role_name=state.role.name)
     plan = fw.removal_plan(target, state) if remove else fw.build_plan(target, state)

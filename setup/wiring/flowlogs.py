@@ -325,6 +325,7 @@ class FlowState:
 
     flow_logs: list[dict[str, Any]] = field(default_factory=list)   # every flow log in the Region
     bucket_region: str | None = None
+    bucket_missing: bool = False             # removal only: the bucket was deleted
     bucket_policy: dict[str, Any] | None = None
     bucket_tags: dict[str, str] = field(default_factory=dict)
     sse: str | None = None                   # "AES256" | "aws:kms" | "aws:kms:dsse" | None
@@ -738,6 +739,10 @@ def removal_plan(target: FlowTarget, state: FlowState) -> FlowPlan:
     if target.destination.kind != "s3":
         plan.notes.append(f"log group {target.destination.log_group} and role {target.role} are "
                           "kept (they hold or deliver data; delete them by hand when unused)")
+        return plan
+    if state.bucket_missing:
+        plan.notes.append(f"bucket {target.destination.bucket} no longer exists: only the flow "
+                          "logs are removed")
         return plan
     left = [fl for fl in flow_logs_for(state, target) if fl not in doomed]
     if left:

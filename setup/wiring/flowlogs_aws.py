@@ -146,10 +146,17 @@ def read_role(clients: Any, name: str, region: str) -> RoleState | None:
     return RoleState(name, role["Arn"], _doc(role["AssumeRolePolicyDocument"]), inline, tags)
 
 
-def read_state(clients: Any, target: FlowTarget) -> FlowState:
+def read_state(clients: Any, target: FlowTarget, removing: bool = False) -> FlowState:
+    """Everything the plan needs. ``removing``: a bucket that is gone does not stop the removal
+    of the flow logs that pointed at it."""
     state = FlowState(flow_logs=read_flow_logs(clients, target.region))
     if target.destination.kind == "s3":
-        read_bucket(clients, target, state)
+        try:
+            read_bucket(clients, target, state)
+        except SetupError as e:
+            if not (removing and e.code == "NoSuchBucket"):
+                raise
+            state.bucket_missing = True
     else:
         read_log_group(clients, target, state)
         state.role = read_role(clients, target.role, target.region)

@@ -474,3 +474,17 @@ def test_log_group_kms_key_must_admit_cloudwatch_logs(aws):
     assert code == 0, out + err
     [group] = c("logs").describe_log_groups(logGroupNamePrefix="vpc-flow")["logGroups"]
     assert group["kmsKeyId"] == key
+
+
+def test_remove_works_after_the_bucket_was_deleted(aws):
+    c("s3").create_bucket(Bucket="short-lived")
+    v = vpc()
+    assert tw("flow-logs", "apply", "--vpc", v, "--to", "s3://short-lived", "--yes")[0] == 0
+    c("s3").delete_bucket_policy(Bucket="short-lived")
+    c("s3").delete_bucket(Bucket="short-lived")
+    code, out, err, clients = tw("flow-logs", "remove", "--vpc", v, "--to", "s3://short-lived",
+                                 "--yes")
+    assert code == 0, out + err
+    assert writes(clients) == ["DeleteFlowLogs"]
+    assert flow_logs() == []
+    assert "no longer exists" in out
