@@ -226,3 +226,19 @@ def test_an_adopted_role_trusted_by_anyone_else_is_refused():
     update = next(s for s in plan.steps if s.operation == "UpdateAssumeRolePolicy")
     doc = json.loads(update.params["PolicyDocument"])
     assert doc["Statement"][0] == only_flow_logs["Statement"][0] and len(doc["Statement"]) == 2
+
+
+def test_an_unsuccessful_create_is_a_failed_step_not_a_success():
+    """CreateFlowLogs answers HTTP 200 with the failures in Unsuccessful."""
+    from setup.wiring.executor import StepFailure
+    from setup.wiring.flowlogs_aws import FlowExecutor
+    from tests.fakes import FakeClients
+    fake = FakeClients(responses={("ec2", "create_flow_logs"): {
+        "FlowLogIds": [], "Unsuccessful": [{"ResourceId": "vpc-0123456789abcdef0", "Error": {
+            "Code": "400", "Message": "LogDestination: bucket does not exist."}}]}})
+    plan = fw.build_plan(target(), fw.FlowState())
+    with pytest.raises(StepFailure) as e:
+        FlowExecutor(fake, progress=lambda m: None).run(plan)
+    assert e.value.step.operation == "CreateFlowLogs"
+    assert "does not exist" in e.value.message
+    assert [s.operation for s in e.value.done] == ["PutBucketPolicy"]
