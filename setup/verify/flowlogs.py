@@ -24,8 +24,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from setup.errors import SetupError, error_code
-from setup.policy_eval import evaluate
-from setup.verify.checks import FAIL, PASS, WARN, CheckResult
+from setup.policy_eval import evaluate_role
+from setup.verify.checks import FAIL, PASS, WARN, CheckResult, read_role_policies
 from setup.wiring import flowlogs as fw
 from setup.wiring import flowlogs_aws as fa
 
@@ -77,7 +77,7 @@ def run_flowlog_checks(clients: Any, target: fw.FlowTarget, *,
         out.append(_bucket_policy(state, target))
         out.append(_kms(state, target))
     else:
-        out.append(_role(state, target))
+        out.append(_role(clients, state, target))
     out.append(_recent(clients, state, target, mine, now(), max_age))
     return out
 
@@ -154,7 +154,7 @@ def _kms(state: fw.FlowState, target: fw.FlowTarget) -> CheckResult:
                        f"to the KEY policy:\n{stmt}")
 
 
-def _role(state: fw.FlowState, target: fw.FlowTarget) -> CheckResult:
+def _role(clients: Any, state: fw.FlowState, target: fw.FlowTarget) -> CheckResult:
     role = state.role
     if role is None:
         return CheckResult("destination.policy", FAIL, f"role {target.role} does not exist",
@@ -167,9 +167,10 @@ def _role(state: fw.FlowState, target: fw.FlowTarget) -> CheckResult:
                            f"role {role.name} does not let {fw.FLOW_LOGS_SERVICE} assume it",
                            apply_command(target))
     stream = f"{target.log_group_arn}:log-stream:eni-0-all"
-    docs = list(role.inline.values())
+    # what IAM evaluates: inline and attached managed policies, and the permissions boundary
+    pols = read_role_policies(clients, role, target.region)
     denied = [a for a in ("logs:CreateLogStream", "logs:PutLogEvents")
-              if not evaluate(docs, a, stream).allowed]
+              if not evaluate_role(pols.identity, a, stream, pols.boundary).allowed]
     if denied:
         return CheckResult("destination.policy", FAIL,
                            f"role {role.name} may not {', '.join(denied)} on "

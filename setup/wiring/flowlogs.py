@@ -317,6 +317,7 @@ class RoleState:
     trust: dict[str, Any]
     inline: dict[str, Any]
     tags: dict[str, str]
+    attached: tuple[str, ...] = ()       # managed policy ARNs (verify evaluates them too)
 
 
 @dataclass

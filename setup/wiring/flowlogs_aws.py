@@ -143,7 +143,11 @@ def read_role(clients: Any, name: str, region: str) -> RoleState | None:
         for p in page.get("PolicyNames", []):
             inline[p] = _doc(iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
     tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name).get("Tags", [])}
-    return RoleState(name, role["Arn"], _doc(role["AssumeRolePolicyDocument"]), inline, tags)
+    attached = tuple(p["PolicyArn"] for page in
+                     iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
+                     for p in page.get("AttachedPolicies", []))
+    return RoleState(name, role["Arn"], _doc(role["AssumeRolePolicyDocument"]), inline, tags,
+                     attached)
 
 
 def read_state(clients: Any, target: FlowTarget, removing: bool = False) -> FlowState:

@@ -488,3 +488,31 @@ def test_remove_works_after_the_bucket_was_deleted(aws):
     assert writes(clients) == ["DeleteFlowLogs"]
     assert flow_logs() == []
     assert "no longer exists" in out
+
+
+def test_verify_evaluates_managed_policies_and_the_boundary_of_the_role(aws):
+    """A role set up by hand with a managed policy delivers; verify must say so, and must see a
+    permissions boundary that stops it."""
+    from setup.wiring import flowlogs as fw
+    iam, logs = c("iam"), c("logs")
+    v = vpc()
+    logs.create_log_group(logGroupName="by-hand")
+    t = fw.FlowTarget(account(), REGION, "aws", (("VPC", v),), fw.parse_destination(
+        "log-group:by-hand"), role_name="by-hand-role")
+    role = iam.create_role(RoleName="by-hand-role", AssumeRolePolicyDocument=json.dumps(
+        fw.role_trust_policy(t)))["Role"]["Arn"]
+    managed = iam.create_policy(PolicyName="flow-logs-write", PolicyDocument=json.dumps(
+        fw.role_policy(t)))["Policy"]["Arn"]
+    iam.attach_role_policy(RoleName="by-hand-role", PolicyArn=managed)
+    c("ec2").create_flow_logs(ResourceType="VPC", ResourceIds=[v], TrafficType="ALL",
+                              LogGroupName="by-hand", DeliverLogsPermissionArn=role)
+    argv = ("flow-logs", "verify", "--vpc", v, "--to", "log-group:by-hand", "--role-name",
+            "by-hand-role", "--output", "json")
+    checks = {x["id"]: x for x in json.loads(tw(*argv)[1])["checks"]}
+    assert checks["destination.policy"]["status"] == "PASS", checks["destination.policy"]
+    boundary = iam.create_policy(PolicyName="no-logs", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*",
+                                                 "Resource": "*"}]}))["Policy"]["Arn"]
+    iam.put_role_permissions_boundary(RoleName="by-hand-role", PermissionsBoundary=boundary)
+    checks = {x["id"]: x for x in json.loads(tw(*argv)[1])["checks"]}
+    assert checks["destination.policy"]["status"] == "FAIL"
