@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -77,6 +78,12 @@ def run_flowlog_checks(clients: Any, target: fw.FlowTarget, *,
         out.append(_bucket_policy(state, target))
         out.append(_kms(state, target))
     else:
+        # verify checks what is: the role the flow logs were created with
+        used = {(fl.get("DeliverLogsPermissionArn") or "").rsplit("/", 1)[-1] for fl in mine}
+        used.discard("")
+        if len(used) == 1 and target.role not in used:
+            target = replace(target, role_name=used.pop())
+            state.role = fa.read_role(clients, target.role, target.region)
         out.append(_role(clients, state, target))
     out.append(_recent(clients, state, target, mine, now(), max_age))
     return out

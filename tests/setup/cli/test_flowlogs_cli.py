@@ -506,8 +506,8 @@ def test_verify_evaluates_managed_policies_and_the_boundary_of_the_role(aws):
     iam.attach_role_policy(RoleName="by-hand-role", PolicyArn=managed)
     c("ec2").create_flow_logs(ResourceType="VPC", ResourceIds=[v], TrafficType="ALL",
                               LogGroupName="by-hand", DeliverLogsPermissionArn=role)
-    argv = ("flow-logs", "verify", "--vpc", v, "--to", "log-group:by-hand", "--role-name",
-            "by-hand-role", "--output", "json")
+    # no --role-name: verify reads the role the flow log was created with
+    argv = ("flow-logs", "verify", "--vpc", v, "--to", "log-group:by-hand", "--output", "json")
     checks = {x["id"]: x for x in json.loads(tw(*argv)[1])["checks"]}
     assert checks["destination.policy"]["status"] == "PASS", checks["destination.policy"]
     boundary = iam.create_policy(PolicyName="no-logs", PolicyDocument=json.dumps(
