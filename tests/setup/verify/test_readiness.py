@@ -170,3 +170,25 @@ def test_a_single_region_trail_covers_only_its_own_region(aws):
     assert ("eu-west-1", "cloudtrail.region") not in regional          # covered
     assert regional[("global", "cloudtrail.multi_region")] == "FAIL"
     assert code == 1
+
+
+def test_throttled_buckets_are_a_warn_and_the_rest_are_still_judged(aws, monkeypatch):
+    """Throttling that outlasts botocore's retries is reported per bucket, never a crash."""
+    s3 = c("s3")
+    for name in ("calm-1", "calm-2", "busy-1"):
+        s3.create_bucket(Bucket=name)
+    clients = AwsClients(region=REGION)
+    client = clients.client("s3", REGION)
+    real = client.get_bucket_logging
+
+    def throttled(**kw):
+        if kw["Bucket"].startswith("busy"):
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}},
+                              "GetBucketLogging")
+        return real(**kw)
+    monkeypatch.setattr(client, "get_bucket_logging", throttled)
+    results = {r.id: r for r in run_readiness(clients, [REGION])}
+    assert results["s3.access_logging"].status == "FAIL"
+    assert results["s3.access_logging"].details["buckets"] == ["calm-1", "calm-2"]
+    assert results["s3.access_logging_unreadable"].status == "WARN"
+    assert "busy-1" in results["s3.access_logging_unreadable"].message
