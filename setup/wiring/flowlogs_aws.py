@@ -12,7 +12,7 @@ from typing import Any
 
 from setup.errors import SetupError
 from setup.wiring.executor import Executor
-from setup.wiring.flowlogs import (
+from setup.wiring.flowlogs_model import (
     FlowState,
     FlowTarget,
     RoleState,
