@@ -58,6 +58,13 @@ def run(cli: CliMain) -> dict[str, Any]:
                     "--fields", fields, "--yes", "--output", "json"]
         report: dict[str, Any] = {"bucket": FLOW_BUCKET, "log_group": FLOW_GROUP,
                                   "vpcs": {"s3": [*default, app], "log_group": [data]}}
+        ct = client("cloudtrail")
+        for t in ct.describe_trails().get("trailList", []):
+            if not ct.get_event_selectors(TrailName=t["TrailARN"]).get("EventSelectors"):
+                # AWS gives a new trail this default selector (all management events); moto
+                # gives none, which readiness would rightly report as FAIL
+                ct.put_event_selectors(TrailName=t["TrailARN"], EventSelectors=[
+                    {"ReadWriteType": "All", "IncludeManagementEvents": True}])
         report["readiness_before"] = _readiness(cli)
         s3_apply, cwl_apply = _json(run_cli(cli, s3_args)), _json(run_cli(cli, cwl_args))
         report["apply_s3"] = {"exit_code": s3_apply["exit_code"],
