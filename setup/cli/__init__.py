@@ -326,6 +326,16 @@ def _register_hunt(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> Non
 REGISTRARS += [_register_subscribe, _register_rules, _register_replay, _register_hunt]
 
 
+def _register_log_sources(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    """`trailwatch flow-logs plan|apply|verify|remove` and `trailwatch readiness` (issue 21)."""
+    from setup.cli import flowlogs, readiness
+    flowlogs.register(sub, parents)
+    readiness.register(sub, parents)
+
+
+REGISTRARS.append(_register_log_sources)
+
+
 def _run_demo(inv: Invocation) -> int:
     """The demo sits beside the product: imported only here, and it drives the CLI through the
     function it is handed (it never imports this module)."""
