@@ -46,6 +46,7 @@ from setup.wiring.flowlogs_model import (  # noqa: F401  (re-exported: one impor
     RESOURCE_TYPES,
     ROLE_POLICY_NAME,
     WRITE_SID,
+    owned_statement,
     Destination,
     FlowState,
     FlowTarget,
@@ -227,7 +228,7 @@ def _plan_s3(plan: FlowPlan, target: FlowTarget, state: FlowState) -> None:
     _kms(plan, target, state)
     wanted = s3_delivery_statements(target)
     current = state.bucket_policy
-    desired = merge_statements(current, wanted)
+    desired = merge_statements(current, wanted, owned_statement)
     plan.bucket_policy = desired
     for sid in unconditioned_grants(current):
         plan.notes.append(f"WARN: bucket policy statement {sid} lets {DELIVERY_SERVICE} in without "
@@ -489,14 +490,19 @@ def removal_plan(target: FlowTarget, state: FlowState) -> FlowPlan:
         return plan
     current = state.bucket_policy
     wanted = s3_delivery_statements(target)
-    if current is None or not any(shape(s) == shape(w) for s in statements(current)
-                                  for w in wanted):
+    if current is None or not any(shape(s) == shape(w) and owned_statement(s)
+                                  for s in statements(current) for w in wanted):
+        if current is not None and any(shape(s) == shape(w) for s in statements(current)
+                                       for w in wanted):
+            plan.notes.append(f"bucket policy kept: the delivery statements on "
+                              f"{target.destination.bucket} were not written by trailwatch")
         return plan
-    rest = unmerge_statements(current, wanted)
+    rest = unmerge_statements(current, wanted, owned_statement)
     # AclCheck is shared by every prefix of this account and Region: keep it while a Write
-    # statement of the same shape still grants another prefix.
-    if rest is not None and any(shape(s) == shape(wanted[0]) for s in statements(rest)):
-        rest = merge_statements(rest, [wanted[1]])
+    # statement of trailwatch's, of the same shape, still grants another prefix.
+    if rest is not None and any(shape(s) == shape(wanted[0]) and owned_statement(s)
+                                for s in statements(rest)):
+        rest = merge_statements(rest, [wanted[1]], owned_statement)
     if rest is None:
         plan.steps.append(Step("s3", "DeleteBucketPolicy", {"Bucket": target.destination.bucket},
                                f"delete the policy of bucket {target.destination.bucket} (it held "

@@ -20,7 +20,16 @@ from setup.wiring.state import RoleState
 
 FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
 FLOW_TAG = "trailwatch:flow-logs"        # value: the destination ARN the flow log serves
-WRITE_SID, ACL_SID = "AWSLogDeliveryWrite", "AWSLogDeliveryAclCheck"
+# The seeds' two bucket-policy statements, under Sids that mark them as trailwatch's: a removal
+# takes resources only out of statements it wrote (an equivalent statement someone else wrote,
+# for Route 53 resolver logs, WAF or AWS's own attachment, is never edited or deleted).
+WRITE_SID, ACL_SID = "TrailwatchAWSLogDeliveryWrite", "TrailwatchAWSLogDeliveryAclCheck"
+OWNED_SID_PREFIX = "Trailwatch"
+
+
+def owned_statement(stmt: dict[str, Any]) -> bool:
+    """A bucket-policy statement trailwatch wrote (its Sid, or a suffixed one, marks it)."""
+    return str(stmt.get("Sid") or "").startswith(OWNED_SID_PREFIX)
 KMS_SID = "Allow Logs Delivery to use the key"
 ROLE_POLICY_NAME = "trailwatch-flowlogs-delivery"
 RESOURCE_TYPES = {"vpc": "VPC", "subnet": "Subnet", "eni": "NetworkInterface"}

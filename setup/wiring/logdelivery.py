@@ -17,6 +17,7 @@ policy or a Region's CloudWatch Logs resource policies hold other teams' stateme
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from setup.errors import SetupError
@@ -53,22 +54,31 @@ def policy_bytes(doc: Any) -> int:
     return len(compact(doc).encode("utf-8"))
 
 
-def merge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, Any]:
-    """``current`` with each wanted statement present, compared without Sids: a statement that
-    differs from a wanted one only in its Resource gains the wanted resource (the seeds' way of
-    adding an account or a prefix); otherwise the wanted statement is appended, under its seed Sid
-    or, when another statement holds that Sid, a suffixed one. Nothing else changes."""
+Owned = Callable[[dict[str, Any]], bool]
+
+
+def merge_statements(current: Any, wanted: list[dict[str, Any]],
+                     owned: Owned | None = None) -> dict[str, Any]:
+    """``current`` with each wanted statement present, compared without Sids. A wanted statement
+    whose resources a statement of the same shape already grants changes nothing. Otherwise a
+    statement of the same shape gains the wanted resources (the seeds' way of adding an account
+    or a prefix) -- with ``owned``, only a statement it accepts (trailwatch's own: someone else's
+    statement is never edited, so a removal never takes away what trailwatch did not add); else
+    the wanted statement is appended, under its own Sid or, when another statement holds that
+    Sid, a suffixed one. Nothing else changes."""
     doc = dict(current) if isinstance(current, dict) else {}
     doc = {"Version": doc.get("Version", "2012-10-17"), **doc}
     stmts = [dict(s) for s in statements(current)]
     for want in wanted:
         res = as_list(want.get("Resource"))
-        hit = next((s for s in stmts if shape(s) == shape(want)), None)
+        same = [s for s in stmts if shape(s) == shape(want)]
+        granted = [r for s in same for r in as_list(s.get("Resource"))]
+        if same and all(matches_any(granted, r) for r in res):
+            continue
+        hit = next((s for s in same if owned is None or owned(s)), None)
         if hit is not None:
             have = as_list(hit.get("Resource"))
-            missing = [r for r in res if not matches_any(have, r)]
-            if missing:
-                hit["Resource"] = have + missing
+            hit["Resource"] = have + [r for r in res if not matches_any(granted, r)]
             continue
         sid = want.get("Sid")
         taken = {s.get("Sid") for s in stmts}
@@ -79,19 +89,21 @@ def merge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, An
     return doc
 
 
-def unmerge_statements(current: Any, wanted: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The inverse: drop the wanted resources from statements of the wanted shape (a statement
-    left without resources goes); other statements are kept as they are. ``None`` when nothing
-    is left at all (DeleteBucketPolicy)."""
+def unmerge_statements(current: Any, wanted: list[dict[str, Any]],
+                       owned: Owned | None = None) -> dict[str, Any] | None:
+    """The inverse: drop the wanted resources from statements of the wanted shape (with
+    ``owned``, only from statements it accepts: someone else's statement is kept whole); a
+    statement left without resources goes, other statements are kept as they are. ``None`` when
+    nothing is left at all (DeleteBucketPolicy)."""
     doc = dict(current) if isinstance(current, dict) else {"Version": "2012-10-17"}
     out = []
     for s in statements(current):
         want = next((w for w in wanted if shape(w) == shape(s)), None)
-        if want is None:
+        if want is None or (owned is not None and not owned(s)) or "Resource" not in s:
             out.append(s)
             continue
         left = [r for r in as_list(s.get("Resource")) if r not in as_list(want["Resource"])]
-        if left or "Resource" not in s:
+        if left:
             out.append(dict(s, Resource=left if len(left) > 1 or isinstance(
                 s.get("Resource"), list) else left[0]))
     if not out:

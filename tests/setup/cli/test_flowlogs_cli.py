@@ -120,8 +120,8 @@ def test_apply_keeps_another_teams_policy_and_never_triggers_the_overwrite(aws):
     assert writes(clients) == ["PutBucketPolicy", "CreateFlowLogs"]
     doc = policy()
     assert doc["Statement"][0] == OTHER_TEAM
-    write = next(s for s in doc["Statement"] if s["Sid"] == "AWSLogDeliveryWrite")
-    acl = next(s for s in doc["Statement"] if s["Sid"] == "AWSLogDeliveryAclCheck")
+    write = next(s for s in doc["Statement"] if s["Sid"] == "TrailwatchAWSLogDeliveryWrite")
+    acl = next(s for s in doc["Statement"] if s["Sid"] == "TrailwatchAWSLogDeliveryAclCheck")
     assert write["Resource"] == [f"arn:aws:s3:::{BUCKET}/flow/AWSLogs/{account()}/*"]
     assert write["Condition"] == {
         "StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control",
@@ -159,7 +159,7 @@ def test_two_vpcs_into_one_bucket_then_remove_one_leaves_the_other_delivering(aw
                              "--yes")
     assert code == 0 and writes(clients) == ["CreateFlowLogs"]   # policy already admits it
     before = policy()
-    assert sids(before) == ["DataTeamRead", "AWSLogDeliveryWrite", "AWSLogDeliveryAclCheck"]
+    assert sids(before) == ["DataTeamRead", "TrailwatchAWSLogDeliveryWrite", "TrailwatchAWSLogDeliveryAclCheck"]
 
     code, out, err, clients = tw("flow-logs", "remove", "--vpc", a, "--to",
                                  f"s3://{BUCKET}/flow", "--yes")
@@ -181,14 +181,14 @@ def test_two_prefixes_share_the_statement_and_removing_one_keeps_the_other(aws):
     a, b = vpc(), vpc()
     assert tw("flow-logs", "apply", "--vpc", a, "--to", f"s3://{BUCKET}/team-a", "--yes")[0] == 0
     assert tw("flow-logs", "apply", "--vpc", b, "--to", f"s3://{BUCKET}/team-b", "--yes")[0] == 0
-    write = next(s for s in policy()["Statement"] if s["Sid"] == "AWSLogDeliveryWrite")
+    write = next(s for s in policy()["Statement"] if s["Sid"] == "TrailwatchAWSLogDeliveryWrite")
     assert sorted(write["Resource"]) == [f"arn:aws:s3:::{BUCKET}/team-{x}/AWSLogs/{account()}/*"
                                          for x in "ab"]
     assert tw("flow-logs", "remove", "--vpc", a, "--to", f"s3://{BUCKET}/team-a", "--yes")[0] == 0
     doc = policy()
-    write = next(s for s in doc["Statement"] if s["Sid"] == "AWSLogDeliveryWrite")
+    write = next(s for s in doc["Statement"] if s["Sid"] == "TrailwatchAWSLogDeliveryWrite")
     assert write["Resource"] == [f"arn:aws:s3:::{BUCKET}/team-b/AWSLogs/{account()}/*"]
-    assert "AWSLogDeliveryAclCheck" in sids(doc)
+    assert "TrailwatchAWSLogDeliveryAclCheck" in sids(doc)
     [left] = flow_logs()
     assert deliver() == {left["FlowLogId"]: None}
 
@@ -204,13 +204,55 @@ def test_equivalent_statements_under_other_sids_make_no_policy_write(aws):
     assert code == 0 and writes(clients) == ["CreateFlowLogs"]
 
 
+def test_remove_never_touches_equivalent_statements_someone_else_wrote(aws):
+    """Observed (review): the same two statements written by another team (here for Route 53
+    resolver query logs, which deliver through the same service) made apply write nothing, and
+    then remove deleted the whole bucket policy: their delivery broke."""
+    from setup.wiring import flowlogs as fw
+    target = fw.FlowTarget(account(), REGION, "aws", (), fw.Destination("s3", bucket=BUCKET))
+    resolver = [dict(s, Sid=f"ResolverQueryLogs{i}") for i, s in
+                enumerate(fw.s3_delivery_statements(target))]
+    put_policy(OTHER_TEAM, *resolver)
+    before = policy()
+    the_vpc = vpc()
+    code, _, _, clients = tw("flow-logs", "apply", "--vpc", the_vpc, "--to", f"s3://{BUCKET}",
+                             "--yes")
+    assert code == 0 and writes(clients) == ["CreateFlowLogs"]
+    code, out, _, clients = tw("flow-logs", "remove", "--vpc", the_vpc, "--to", f"s3://{BUCKET}",
+                               "--yes")
+    assert code == 0, out
+    assert writes(clients) == ["DeleteFlowLogs"]
+    assert policy() == before
+
+
+def test_a_foreign_statement_of_the_same_shape_is_never_edited(aws):
+    """Someone else's delivery statement for another prefix stays as it is: trailwatch adds its
+    own statement for its prefix (not a resource in theirs), and remove takes only that away."""
+    from setup.wiring import flowlogs as fw
+    root = fw.FlowTarget(account(), REGION, "aws", (), fw.Destination("s3", bucket=BUCKET))
+    theirs = [dict(s, Sid=f"WafLogs{i}") for i, s in enumerate(fw.s3_delivery_statements(root))]
+    put_policy(*theirs)
+    the_vpc = vpc()
+    assert tw("flow-logs", "apply", "--vpc", the_vpc, "--to", f"s3://{BUCKET}/flow",
+              "--yes")[0] == 0
+    doc = policy()
+    assert doc["Statement"][:2] == theirs
+    ours = [s for s in doc["Statement"] if s["Sid"].startswith("Trailwatch")]
+    resources = [r for s in ours for r in (s["Resource"] if isinstance(s["Resource"], list)
+                                           else [s["Resource"]])]
+    assert resources == [f"arn:aws:s3:::{BUCKET}/flow/AWSLogs/{account()}/*"]  # AclCheck: theirs
+    assert tw("flow-logs", "remove", "--vpc", the_vpc, "--to", f"s3://{BUCKET}/flow",
+              "--yes")[0] == 0
+    assert policy()["Statement"] == theirs
+
+
 def test_a_foreign_statement_holding_the_seed_sid_is_kept_and_ours_gets_its_own(aws):
-    theirs = dict(OTHER_TEAM, Sid="AWSLogDeliveryWrite")
+    theirs = dict(OTHER_TEAM, Sid="TrailwatchAWSLogDeliveryWrite")
     put_policy(theirs)
     assert tw("flow-logs", "apply", "--vpc", vpc(), "--to", f"s3://{BUCKET}", "--yes")[0] == 0
     doc = policy()
     assert doc["Statement"][0] == theirs
-    assert len(set(sids(doc))) == 3 and all(s.startswith("AWSLogDelivery") for s in sids(doc))
+    assert len(set(sids(doc))) == 3 and all(s.startswith("TrailwatchAWSLogDelivery") for s in sids(doc))
 
 
 def test_a_policy_that_would_pass_20_kb_is_refused_before_any_write(aws):

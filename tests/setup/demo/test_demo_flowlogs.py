@@ -23,8 +23,8 @@ def test_demo_flow_logs_to_s3_and_a_log_group_and_readiness_before_and_after():
     assert r["apply_s3"]["applied"][0] == "s3:PutBucketPolicy"
     assert r["rerun_write_calls"] == 0
     assert r["automatic_attachments"] == 0
-    assert r["bucket_policy_sids"] == ["DataTeamRead", "AWSLogDeliveryWrite",
-                                       "AWSLogDeliveryAclCheck"]
+    assert r["bucket_policy_sids"] == ["DataTeamRead", "TrailwatchAWSLogDeliveryWrite",
+                                       "TrailwatchAWSLogDeliveryAclCheck"]
     assert set(r["delivery"].values()) == {"delivered"}
     assert r["files"]["count"] >= 1
     assert r["files"]["example"].startswith("flow-logs/AWSLogs/")

@@ -20,7 +20,7 @@ def target(spec: str = "s3://logs-bucket/flow", **kw) -> fw.FlowTarget:
 
 def test_statements_are_the_seeds_scoped_and_conditioned():
     write, acl = fw.s3_delivery_statements(target())
-    assert write["Sid"] == "AWSLogDeliveryWrite" and acl["Sid"] == "AWSLogDeliveryAclCheck"
+    assert write["Sid"] == "TrailwatchAWSLogDeliveryWrite" and acl["Sid"] == "TrailwatchAWSLogDeliveryAclCheck"
     assert write["Principal"] == acl["Principal"] == {"Service": "delivery.logs.amazonaws.com"}
     assert write["Action"] == "s3:PutObject" and acl["Action"] == "s3:GetBucketAcl"
     assert write["Resource"] == [f"arn:aws:s3:::logs-bucket/flow/AWSLogs/{ACCT}/*"]
