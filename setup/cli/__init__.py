@@ -21,38 +21,32 @@ parents)``; it sets ``handler=fn`` with ``parser.set_defaults``, and ``fn(inv)``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-)
-
 from setup import __version__
 from setup.aws import AwsClients
+from setup.cli import failures
 from setup.cli import rules as rules_cmd
 from setup.cli import subscribe
 from setup.cli.commands import cmd_apply, cmd_plan, cmd_remove, cmd_verify
 from setup.errors import (
-    EXIT_FAIL,
-    EXIT_INTERRUPTED,
+    EXIT_BROKEN_PIPE,
     EXIT_OK,
     EXIT_USAGE,
-    SetupError,
     UsageError,
-    error_code,
-    error_message,
 )
 from setup.verify import canary as canary_mod
-from setup.wiring.executor import Executor, StepFailure, StepInterrupted
+from setup.wiring.executor import Executor
 from setup.wiring.models import (
     RETENTION_DAYS,
     STREAM_SCOPES,
@@ -136,19 +130,56 @@ class Parser(argparse.ArgumentParser):
 REGISTRARS: list[Callable[[Any, dict[str, argparse.ArgumentParser]], None]] = []
 
 
+# The AWS CLI's global options, accepted before or after every subcommand (nested ones too).
+GLOBAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--region", dict(metavar="REGION",
+                      help="where to look the trail up (default: AWS_REGION, AWS_DEFAULT_REGION, "
+                           "the profile's region); calls go to the trail's home region")),
+    ("--profile", dict(metavar="NAME", help="AWS profile to use (default: AWS_PROFILE)")),
+    ("--output", dict(choices=("text", "json"), default="text",
+                      help="output format (errors too: a JSON object on stdout)")),
+    ("--endpoint-url", dict(metavar="URL", help="send every AWS call to this endpoint (a local "
+                            "emulator; default: AWS, or AWS_ENDPOINT_URL)")),
+    ("--debug", dict(action="store_true", default=False,
+                     help="on stderr: botocore's log of every request, and the traceback of an "
+                          "error")),
+    ("--no-progress", dict(action="store_true", default=False,
+                           help="no progress lines on stderr while waiting")),
+]
+_GLOBALS_TITLE = "global options (before or after the subcommand)"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Add the global options ``parser`` does not have yet. A subcommand's copies default to
+    SUPPRESS so they never overwrite a value given before the subcommand; an option a subcommand
+    defined itself (``rules list --output``) gets the same SUPPRESS default."""
+    grp = None
+    for flag, kw in GLOBAL_OPTIONS:
+        if flag in parser._option_string_actions:
+            if suppress:
+                parser._option_string_actions[flag].default = argparse.SUPPRESS
+            continue
+        grp = grp or parser.add_argument_group(_GLOBALS_TITLE)
+        grp.add_argument(flag, **dict(kw, **({"default": argparse.SUPPRESS} if suppress else {})))
+
+
 def _global_options(suppress: bool) -> argparse.ArgumentParser:
-    """--region/--profile/--output, accepted before and after the subcommand (the subcommand's
-    copies default to SUPPRESS so they never overwrite a value given before it)."""
-    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    """A parent parser with the global options (see :func:`_add_global_options`)."""
     g = Parser(add_help=False)
-    grp = g.add_argument_group("global options (before or after the subcommand)")
-    grp.add_argument("--region", default=d(None),
-                     help="where to look the trail up (default: AWS_REGION, AWS_DEFAULT_REGION, "
-                          "the profile's region); calls go to the trail's home region")
-    grp.add_argument("--profile", default=d(None), help="AWS profile to use")
-    grp.add_argument("--output", choices=("text", "json"), default=d("text"),
-                     help="output format (errors too: a JSON object on stdout)")
+    _add_global_options(g, suppress)
     return g
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every subcommand's parser, nested ones (``rules list``) included, each once."""
+    seen: set[int] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+                    yield from _subparsers(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in REGISTRARS:
         register(sub, parents)
+    for p in _subparsers(parser):   # whatever a registrar added: the globals work there too
+        _add_global_options(p, suppress=True)
     return parser
 
 
@@ -306,7 +339,13 @@ def _register_replay(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> N
     """`trailwatch replay`: re-drive failure records into the processor."""
     from setup.cli import replay
     replay.register(sub, [parents["globals"]])
-    sub.choices["replay"].set_defaults(handler=lambda inv: replay.cmd_replay(inv.args, inv.out))
+
+    def run(inv: Invocation) -> int:
+        def client(service: str) -> Any:   # --profile, --region, --endpoint-url of this run
+            return inv.clients.session.client(service, region_name=inv.args.region,
+                                              endpoint_url=inv.args.endpoint_url)
+        return replay.cmd_replay(inv.args, inv.out, client)
+    sub.choices["replay"].set_defaults(handler=run)
 
 
 REGISTRARS += [_register_subscribe, _register_rules, _register_replay]
@@ -341,7 +380,8 @@ class Invocation:
     @property
     def clients(self) -> AwsClients:
         if self._clients is None:
-            self._clients = AwsClients(profile=self.args.profile, region=self.args.region)
+            self._clients = AwsClients(profile=self.args.profile, region=self.args.region,
+                                       endpoint_url=self.args.endpoint_url)
         return self._clients
 
 
@@ -352,68 +392,91 @@ def _wants_json(argv: list[str]) -> bool:
     return False
 
 
-def _error(out: TextIO, as_json: bool, code: str, message: str, remediation: str = "",
-           extra: dict[str, Any] | None = None, text: str | None = None) -> None:
-    print(text if text is not None else f"trailwatch: {message}", file=sys.stderr)
-    if remediation and text is None:
-        print(f"fix: {remediation}", file=sys.stderr)
+def _error(out: TextIO, as_json: bool, f: failures.Failure) -> None:
+    print(f.text if f.text is not None else f"trailwatch: {f.message}", file=sys.stderr)
+    if f.remediation and f.text is None:
+        print(f"fix: {f.remediation}", file=sys.stderr)
     if as_json:
-        err: dict[str, Any] = {"code": code, "message": message, "remediation": remediation}
-        err.update(extra or {})
+        err: dict[str, Any] = {"code": f.code, "message": f.message, "remediation": f.remediation}
+        err.update(f.extra)
         print(json.dumps({"error": err}, indent=2), file=out)
 
 
-def _step_report(e: StepFailure) -> dict[str, Any]:
-    return {"done": [s.api for s in e.done], "failed": e.step.api,
-            "not_run": [s.api for s in e.remaining]}
+@contextlib.contextmanager
+def _debug_log(on: bool) -> Iterator[None]:
+    """--debug: botocore's and boto3's DEBUG log on stderr (each request and response)."""
+    if not on:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("botocore", "boto3", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+        lg.addHandler(handler)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
+def _quiet_stdout(out: TextIO) -> None:
+    """The reader of our stdout went away (``| head``): send what is left to /dev/null, so the
+    interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # not a real file (a test's StringIO)
+        pass
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, stdin: TextIO | None = None,
          clients: AwsClients | None = None,
          executor_factory: Callable[[AwsClients, float], Executor] | None = None) -> int:
+    """Run one ``trailwatch`` command line and return its exit code. Every exception ends here
+    as ``trailwatch: <what>`` + ``fix: <command>`` (a traceback only with --debug); a closed
+    stdout pipe ends quietly with 141, as a process killed by SIGPIPE does."""
     out = out or sys.stdout
-    stdin = stdin or sys.stdin
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        with _debug_log(debug):
+            code = _run(argv, out, stdin or sys.stdin, clients, executor_factory, debug)
+            out.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout(out)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str], out: TextIO, stdin: TextIO, clients: AwsClients | None,
+         executor_factory: Callable[[AwsClients, float], Executor] | None, debug: bool) -> int:
     as_json = _wants_json(argv)
-    parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:   # --help / --version
-        return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
-    except UsageError as e:
-        parser.print_usage(sys.stderr)
-        _error(out, as_json, e.code, e.message, e.remediation)
-        return EXIT_USAGE
-    as_json = args.output == "json"
-    if executor_factory is None:
-        def executor_factory(c: AwsClients, timeout: float) -> Executor:
-            return Executor(c, sleep=time.sleep, propagation_timeout=timeout)
-    inv = Invocation(args, out, stdin, executor_factory, clients)
-    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:   # --help / --version
+            return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+        except UsageError:
+            parser.print_usage(sys.stderr)
+            raise
+        as_json = args.output == "json"
+        if executor_factory is None:
+            def executor_factory(c: AwsClients, timeout: float) -> Executor:
+                return Executor(c, sleep=time.sleep, propagation_timeout=timeout)
+        inv = Invocation(args, out, stdin, executor_factory, clients)
         return args.handler(inv)
-    except StepInterrupted as e:
-        _error(out, as_json, "Interrupted", "apply interrupted (Ctrl-C)",
-               "run the same command again: it does only what is still missing",
-               _step_report(e), text=e.report())
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        _error(out, as_json, "Interrupted", "interrupted (Ctrl-C) before any change was made",
-               "run the command again")
-        return EXIT_INTERRUPTED
-    except StepFailure as e:
-        _error(out, as_json, e.code, str(e), e.explanation, _step_report(e), text=e.report())
-        return EXIT_FAIL
-    except SetupError as e:
-        _error(out, as_json, e.code, e.message, e.remediation)
-        return e.exit_code
-    except ClientError as e:
-        _error(out, as_json, error_code(e), f"{error_code(e)}: {error_message(e)}",
-               "check the permissions of these credentials (`plan --check-permissions`)")
-        return EXIT_FAIL
-    except (NoCredentialsError, NoRegionError) as e:
-        _error(out, as_json, type(e).__name__, str(e),
-               "configure credentials and region (--profile, --region, AWS_REGION)")
-        return EXIT_USAGE
-    except BotoCoreError as e:
-        _error(out, as_json, type(e).__name__, str(e))
-        return EXIT_FAIL
+    except BrokenPipeError:
+        raise
+    except (Exception, KeyboardInterrupt) as e:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        failure = failures.describe(e, args, argv)
+        _error(out, as_json, failure)
+        return failure.exit_code

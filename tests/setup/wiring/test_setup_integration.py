@@ -239,7 +239,7 @@ def test_fault_injection_each_write_fails_once_then_rerun_converges(aws, capsys,
     err = capsys.readouterr().err
     assert code == 1 and failed == [operation]
     assert f"FAILED   {service}:{operation}" in err and "AccessDenied" in err
-    assert "run the same `trailwatch apply` again" in err
+    assert "run the same command again, `trailwatch apply --trail main --yes`" in err
     code, out = run(["apply", "--trail", "main", "--yes"], AwsClients(region="us-east-1"))
     assert code == 0, out
     assert ct.get_trail(Name="main")["Trail"]["CloudWatchLogsLogGroupArn"].endswith(":*")
