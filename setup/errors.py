@@ -18,8 +18,9 @@ class SetupError(Exception):
     exit_code = 1
 
     # Options whose corrected values make the same command line work (e.g. {"--trail":
-    # "nc-trail"} for a misspelt trail): the CLI prints that command line as the fix.
-    retry_with: dict[str, str] | None = None
+    # "nc-trail"} for a misspelt trail, {"--yes": None} for a flag): the CLI prints that command
+    # line as the fix.
+    retry_with: dict[str, str | None] | None = None
 
     def __init__(self, message: str, remediation: str = "", code: str = "") -> None:
         self.message = message

@@ -468,8 +468,10 @@ def _run(argv: list[str], out: TextIO, stdin: TextIO, clients: AwsClients | None
             raise
         as_json = args.output == "json"
         if executor_factory is None:
+            quiet = {"progress": lambda message: None} if args.no_progress else {}
+
             def executor_factory(c: AwsClients, timeout: float) -> Executor:
-                return Executor(c, sleep=time.sleep, propagation_timeout=timeout)
+                return Executor(c, sleep=time.sleep, propagation_timeout=timeout, **quiet)
         inv = Invocation(args, out, stdin, executor_factory, clients)
         return args.handler(inv)
     except BrokenPipeError:

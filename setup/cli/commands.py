@@ -96,11 +96,13 @@ def show_and_confirm(plan: Plan, target: Target, who: dict, args: argparse.Names
         return None
     answer = confirm(f"{verb.capitalize()} these {len(plan.steps)} change(s)?", stdin, out)
     if answer is None:
-        raise UsageError(f"refusing to {verb} without confirmation: input is not a terminal",
-                         f"review `trailwatch plan` and pass --yes", code="NotConfirmed")
-    if not answer:
+        refusal = UsageError(f"refusing to {verb} without confirmation: input is not a "
+                             "terminal", "review the plan, then pass --yes", code="NotConfirmed")
+        refusal.retry_with = {"--yes": None}     # fix: this command line with --yes
+        raise refusal
+    if not answer:   # a declined prompt is not success (exit 1)
         print(f"Nothing to {verb}: not confirmed.", file=out)
-        return EXIT_OK
+        return EXIT_FAIL
     return None
 
 
@@ -148,7 +150,8 @@ def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin:
     done = executor_factory(clients, args.propagation_timeout).run(plan)
     writes = len(clients.mutating_calls())
     fresh = refresh_target(clients, target)
-    waited = [canary_mod.wait_for_delivery(clients, fresh, applied_at, args.wait_timeout)] \
+    waited = [canary_mod.wait_for_delivery(clients, fresh, applied_at, args.wait_timeout,
+                                           progress=canary_mod.progress_for(args))] \
         if getattr(args, "wait", False) else []
     results = waited + run_checks(Context(clients, fresh, **canary_mod.context_options(args)))
     results += canary_mod.extra_checks(clients, fresh, args)

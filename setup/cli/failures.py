@@ -87,25 +87,29 @@ def runnable(hint: str, args: argparse.Namespace | None) -> str:
     return re.sub(r"trailwatch (\w[\w-]*)((?: -[-\w]+(?:[ =](?!-)[^\s`;,()]+)?)*)", fill, hint)
 
 
-def rerun(argv: list[str], extra: list[str] | None = None,
-          replace: dict[str, str] | None = None) -> str:
-    """This very command line again, with ``replace`` options set to new values and ``extra``
-    appended: ``trailwatch apply --trail main --yes``."""
+def rerun(argv: list[str], replace: dict[str, str | None] | None = None) -> str:
+    """This very command line again, with the options in ``replace`` set to their new values
+    (added when absent; ``None`` means a flag without a value): ``trailwatch apply --trail main
+    --yes``."""
     out: list[str] = []
-    replace = dict(replace or {})
+    todo = dict(replace or {})
     i = 0
     while i < len(argv):
         a = argv[i]
         flag = a.split("=", 1)[0]
-        if flag in replace:
-            out += [flag, replace.pop(flag)]
-            i += 1 if "=" in a else 2
+        if flag in todo:
+            value = todo.pop(flag)
+            if value is None:
+                out.append(flag)
+                i += 1
+            else:
+                out += [flag, value]
+                i += 1 if "=" in a else 2
             continue
         out.append(a)
         i += 1
-    for flag, value in replace.items():
-        out += [flag, value]
-    out += [x for x in (extra or []) if x not in out]
+    for flag, value in todo.items():
+        out += [flag] if value is None else [flag, value]
     return "trailwatch " + shlex.join(out)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from setup.cli.commands import show_and_confirm
-from setup.errors import EXIT_OK, SetupError
+from setup.errors import EXIT_OK, SetupError, UsageError
 from setup.wiring.planner import Plan
 from setup.wiring.state import read_log_group
 from setup.wiring.subscription import plan_subscription, read_filters
@@ -65,8 +65,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
 def cmd_subscribe(clients: Any, args: argparse.Namespace, out: TextIO, stdin: TextIO,
                   executor_factory: Callable[[Any, float], Any]) -> int:
     if not args.destination:
-        raise SetupError("subscribe needs --destination ARN",
-                         "the DestinationArn output of the audit account's stack")
+        raise UsageError("subscribe needs --destination ARN (the DestinationArn output of the "
+                         "audit account's stack)", "trailwatch subscribe --destination "
+                         "arn:aws:logs:REGION:AUDIT_ACCOUNT:destination:NAME")
     target, who, notes = resolve_target(clients, args)
     current = read_filters(clients, target)
     if not current and read_log_group(clients, target) is None:

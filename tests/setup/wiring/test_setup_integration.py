@@ -412,5 +412,5 @@ def test_apply_asks_on_a_terminal(aws, answer, applied):
     ct = make_trail()
     code, out = run(["apply", "--trail", "main"], AwsClients(region="us-east-1"),
                     stdin=FakeTty(answer))
-    assert code == 0 and "Apply these 5 change(s)? [y/N]" in out
+    assert code == (0 if applied else 1) and "Apply these 5 change(s)? [y/N]" in out
     assert bool(ct.get_trail(Name="main")["Trail"].get("CloudWatchLogsRoleArn")) is applied
