@@ -34,8 +34,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trailwatch demo
 
+# The suite runs on one pytest-xdist worker per core (TEST_WORKERS=0 runs it serially); tests
+# share no ports (servers bind port 0) and no files outside their tmp_path.
+TEST_WORKERS ?= auto
 test: $(STAMP) $(SAMSTAMP) $(CHECKOVSTAMP)
-	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q
+	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_handler.py
