@@ -15,7 +15,7 @@ CHECKOVSTAMP := $(CHECKOVVENV)/.installed
 help:
 	@echo "make demo      set up and run the end-to-end demo on an embedded local AWS (no account needed)"
 	@echo "make test      set up and run the test suite"
-	@echo "make bench     run the handler benchmark (corpus in ../shared/corpus, else events/)"
+	@echo "make bench     run the handler benchmark (corpus in $$TRAILWATCH_CORPUS, else events/)"
 	@echo "make mutate    mutation-test the security-critical modules (slow; not in CI), print score"
 	@echo "make sam-venv  install the AWS SAM CLI in its own virtualenv ($(SAMVENV))"
 	@echo "make sam-build / sam-validate   build / lint the SAM template with that SAM CLI"
