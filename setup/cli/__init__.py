@@ -36,6 +36,7 @@ from typing import Any, TextIO
 from setup import __version__
 from setup.aws import AwsClients
 from setup.cli import failures
+from setup.cli import help as help_mod
 from setup.cli import rules as rules_cmd
 from setup.cli import subscribe
 from setup.cli.commands import cmd_apply, cmd_plan, cmd_remove, cmd_verify
@@ -72,23 +73,21 @@ widened implicitly, and Control Tower resources are never touched.
 
 Start with `trailwatch plan --trail NAME`: it shows every API call apply would make."""
 
-EPILOG = """\
+EPILOG = help_mod.TASKS + """
 examples:
-  trailwatch plan   --trail management-events
-  trailwatch plan   --trail arn:aws:cloudtrail:us-east-1:111122223333:trail/org --output json
+  trailwatch plan   --trail management-events --region us-east-1
   trailwatch apply  --trail org-trail --retention-days 400 --kms-key alias/audit-logs
-  trailwatch plan   --trail org-trail --cis-alarms --out plan.json
-  trailwatch apply  --plan plan.json --yes
-  trailwatch --region eu-west-1 verify --trail org-trail --output json
+  trailwatch --output json verify --trail org-trail
   trailwatch remove --trail org-trail --yes --delete-role
 
-exit codes: 0 success; 1 a verify FAIL (apply's too), a failed apply, a refusal or a stale plan;
-2 usage error (also: no region); 130 interrupted. With --output json an error is
-{"error": {"code", "message", "remediation"}} on stdout.
+exit codes: 0 success; 1 a verify FAIL (apply's too), a failed apply, a refusal, a stale plan, a
+declined confirmation or an AWS error; 2 usage error (also: unknown profile, no region); 130
+interrupted; 141 stdout closed by its reader. An error is one line, `trailwatch: <what>`, then
+`fix: <command>`; with --output json also {"error": {"code", "message", "remediation"}} on stdout.
 
 Credentials and endpoints come from the usual AWS chain (--profile, AWS_PROFILE, AWS_REGION,
-AWS_ENDPOINT_URL for a local emulator). Every call carries the user agent trailwatch/VERSION so
-trailwatch's own changes are recognisable in CloudTrail."""
+--endpoint-url or AWS_ENDPOINT_URL for a local emulator). Every call carries the user agent
+trailwatch/VERSION so trailwatch's own changes are recognisable in CloudTrail."""
 
 
 def _retention(value: str) -> int:
@@ -172,14 +171,7 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
 
 def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """Every subcommand's parser, nested ones (``rules list``) included, each once."""
-    seen: set[int] = set()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for p in action.choices.values():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    yield p
-                    yield from _subparsers(p)
+    return (p for p, _ in help_mod.subparsers(parser))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,11 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     glob = _global_options(True)
 
-    common = Parser(add_help=False)
-    g = common.add_argument_group("trail")
-    g.add_argument("--trail", metavar="NAME|ARN",
-                   help="the trail, by name or ARN (an ARN finds it from any region; the "
-                        "partition comes from it)")
+    def trail_option(required: bool) -> argparse.ArgumentParser:
+        p = Parser(add_help=False)
+        p.add_argument_group("trail").add_argument(
+            "--trail", metavar="NAME|ARN", required=required,
+            help="the trail, by name or ARN (an ARN finds it from any region; the partition "
+                 "comes from it)" + ("" if required else "; required unless --plan is given"))
+        return p
+    common, the_trail = trail_option(False), trail_option(True)
     org = Parser(add_help=False)
     org.add_argument("--org-id", type=_org_id, metavar="o-...",
                      help="organization id for org trails (default: "
@@ -241,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "filters and subscriptions stop receiving events)")
     subscribe.add_arguments(w)   # --destination, --subscription-role
 
-    parents = {"globals": glob, "trail": common, "org": org, "names": names, "wiring": wiring,
-               "trust": trust}
+    parents = {"globals": glob, "trail": common, "trail_required": the_trail, "org": org,
+               "names": names, "wiring": wiring, "trust": trust}
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("plan", parents=[glob, common, org, names, trust, wiring], formatter_class=fmt,
+    p = sub.add_parser("plan", parents=[glob, the_trail, org, names, trust, wiring], formatter_class=fmt,
                        help="show what apply would do (no writes)",
                        description=_wrap("Read the account and print the ordered API calls apply would "
                                    "make, the full policy documents and the IAM actions needed. "
@@ -274,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=lambda inv: cmd_apply(inv.clients, inv.args, inv.out, inv.stdin,
                                                  inv.executor_factory))
 
-    v = sub.add_parser("verify", parents=[glob, common, org, names, trust], formatter_class=fmt,
+    v = sub.add_parser("verify", parents=[glob, the_trail, org, names, trust], formatter_class=fmt,
                        help="read-only checks: PASS / WARN / FAIL with remediation",
                        description=_wrap("Check the trail, log group, role, trust and stream policy "
                                    "(evaluated locally against the exact stream names) and "
@@ -282,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     canary_mod.add_arguments(v)   # --canary, --canary-timeout, --max-delivery-age
     v.set_defaults(handler=lambda inv: cmd_verify(inv.clients, inv.args, inv.out))
 
-    r = sub.add_parser("remove", parents=[glob, common, names], formatter_class=fmt,
+    r = sub.add_parser("remove", parents=[glob, the_trail, names], formatter_class=fmt,
                        help="detach the trail; delete only what is provably unused",
                        description=_wrap("Detach the trail (both CloudWatch Logs fields set to empty) "
                                    "and its CIS filters/alarms/topic. Deletes the role and the "
@@ -316,14 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
         register(sub, parents)
     for p in _subparsers(parser):   # whatever a registrar added: the globals work there too
         _add_global_options(p, suppress=True)
+    help_mod.teach(parser, [flag for flag, _ in GLOBAL_OPTIONS])
     return parser
 
 
 def _register_subscribe(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     """`trailwatch subscribe`."""
     wiring = Parser(add_help=False)
-    subscribe.add_arguments(wiring.add_argument_group("subscription"))
-    s = subscribe.register(sub, [parents["globals"], parents["trail"], parents["names"], wiring])
+    subscribe.add_arguments(wiring.add_argument_group("subscription"), required=True)
+    s = subscribe.register(sub, [parents["globals"], parents["trail_required"], parents["names"],
+                                 wiring])
     s.set_defaults(handler=lambda inv: subscribe.cmd_subscribe(
         inv.clients, inv.args, inv.out, inv.stdin, inv.executor_factory))
 

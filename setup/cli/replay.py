@@ -15,12 +15,12 @@ from typing import Any, TextIO
 
 DESCRIPTION = """\
 The processor routes what it cannot process to the failure queue, whole: a payload failure keeps
-``data`` (the subscription data, or the whole bad Kinesis entry / invocation event), a log-event
-failure keeps ``message``, ``log_event_id``, ``timestamp`` and the stream it came from. A record too
+data (the subscription data, or the whole bad Kinesis entry / invocation event), a log-event
+failure keeps message, log_event_id, timestamp and the stream it came from. A record too
 large for the queue is in the S3 failure archive and its queue message carries
-``archive: {"bucket", "key"}``. This command turns each record back into the invocation event the
-processor receives and runs it, through the deployed function (``--function``) or in this process
-(``--local``, with the processor's environment variables). A queue message is deleted only after
+archive: {"bucket", "key"}. This command turns each record back into the invocation event the
+processor receives and runs it, through the deployed function (--function) or in this process
+(--local, with the processor's environment variables). A queue message is deleted only after
 its event ran without a function error; what still cannot be processed is routed again as a new
 failure record, so nothing is lost either way.
 """
@@ -167,7 +167,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser] | None = No
     p = subparsers.add_parser(
         "replay", parents=parents or [], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="re-drive failure records (queue or S3 archive) into the event processor",
-        description=DESCRIPTION.replace("``", ""))
+        description=DESCRIPTION)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--queue-url", metavar="URL",
                      help="the failure queue (stack output FailureQueueUrl); messages are deleted "

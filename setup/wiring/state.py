@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +34,7 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
             raise
     wanted = [t for t in trails if name_or_arn in (t.get("Name"), t.get("TrailARN"))]
     if not wanted:
-        hint = ("pass the trail ARN, or --region with the trail's home region"
-                if not parsed else "check the ARN and that your credentials can see the trail")
-        raise SetupError(f"TrailNotFoundException: no trail {name_or_arn!r} is visible from "
-                         f"{region}", hint)
+        raise trail_not_found(ct, name_or_arn, region, parsed is not None)
     t = wanted[0]
     arn = t["TrailARN"]
     home = t.get("HomeRegion") or arn.split(":")[3]
@@ -45,6 +43,28 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
                  is_multi_region=bool(t.get("IsMultiRegionTrail")),
                  log_group_arn=t.get("CloudWatchLogsLogGroupArn") or None,
                  role_arn=t.get("CloudWatchLogsRoleArn") or None)
+
+
+def trail_not_found(ct: Any, name_or_arn: str, region: str, is_arn: bool) -> SetupError:
+    """The error for a trail that is not there: the trails that are visible in that Region and,
+    when one is close, the same command line with its name (``retry_with``)."""
+    try:
+        visible = sorted({t["Name"] for t in ct.describe_trails(includeShadowTrails=True)
+                          .get("trailList", []) if t.get("Name")})
+    except ClientError:
+        visible = []
+    wanted = name_or_arn.rsplit("/", 1)[-1]
+    close = difflib.get_close_matches(wanted, visible, n=1, cutoff=0.6)
+    seen = (f"; trails visible there: {', '.join(visible[:10])}"
+            f"{' ...' if len(visible) > 10 else ''}" if visible else "; no trail is visible there")
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = ("check the ARN and that your credentials can see the trail" if is_arn else
+            "pass the trail's name or ARN, or --region with the trail's home region")
+    err = SetupError(f"TrailNotFoundException: no trail {name_or_arn!r} is visible from "
+                     f"{region}{seen}{guess}", hint)
+    if close and not is_arn:
+        err.retry_with = {"--trail": close[0]}
+    return err
 
 
 def caller(clients: AwsClients, region: str) -> dict[str, str]:
