@@ -7,15 +7,18 @@
     trailwatch remove --trail NAME|ARN [--yes] [--delete-log-group [--confirm-log-group NAME]]
                       [--delete-role]
 
-Global options (--region, --profile, --output text|json) go before or after the subcommand.
-Exit codes: 0 success, 1 verify found a FAIL (also apply's own post-apply verify), apply failed or
-a saved plan is stale, 2 usage error (also: no region), 130 interrupted (Ctrl-C).
-With --output json, an error is ``{"error": {"code", "message", "remediation"}}`` on stdout (the
-text goes to stderr as well).
+The global options (:data:`GLOBAL_OPTIONS`: --region, --profile, --output text|json,
+--endpoint-url, --debug, --no-progress) go before or after any subcommand. Exit codes (see
+:mod:`setup.errors`): 0 success, 1 a FAIL, a failed apply, a refusal, a stale plan, a declined
+prompt or an AWS error, 2 usage error, 130 interrupted, 141 stdout closed. :func:`main` has the
+one exception handler: every error is ``trailwatch: <what>`` + ``fix: <command>`` on stderr
+(:mod:`setup.cli.failures`), and with --output json also ``{"error": {"code", "message",
+"remediation"}}`` on stdout; a traceback only with --debug.
 
 Other modules add subcommands through :data:`REGISTRARS`: each is ``register(subparsers,
 parents)``; it sets ``handler=fn`` with ``parser.set_defaults``, and ``fn(inv)`` gets an
-:class:`Invocation` (args, out, stdin, lazily created clients) and returns the exit code.
+:class:`Invocation` (args, out, stdin, lazily created clients) and returns the exit code. Every
+subcommand parser then gets the global options it lacks and the help of :mod:`setup.cli.help`.
 """
 
 from __future__ import annotations
