@@ -31,6 +31,7 @@ from setup.wiring.plans import (
 from setup.wiring.removal import removal_plan
 from setup.wiring.target import resolve_target
 
+
 # ----------------------------------------------------------------------------------- printing
 
 def describe_target(target: Target, who: dict, out: TextIO) -> None:

@@ -73,7 +73,7 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "replay": [
         "trailwatch replay --queue-url https://sqs.us-east-1.amazonaws.com/111122223333/tw-failures --function tw-processor --dry-run",
-        "trailwatch replay --queue-url URL --function arn:aws:lambda:us-east-1:111122223333:function:tw-processor",
+        "trailwatch replay --bucket tw-failure-archive --function tw-processor  # discarded stream batches",
         "trailwatch replay --file failures.jsonl --local",
     ],
 }

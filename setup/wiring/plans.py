@@ -104,7 +104,7 @@ def check_permissions(clients: AwsClients, region: str, actions: list[Any]
     return missing, warnings
 
 
-# ----------------------------------------------------------------------------------- commands
+# ----------------------------------------------------------------------------------- the plan
 
 def _cis_plan(clients: AwsClients, args: argparse.Namespace, target: Target
               ) -> tuple[list[Step], Any, str | None]:

@@ -11,7 +11,6 @@ from setup.errors import SetupError, UsageError
 from setup.wiring.models import Target, default_log_group, default_role_name
 from setup.wiring.state import caller, find_trail, organization_id, resolve_kms_key
 
-# ----------------------------------------------------------------------------------- resolve
 
 def resolve_target(clients: AwsClients, args: argparse.Namespace, *, need_org_id: bool = True
                    ) -> tuple[Target, dict, list[str]]:

@@ -109,8 +109,9 @@ def test_on_failure_destinations(cfn):
     p = esm["Properties"]
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["BisectBatchOnFunctionError"] is True
+    # a discarded batch is kept whole in S3 (a queue would get its position only)
     assert p["DestinationConfig"]["OnFailure"]["Destination"] == \
-        {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}
+        {"Fn::GetAtt": ["FailureArchiveBucket", "Arn"]}
 
 
 EXPECTED_ALARMS = {
@@ -125,6 +126,8 @@ EXPECTED_ALARMS = {
     "IteratorAgeAlarm": ("AWS/Lambda", "IteratorAge",
                          {"Ref": "IteratorAgeThresholdMilliseconds"}),
     "RuleErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "RuleErrors", 1),
+    "StreamBatchesDiscardedAlarm": ("AWS/Lambda", "OnFailureDestinationDeliveredEventCount", 1),
+    "DestinationDeliveryFailuresAlarm": ("AWS/Lambda", "DestinationDeliveryFailures", 1),
 }
 
 

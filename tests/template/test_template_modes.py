@@ -97,6 +97,7 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
           "ProcessorFunctionEventInvokeConfig", "AlertKey", "AlertTopic", "AlertBus",
           "FailureQueue", "FailedInvocationsQueue", "FunctionErrorsAlarm",
           "FunctionThrottlesAlarm", "FailureQueueAlarm", "FailedInvocationsAlarm",
+          "DestinationDeliveryFailuresAlarm",
           "DeliveryLagAlarm", "ProcessorHeartbeatAlarm", "Dashboard",
           # issue 10: the scheduled watchdog (continuous verify)
           "WatchdogLogGroup", "WatchdogState", "WatchdogFunction", "WatchdogFunctionRole",
@@ -110,9 +111,11 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
 MODES = {
     "direct": ({}, COMMON | {"LogsInvokePermission", "TrailSubscription", "HeartbeatAlarm"}),
     "kinesis": ({"KinesisStreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/trail"},
-                COMMON | {"KinesisSource", "KinesisReadPolicy", "IteratorAgeAlarm"}),
+                COMMON | {"KinesisSource", "KinesisReadPolicy", "IteratorAgeAlarm",
+                          "StreamBatchesDiscardedAlarm"}),
     "destination": ({"SourceAccountIds": "111111111111"},
                     COMMON | {"KinesisSource", "KinesisReadPolicy", "IteratorAgeAlarm",
+                              "StreamBatchesDiscardedAlarm",
                               "TrailStreamKey", "TrailStream", "DestinationRole",
                               "TrailDestination"}),
 }
@@ -238,7 +241,7 @@ def test_kinesis_mode_reads_a_kms_encrypted_stream(cfn):
     assert esm["EventSourceArn"] == "<TrailStream.Arn>"
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert esm["BisectBatchOnFunctionError"] is True
-    assert esm["DestinationConfig"]["OnFailure"]["Destination"] == "<FailedInvocationsQueue.Arn>"
+    assert esm["DestinationConfig"]["OnFailure"]["Destination"] == "<FailureArchiveBucket.Arn>"
 
 
 def test_parameters_are_constrained(cfn):

@@ -90,3 +90,133 @@ def test_to_event_shapes():
     env = json.loads(gzip.decompress(base64.b64decode(ev["awslogs"]["data"])))
     assert env["logEvents"] == [{"id": "1", "timestamp": TS, "message": "m"}]
     assert env["logGroup"] == "g" and env["messageType"] == "DATA_MESSAGE"
+
+
+# ----------------------------------------------------------------------------------- Lambda's records
+
+def kinesis_event(gz_payloads, stream="arn:aws:kinesis:us-east-1:111122223333:stream/trail"):
+    return {"Records": [{"kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "p",
+                                     "sequenceNumber": str(100 + i), "data": data,
+                                     "approximateArrivalTimestamp": 1.0},
+                         "eventSource": "aws:kinesis", "eventSourceARN": stream}
+                        for i, data in enumerate(gz_payloads)]}
+
+
+def esm_record(**extra):
+    """An event source mapping's on-failure record (Lambda developer guide, "Retain discarded
+    batch records for a Kinesis Data Streams event source")."""
+    return {"requestContext": {"requestId": "c9b8fa9f-5a7f-xmpl-af9c-0c604cde93a5",
+                               "functionArn": "arn:aws:lambda:us-east-1:111122223333:function:p",
+                               "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 11},
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                                "functionError": "Unhandled"},
+            "version": "1.0", "timestamp": "2026-12-07T00:38:06.021Z", **extra}
+
+
+def test_lambda_invocation_records_give_back_their_event():
+    event = {"awslogs": {"data": payload([])}}
+    asynchronous = esm_record(requestPayload=event, responsePayload={"errorMessage": "x"})
+    assert to_event(asynchronous) == event
+    batch = kinesis_event([payload([])])
+    assert to_event(esm_record(payload=json.dumps(batch))) == batch      # S3: the JSON text
+    assert to_event(esm_record(payload=batch)) == batch
+    assert to_event(esm_record(payload="not json")) is None
+    assert to_event(esm_record(payload={"something": "else"})) is None
+    # metadata only (a queue destination): nothing to run until it is read back from the stream
+    assert to_event(esm_record(KinesisBatchInfo={"shardId": "shardId-000000000000"})) is None
+
+
+def test_discarded_stream_batch_in_the_bucket_is_replayed_and_deleted(stack):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    events = [{"id": "le-9", "timestamp": TS, "message": json.dumps(dict(STOP, eventID="esm-1"))}]
+    key = "aws/lambda/0f1e2d3c-uuid/shardId-000000000000/2026/12/07/2026-12-07T00.38.06-abc"
+    s3.put_object(Bucket="archive", Key=key,
+                  Body=json.dumps(esm_record(payload=json.dumps(kinesis_event([payload(events)])),
+                                             KinesisBatchInfo={"shardId": "shardId-000000000000"})))
+    s3.put_object(Bucket="archive", Key="failures/not-a-lambda-record.json", Body=b"{}")
+    out = io.StringIO()
+    assert main(["replay", "--bucket", "archive", "--local", "--region", "us-east-1"],
+                out=out) == 0, out.getvalue()
+    assert "1 replayed, 0 failed, 0 skipped" in out.getvalue()
+    assert {a["event"]["eventID"] for a in stack["alerts"]()} == {"esm-1"}
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="archive").get("Contents", [])]
+    assert keys == ["failures/not-a-lambda-record.json"]        # only the replayed batch went
+
+
+def test_dry_run_on_the_bucket_changes_nothing(stack):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    key = "aws/lambda/u/shardId-000000000000/2026/12/07/x"
+    s3.put_object(Bucket="archive", Key=key, Body=json.dumps(esm_record(
+        payload=kinesis_event([payload([])]))))
+    out = io.StringIO()
+    assert main(["replay", "--bucket", "archive", "--local", "--dry-run",
+                 "--region", "us-east-1"], out=out) == 0
+    assert "would  lambda:RetryAttemptsExhausted" in out.getvalue()
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="archive")["Contents"]] == [key]
+
+
+def test_batch_known_only_by_its_position_is_read_back_from_the_stream(stack):
+    kin = boto3.client("kinesis", region_name="us-east-1")
+    kin.create_stream(StreamName="trail", ShardCount=1)
+    arn = kin.describe_stream(StreamName="trail")["StreamDescription"]["StreamARN"]
+    events = [{"id": f"le-{n}", "timestamp": TS,
+               "message": json.dumps(dict(STOP, eventID=f"stream-{n}"))} for n in range(3)]
+    seqs = [kin.put_record(StreamName="trail", PartitionKey="k",
+                           Data=gzip.compress(json.dumps({
+                               "messageType": "DATA_MESSAGE", "owner": "111122223333",
+                               "logGroup": "g", "logStream": "s", "subscriptionFilters": ["f"],
+                               "logEvents": [e]}).encode()))
+            for e in events]
+    # the batch held the last two records; the first was processed before
+    info = {"shardId": seqs[1]["ShardId"], "startSequenceNumber": seqs[1]["SequenceNumber"],
+            "endSequenceNumber": seqs[2]["SequenceNumber"], "batchSize": 2, "streamArn": arn}
+    stack["sqs"].send_message(QueueUrl=stack["fail_q"],
+                              MessageBody=json.dumps(esm_record(KinesisBatchInfo=info)))
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
+                out=out) == 0, out.getvalue()
+    assert "1 replayed, 0 failed" in out.getvalue()
+    assert {a["event"]["eventID"] for a in stack["alerts"]()} == {"stream-1", "stream-2"}
+    assert drain_queue(stack["sqs"], stack["fail_q"]) == []
+
+
+def test_batch_the_stream_no_longer_holds_is_reported_and_kept(stack):
+    kin = boto3.client("kinesis", region_name="us-east-1")
+    kin.create_stream(StreamName="trail", ShardCount=1)
+    arn = kin.describe_stream(StreamName="trail")["StreamDescription"]["StreamARN"]
+    info = {"shardId": "shardId-000000000007", "startSequenceNumber": "1",
+            "endSequenceNumber": "2", "batchSize": 2, "streamArn": arn}
+    stack["sqs"].send_message(QueueUrl=stack["fail_q"],
+                              MessageBody=json.dumps(esm_record(KinesisBatchInfo=info)))
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
+                out=out) == 0, out.getvalue()
+    assert "0 replayed, 0 failed, 1 skipped" in out.getvalue()
+    assert "skip   lambda:RetryAttemptsExhausted" in out.getvalue() and "(kept)" in out.getvalue()
+    attrs = stack["sqs"].get_queue_attributes(
+        QueueUrl=stack["fail_q"], AttributeNames=["ApproximateNumberOfMessages",
+                                                  "ApproximateNumberOfMessagesNotVisible"])
+    counts = {k: int(v) for k, v in attrs["Attributes"].items()}
+    assert sum(counts.values()) == 1       # not deleted: back in the queue after its timeout
+
+
+def test_function_runner_counts_reported_batch_item_failures_as_failed():
+    from setup.cli.replay import lambda_runner
+
+    class Lambda:
+        def __init__(self, body, error=None):
+            self.body, self.error = body, error
+
+        def invoke(self, **kw):
+            resp = {"Payload": io.BytesIO(self.body)}
+            if self.error:
+                resp["FunctionError"] = self.error
+            return resp
+
+    event = kinesis_event(["x"])
+    assert lambda_runner(Lambda(b'{"batchItemFailures": []}'), "f")(event) is None
+    assert lambda_runner(Lambda(b"null"), "f")(event) is None
+    failed = lambda_runner(Lambda(b'{"batchItemFailures": [{"itemIdentifier": "100"}]}'), "f")
+    assert "batchItemFailures" in failed(event)
+    assert lambda_runner(Lambda(b'{"errorMessage": "boom"}', "Unhandled"), "f")(event) \
+        .startswith("Unhandled: ")
