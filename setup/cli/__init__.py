@@ -124,7 +124,10 @@ class Parser(argparse.ArgumentParser):
     """Usage errors raise :class:`UsageError` so ``--output json`` can report them as JSON."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+        command = self.prog.removeprefix("trailwatch").strip()
+        err = UsageError(f"{command}: {message}" if command else message, f"{self.prog} --help")
+        err.usage = self.format_usage()      # the usage of the (sub)command that failed
+        raise err
 
 
 # Subcommands contributed by other modules: ``register(subparsers, parents)`` where ``parents``
@@ -463,8 +466,8 @@ def _run(argv: list[str], out: TextIO, stdin: TextIO, clients: AwsClients | None
             args = parser.parse_args(argv)
         except SystemExit as e:   # --help / --version
             return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
-        except UsageError:
-            parser.print_usage(sys.stderr)
+        except UsageError as e:
+            print(getattr(e, "usage", None) or parser.format_usage(), end="", file=sys.stderr)
             raise
         as_json = args.output == "json"
         if executor_factory is None:

@@ -175,3 +175,11 @@ def test_waiting_progress_only_on_a_terminal_and_never_with_no_progress(monkeypa
     monkeypatch.setattr("sys.stderr", err)
     canary.progress_for(argparse.Namespace(no_progress=no_progress))("waiting for delivery")
     assert ("waiting for delivery" in err.getvalue()) is shown
+
+
+def test_a_usage_error_shows_the_subcommand_usage_one_prefix_and_its_help_as_the_fix():
+    code, _, err = run(["plan", "--trail", "t", "--retention-days", "42"])
+    lines = err.splitlines()
+    assert code == 2 and lines[0].startswith("usage: trailwatch plan ")
+    assert any(ln.startswith("trailwatch: plan: argument --retention-days:") for ln in lines)
+    assert "trailwatch: trailwatch" not in err and lines[-1] == "fix: trailwatch plan --help"
