@@ -32,6 +32,7 @@ import sys
 import textwrap
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -116,6 +117,14 @@ def _name(validate: Callable[[str], str]) -> Callable[[str], str]:
     return check
 
 
+def _endpoint_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"an endpoint URL looks like http://localhost:5000 or "
+                                         f"https://host, not {value!r}")
+    return value
+
+
 def _wrap(text: str) -> str:
     return textwrap.fill(text, 78)
 
@@ -143,8 +152,9 @@ GLOBAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--profile", dict(metavar="NAME", help="AWS profile to use (default: AWS_PROFILE)")),
     ("--output", dict(choices=("text", "json"), default="text",
                       help="output format (errors too: a JSON object on stdout)")),
-    ("--endpoint-url", dict(metavar="URL", help="send every AWS call to this endpoint (a local "
-                            "emulator; default: AWS, or AWS_ENDPOINT_URL)")),
+    ("--endpoint-url", dict(metavar="URL", type=_endpoint_url,
+                            help="send every AWS call to this endpoint (a local emulator; "
+                                 "default: AWS, or AWS_ENDPOINT_URL)")),
     ("--debug", dict(action="store_true", default=False,
                      help="on stderr: botocore's log of every request, and the traceback of an "
                           "error")),

@@ -107,6 +107,7 @@ USAGE_ERRORS = [
     ["replay"],                                                # --queue-url or --file missing
     ["replay", "--file", "f.json"],                            # --function or --local missing
     ["demo", "--nope"],
+    ["--endpoint-url", "localhost:5000", "verify", "--trail", "main"],   # no scheme
 ]
 
 
