@@ -115,3 +115,18 @@ def test_every_fix_of_verify_is_a_command_for_this_trail(trails):
     hints = [c["remediation"] for c in json.loads(out)["checks"] if "trailwatch " in
              c["remediation"]]
     assert hints and all("--trail nc-trail --region us-east-1" in h for h in hints)
+
+
+def test_runnable_fills_what_a_hint_lacks_and_keeps_what_it_has():
+    import argparse
+    from setup.cli.failures import rerun, runnable
+    args = argparse.Namespace(trail="org trail", region="eu-west-1", profile=None,
+                              endpoint_url=None)
+    assert runnable("run `trailwatch apply` (it adds the statement)", args) == \
+        "run `trailwatch apply --trail 'org trail' --region eu-west-1` (it adds the statement)"
+    assert runnable("trailwatch apply --trail other --retention-days 365", args) == \
+        "trailwatch apply --region eu-west-1 --trail other --retention-days 365"
+    assert runnable("trailwatch rules list", args) == "trailwatch rules --region eu-west-1 list"
+    assert runnable("aws sns subscribe --topic-arn T", args) == "aws sns subscribe --topic-arn T"
+    assert rerun(["apply", "--trail=x", "--region", "r"], {"--trail": "y", "--yes": None}) == \
+        "trailwatch apply --trail y --region r --yes"
