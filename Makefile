@@ -9,13 +9,15 @@ SAMSTAMP := $(SAMVENV)/.installed
 CHECKOVVENV := .venv-checkov
 CHECKOVSTAMP := $(CHECKOVVENV)/.installed
 
-.PHONY: help venv demo test bench mutate sam-venv sam-build sam-validate lint-template clean lock \
+.PHONY: help venv demo test bench bench-instructions mutate sam-venv sam-build sam-validate lint-template clean lock \
 	checkov-venv checkov artifact
 
 help:
 	@echo "make demo      set up and run the end-to-end demo on an embedded local AWS (no account needed)"
 	@echo "make test      set up and run the test suite"
-	@echo "make bench     run the handler benchmark (corpus in $$TRAILWATCH_CORPUS, else events/)"
+	@echo "make bench     handler vs decode floor on ordinary and attack traffic ($$TRAILWATCH_CORPUS,"
+	@echo "               else events/); CPU instructions too when valgrind is installed"
+	@echo "make bench-instructions   only the CPU instruction counts (valgrind/callgrind)"
 	@echo "make mutate    mutation-test the security-critical modules (slow; not in CI), print score"
 	@echo "make sam-venv  install the AWS SAM CLI in its own virtualenv ($(SAMVENV))"
 	@echo "make sam-build / sam-validate   build / lint the SAM template with that SAM CLI"
@@ -40,8 +42,13 @@ TEST_WORKERS ?= auto
 test: $(STAMP) $(SAMSTAMP) $(CHECKOVSTAMP)
 	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
+# Wall time on both workloads, then CPU instructions per log event under callgrind when valgrind
+# is installed (BENCH_INSTRUCTIONS=0 skips it; BENCH_INSTRUCTIONS_TIMEOUT bounds it, 900 s).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_handler.py
+
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/bench_handler.py --instructions-only
 
 # Mutation testing: mutmut 3 over the modules listed in pyproject's [tool.mutmut],
 # with the fast suite (-m "not slow"). Results are cached in mutants/; `rm -rf mutants` for a

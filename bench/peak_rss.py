@@ -24,7 +24,7 @@ RUN = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from handlers.processor import App
-from handlers.sinks import SnsSink
+from handlers.sinks.sns import SnsSink
 class Quiet:
     def error(self, *a, **k): ...
     warning = info = error

@@ -17,9 +17,9 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
 ``MAX_DECOMPRESSED_BYTES``           decompression cap per payload (16 MiB)
 ``EVENTBRIDGE_MAX_ENTRY_BYTES``      EventBridge entry limit (262144; AWS raised it to 1 MB in 2026)
 ``PUBLISH_CONCURRENCY``              threads publishing alerts / writing failures (16)
-``TRAIL_NAME``                       tamper rules: the trail to watch (handlers/detection/tamper.py; unset: not watched)
+``TRAIL_NAME``                       tamper rules: the trail to watch, name or ARN (handlers/detection/tamper.py; unset: not watched)
 ``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
-``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group
+``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group (empty: the one the CLI creates)
 ``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
 ``SECURITY_HUB_FINDINGS``            ``enabled`` -> alerts also imported as ASFF findings (Security Hub)
 ``CHAT_TOPIC_ARN``                   SNS topic for Amazon Q Developer chat notifications (optional)
@@ -31,6 +31,9 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
 The only ways an invocation fails: the failure destination cannot be written (direct mode: the
 whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
 alerts could not be delivered before the deadline (same). Alert ids make both retries safe.
+Never a reason to fail (issue 24): a sink that refuses an alert for good (``AlertsRejected``), a
+rule that cannot be configured (``RuleErrors``), a number in the environment that is not one
+(``ConfigErrors``); each is logged and alarmed instead.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from handlers.pipeline import (
 from handlers.sinks import routing_sinks
 from handlers.sinks.eventbridge import EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink
 from handlers.sinks.failure_queue import SQS_MAX_BYTES, FailureQueue
+from handlers.sinks.idempotency import DEFAULT_WINDOW as DEFAULT_IDEMPOTENCY_WINDOW
 from handlers.sinks.idempotency import wrap_sinks
 from handlers.sinks.sns import SnsSink
 
@@ -91,14 +95,43 @@ class DeliveryFailed(RuntimeError):
     """Raised so Lambda retries the invocation (alert ids make the retry safe downstream)."""
 
 
-def _num(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"{key} must be a number, got {raw!r}") from None
+# Every number the processor reads from its environment, with its default (issue 24: read and
+# checked once, at cold start).
+NUMBERS: dict[str, float] = {
+    "DELIVERY_LAG_THRESHOLD_SECONDS": DEFAULT_LAG_THRESHOLD,
+    "CLOCK_SKEW_TOLERANCE_SECONDS": DEFAULT_SKEW_TOLERANCE,
+    "MAX_DECOMPRESSED_BYTES": DEFAULT_MAX_DECOMPRESSED,
+    "EVENTBRIDGE_MAX_ENTRY_BYTES": EVENTBRIDGE_MAX_ENTRY_BYTES,
+    "FAILURE_QUEUE_MAX_BYTES": SQS_MAX_BYTES,
+    "PUBLISH_CONCURRENCY": DEFAULT_CONCURRENCY,
+    "ALERT_AGGREGATION_THRESHOLD": DEFAULT_AGGREGATION_THRESHOLD,
+    "IDEMPOTENCY_WINDOW_SECONDS": DEFAULT_IDEMPOTENCY_WINDOW,
+}
+
+
+def read_numbers(env: Mapping[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+    """(value of each of :data:`NUMBERS`, {name: error} for the values that were ignored).
+
+    A value that is not a finite, non-negative number never stops the processor: its default is
+    used, and the error is logged (``setting ignored``) and counted (``ConfigErrors``, alarmed)
+    on every invocation until the environment is fixed."""
+    import math
+    values: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for key, default in NUMBERS.items():
+        raw = env.get(key)
+        values[key] = float(default)
+        if raw in (None, ""):
+            continue
+        try:
+            value = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            errors[key] = f"{key}={str(raw)[:64]!r} is not a non-negative number; using {default}"
+            continue
+        values[key] = value
+    return values, errors
 
 
 def _short(value: Any) -> Any:
@@ -150,6 +183,8 @@ class App:
         self._executor: Any = None
         self._deadline_kw: dict[int, bool] = {}
         self._route_error = ""
+        self.rejected = 0            # alerts a sink refused for good in this invocation
+        self.config_errors: list[str] = []   # environment values ignored at cold start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -158,43 +193,46 @@ class App:
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, **kw: Any) -> App:
         env = os.environ if env is None else env
+        num, config_errors = read_numbers(env)
         settings = Settings(
-            lag_threshold=_num(env, "DELIVERY_LAG_THRESHOLD_SECONDS", DEFAULT_LAG_THRESHOLD),
-            skew_tolerance=_num(env, "CLOCK_SKEW_TOLERANCE_SECONDS", DEFAULT_SKEW_TOLERANCE),
-            max_decompressed_bytes=int(_num(env, "MAX_DECOMPRESSED_BYTES",
-                                            DEFAULT_MAX_DECOMPRESSED)),
+            lag_threshold=num["DELIVERY_LAG_THRESHOLD_SECONDS"],
+            skew_tolerance=num["CLOCK_SKEW_TOLERANCE_SECONDS"],
+            max_decompressed_bytes=int(num["MAX_DECOMPRESSED_BYTES"]),
             expected_principals=parse_principals(env.get("EXPECTED_CHANGE_PRINCIPALS")),
         )
         # Built-in rules always load; a bad or clashing user rule (or an unreadable RULES_FILE)
         # is skipped with an error log and counted in the RuleErrors metric of every invocation.
-        rules = builtin_rules(env)
+        # A tamper rule whose resource name cannot be used (issue 24) is skipped the same way.
         rule_errors: list[str] = []
+        rules = builtin_rules(env, rule_errors)
         if env.get("RULES_FILE"):
             rules += load_rules_file(env["RULES_FILE"], errors=rule_errors,
                                      taken={r.id for r in rules}, client_factory=client_factory)
         log = kw.get("log") if kw.get("log") is not None else logger
         for err in rule_errors:
             log.error("rule skipped", extra={"rules_file": env.get("RULES_FILE"), "error": err})
+        for key, err in config_errors.items():
+            log.error("setting ignored", extra={"setting": key, "error": err})
         sinks: list[Any] = []
         if env.get("ALERT_TOPIC_ARN"):
             sinks.append(SnsSink(env["ALERT_TOPIC_ARN"], client_factory, sleep, clock=monotonic))
         if env.get("ALERT_BUS_NAME"):
             sinks.append(EventBridgeSink(env["ALERT_BUS_NAME"], client_factory, sleep,
-                                         max_entry_bytes=int(_num(env, "EVENTBRIDGE_MAX_ENTRY_BYTES",
-                                                                  EVENTBRIDGE_MAX_ENTRY_BYTES)),
+                                         max_entry_bytes=int(num["EVENTBRIDGE_MAX_ENTRY_BYTES"]),
                                          clock=monotonic))
         sinks += routing_sinks(env, client_factory, sleep)      # Security Hub, chat
-        sinks = wrap_sinks(sinks, env, client_factory)          # idempotency
+        sinks = wrap_sinks(sinks, env, client_factory,          # idempotency
+                           window=int(num["IDEMPOTENCY_WINDOW_SECONDS"]))
         fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep,
-                          max_bytes=int(_num(env, "FAILURE_QUEUE_MAX_BYTES", SQS_MAX_BYTES)),
+                          max_bytes=int(num["FAILURE_QUEUE_MAX_BYTES"]),
                           archive_bucket=env.get("FAILURE_ARCHIVE_BUCKET") or None,
                           clock=monotonic, wall_clock=clock) \
             if env.get("FAILURE_QUEUE_URL") else None
-        kw.setdefault("concurrency", int(_num(env, "PUBLISH_CONCURRENCY", DEFAULT_CONCURRENCY)))
+        kw.setdefault("concurrency", int(num["PUBLISH_CONCURRENCY"]))
         app = cls(Pipeline(rules, settings, clock), sinks, fq, rule_errors=rule_errors,
                   monotonic=monotonic, **kw)
-        app.aggregation_threshold = int(_num(env, "ALERT_AGGREGATION_THRESHOLD",
-                                             DEFAULT_AGGREGATION_THRESHOLD))
+        app.aggregation_threshold = int(num["ALERT_AGGREGATION_THRESHOLD"])
+        app.config_errors = list(config_errors.values())
         return app
 
     # ------------------------------------------------------------------------------ handle
@@ -224,7 +262,8 @@ class App:
 
         counts = dict(payloads=0, payload_errors=0, control_messages=0, log_events=0, records=0,
                       oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
-                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0)
+                      alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0,
+                      alerts_rejected=0)
         failures: list[tuple[str, dict[str, Any]]] = []
         alerts: dict[str, dict[str, Any]] = {}        # alert_id -> alert (first one wins)
         # Kinesis: which records each alert came from, so a failed publish fails only those.
@@ -324,9 +363,11 @@ class App:
                                      f"{len(failures)} unprocessable item(s) to the failure queue "
                                      f"({self._route_error}); failing the invocation so Lambda "
                                      f"retries it")
+            self.rejected = 0
             undelivered = self._publish(aggregate_for(list(alerts.values()), origin,
                                                       self.aggregation_threshold), deadline)
             counts["alerts_undelivered"] = len(undelivered)
+            counts["alerts_rejected"] = self.rejected
         finally:
             self._record_metrics(counts, delivery_lags, receipt_lags)
 
@@ -441,6 +482,13 @@ class App:
             name = getattr(sink, "name", type(sink).__name__)
             if status == "ok":
                 for u in value or ():
+                    if u.get("permanent"):
+                        # No retry can deliver it (e.g. Security Hub not enabled): logged and
+                        # counted (AlertsRejected, alarmed), never a reason to fail the
+                        # invocation and re-publish to every other sink.
+                        self.rejected += 1
+                        self.log.error("alert rejected", extra={"sink": name, **u})
+                        continue
                     self.log.error("alert not delivered", extra={"sink": name, **u})
                     failed.add(u["id"])
             else:
@@ -456,15 +504,17 @@ class App:
                         receipt_lags: list[float]) -> None:
         m = self.metrics
         count = MetricUnit.Count
-        counts = dict(counts, rule_errors=len(self.rule_errors))
+        counts = dict(counts, rule_errors=len(self.rule_errors),
+                      config_errors=len(self.config_errors))
         for name, key in (("Payloads", "payloads"), ("PayloadErrors", "payload_errors"),
                           ("ControlMessages", "control_messages"), ("LogEvents", "log_events"),
                           ("CloudTrailRecords", "records"), ("OversizeEvents", "oversize"),
                           ("MalformedEvents", "malformed"), ("ClockSkewEvents", "clock_skew"),
                           ("DelayedEvents", "delayed"), ("Alerts", "alerts"),
                           ("AlertsUndelivered", "alerts_undelivered"),
+                          ("AlertsRejected", "alerts_rejected"),
                           ("FailuresUnrouted", "failures_unrouted"),
-                          ("RuleErrors", "rule_errors")):
+                          ("RuleErrors", "rule_errors"), ("ConfigErrors", "config_errors")):
             # Zero counters are skipped (alarms treat missing data as not breaching); LogEvents
             # is always sent so the dashboard shows the invocation.
             if counts[key] or key == "log_events":

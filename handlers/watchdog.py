@@ -8,7 +8,9 @@ statuses live in an SSM parameter, so an unchanged FAIL alerts once, not every 1
 
 Environment (contract names, set by template.yaml):
 
-``TRAIL_NAME``                  the trail (name or ARN) to verify
+``TRAIL_NAME``                  the trail (name or ARN) to verify; from a member account an
+                                organization trail's name works too (found among the trails
+                                the account sees)
 ``TRAIL_LOG_GROUP_NAME``        its log group (default: the one the trail delivers to)
 ``VERIFY_ROLE_ARN``             optional role to assume in the log group's account
 ``ORG_ID``                      optional organization id (else organizations:DescribeOrganization)
@@ -87,6 +89,9 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
     from setup.wiring.models import Target, default_log_group, default_role_name
     from setup.wiring.state import caller, find_trail, organization_id
 
+    if not env.get("TRAIL_NAME"):
+        return "", [_result("watchdog.trail", "FAIL", "TRAIL_NAME is empty: there is no trail "
+                            "to verify", "set the template's TrailName (the trail's name or ARN)")]
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     clients = clients or AwsClients(region=region)
     notes: list[Any] = []
@@ -105,7 +110,8 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
     parts = group_arn.split(":")
     group = env.get("TRAIL_LOG_GROUP_NAME") or (parts[6] if len(parts) > 6 else
                                                 default_log_group(trail.name))
-    role = trail.role_arn.rsplit("/", 1)[1] if trail.role_arn else default_role_name(trail.name)
+    role = trail.role_arn.rsplit("/", 1)[1] if trail.role_arn else \
+        default_role_name(trail.name, trail.home_region)       # the role the CLI creates
     target = Target(trail=trail, account=who["account"], log_group=group, role_name=role,
                     org_id=org_id)
     checks = list(CHECKS)
@@ -115,7 +121,18 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
                              f"this watchdog runs in {who['account']} without VerifyRoleArn, so "
                              "only the trail-level checks ran",
                              "set the template's VerifyRoleArn to a read-only role in that account"))
-    max_age = float(env.get("MAX_DELIVERY_AGE_SECONDS") or 7200)
+    max_age = 7200.0
+    raw_age = env.get("MAX_DELIVERY_AGE_SECONDS") or ""
+    if raw_age:
+        try:
+            max_age = float(raw_age)
+        except ValueError:
+            max_age = -1.0
+        if not 0 < max_age < float("inf"):
+            max_age = 7200.0
+            notes.append(_result("watchdog.config", "WARN",
+                                 f"MAX_DELIVERY_AGE_SECONDS={raw_age[:64]!r} is not a number of "
+                                 "seconds; using 7200", "fix the function's environment"))
     ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=max_age))
     return trail.arn, notes + run_checks(ctx, checks)
 

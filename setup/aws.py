@@ -105,6 +105,39 @@ def _refuse_non_api(client: Any):
     return check
 
 
+def known_regions() -> frozenset[str]:
+    """Every Region of every partition in the installed botocore's data (``endpoints`` and
+    ``partitions``), without the ``*-global`` pseudo-Regions. A Region newer than this botocore
+    is missing: the CLI then needs ``--allow-unknown-region``."""
+    import botocore.session
+    session = botocore.session.get_session()
+    regions: set[str] = set()
+    for data, key in (("endpoints", "partition"), ("partitions", "id")):
+        try:
+            doc = session.get_data(data)
+        except Exception:  # noqa: BLE001, S112 - an older botocore has only one of the two
+            continue
+        for partition in doc.get("partitions", []):
+            regions.update(r for r in partition.get("regions", {}) if not r.endswith("-global"))
+    return frozenset(regions)
+
+
+def check_region(region: str | None, allow_unknown: bool = False) -> None:
+    """A ``--region`` that no partition knows is a usage error before any call (a typo such as
+    ``us-est-1`` would otherwise reach an endpoint that does not exist)."""
+    if not region or allow_unknown:
+        return
+    known = known_regions()
+    if region in known:
+        return
+    import difflib
+    near = sorted(difflib.get_close_matches(region, sorted(known), n=3, cutoff=0.8))
+    raise UsageError(f"--region {region} is not a Region this botocore knows"
+                     + (f" (did you mean {' or '.join(near)}?)" if near else ""),
+                     "fix the Region name; for a Region newer than the installed botocore, "
+                     "pass --allow-unknown-region (or upgrade botocore)", code="UnknownRegion")
+
+
 def clients_for_role(clients: AwsClients, role_arn: str, region: str) -> AwsClients:
     """Clients in another account through ``sts:AssumeRole``. Callables in
     ``clients.session_hooks`` (if any) are applied to the new session too (the demo's simulated

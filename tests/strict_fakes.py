@@ -12,6 +12,9 @@ moto accepts anything; these fakes refuse (and record in ``violations``) what AW
   SQS allows (``#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF``) and at most
   the queue's ``MaximumMessageSize`` bytes; the batch total at most 1,048,576 bytes.
 * S3 PutObject: key 1-1,024 UTF-8 bytes, body bytes.
+* CloudTrail DescribeTrails / GetTrailStatus / GetEventSelectors: a trail *name* matches only the
+  caller's own trails in the current Region; other Regions' trails and organization trails seen
+  from member accounts only by ARN or in the shadow-trail listing (:class:`StrictCloudTrail`).
 
 A refused call raises a ``ClientError`` with AWS's error code (as the real service would), and the
 violation is recorded so a test can assert that trailwatch never sent one (trailwatch's sinks catch
@@ -262,7 +265,26 @@ class StrictAws:
                     "FAILURE_ARCHIVE_BUCKET": "fail-archive"}
 
     def client(self, service: str) -> Any:
+        if service == "securityhub":
+            return self.securityhub
+        if service == "sts":
+            return self._sts
         return {"sns": self.sns, "events": self.events, "sqs": self.sqs, "s3": self.s3}[service]
+
+    @property
+    def securityhub(self) -> StrictSecurityHub:
+        """Created on first use (``securityhub_enabled`` False: Security Hub not enabled)."""
+        hub = self.__dict__.get("_hub")
+        if hub is None:
+            hub = self.__dict__["_hub"] = StrictSecurityHub(
+                enabled=self.__dict__.get("securityhub_enabled", True))
+        return hub
+
+    @property
+    def _sts(self) -> Any:
+        account = "111122223333"
+        return type("Sts", (), {"get_caller_identity": staticmethod(lambda: {
+            "Account": account, "Arn": f"arn:aws:sts::{account}:assumed-role/processor/fn"})})()
 
     @property
     def violations(self) -> list[str]:
@@ -292,3 +314,221 @@ class StrictAws:
         self.events.entries.clear()
         self.sqs.bodies.clear()
         self.s3.objects.clear()
+
+
+# ------------------------------------------------------------------------------ CloudTrail
+
+def _trail_not_found(name: str, op: str) -> ClientError:
+    return _error("TrailNotFoundException",
+                  f"Unknown trail: {name} for the user", op)
+
+
+class CloudTrailWorld:
+    """Trails of several accounts and Regions, seen through :class:`StrictCloudTrail` views.
+
+    Each trail is the dict DescribeTrails returns (``Name``, ``TrailARN``, ``HomeRegion``,
+    ``IsMultiRegionTrail``, ``IsOrganizationTrail``, ``CloudWatchLogs*``); ``org_members`` lists
+    the accounts an organization trail applies to (the management account's organization).
+    """
+
+    def __init__(self, org_members: tuple[str, ...] = ()) -> None:
+        self.trails: list[dict[str, Any]] = []
+        self.org_members = set(org_members)
+        self.status: dict[str, dict[str, Any]] = {}
+
+    def add(self, account: str, region: str, name: str, *, multi_region: bool = True,
+            org: bool = False, **extra: Any) -> dict[str, Any]:
+        arn = f"arn:aws:cloudtrail:{region}:{account}:trail/{name}"
+        trail = {"Name": name, "TrailARN": arn, "HomeRegion": region,
+                 "IsMultiRegionTrail": multi_region, "IsOrganizationTrail": org,
+                 "S3BucketName": f"{name}-bucket", "IncludeGlobalServiceEvents": True,
+                 "LogFileValidationEnabled": True, "HasCustomEventSelectors": False, **extra}
+        self.trails.append(trail)
+        self.status[arn] = {"IsLogging": True}
+        return trail
+
+    def client(self, account: str, region: str) -> StrictCloudTrail:
+        return StrictCloudTrail(self, account, region)
+
+
+class StrictCloudTrail:
+    """One account's CloudTrail client in one Region, with the lookup rules AWS documents and
+    moto does not have (its backends are per account, so another account's organization trail is
+    never there at all, and names match in any Region).
+
+    From botocore's ``cloudtrail`` 2013-11-01 model (the API reference text):
+
+    * ``DescribeTrails.trailNameList``: "If one or more trail names are specified, information
+      is returned only if the names match the names of trails belonging only to the current
+      Region and current account. To return information about a trail in another Region, you
+      must specify its trail ARN." With an empty list and ``includeShadowTrails`` null or true,
+      "information for all trails in the current Region and any associated shadow trails in
+      other Regions is returned".
+    * ``includeShadowTrails``: "A shadow trail is the replication in a Region of a trail that
+      was created in a different Region, or in the case of an organization trail, the
+      replication of an organization trail in member accounts. If you do not include shadow
+      trails, organization trails in a member account and Region replication trails will not be
+      returned. The default is true."
+    * ``GetTrailStatus.Name`` (and ``GetEventSelectors.TrailName``): "To get the status of a
+      shadow trail (a replication of the trail in another Region), you must specify its ARN.
+      [...] If the trail is an organization trail and you are a member account in the
+      organization in Organizations, you must provide the full ARN of that trail, and not just
+      the name."
+
+    A name that matches nothing gives an empty ``trailList`` from DescribeTrails and
+    ``TrailNotFoundException`` from the single-trail calls.
+    """
+
+    def __init__(self, world: CloudTrailWorld, account: str, region: str) -> None:
+        self.world, self.account, self.region = world, account, region
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _owner(self, trail: dict[str, Any]) -> str:
+        return trail["TrailARN"].split(":")[4]
+
+    def _visible(self, include_shadow: bool = True) -> list[dict[str, Any]]:
+        out = []
+        for t in self.world.trails:
+            in_region = t["HomeRegion"] == self.region or t["IsMultiRegionTrail"]
+            own = self._owner(t) == self.account
+            member = t["IsOrganizationTrail"] and self.account in self.world.org_members
+            if not in_region or not (own or member):
+                continue
+            shadow = not own or t["HomeRegion"] != self.region
+            if shadow and not include_shadow:
+                continue
+            out.append(t)
+        return out
+
+    def _by_name_or_arn(self, name: str, op: str) -> dict[str, Any]:
+        for t in self._visible():
+            if name == t["TrailARN"]:
+                return t
+            if name == t["Name"] and self._owner(t) == self.account and \
+                    t["HomeRegion"] == self.region:
+                return t
+        raise _trail_not_found(name, op)
+
+    def describe_trails(self, trailNameList: list[str] | None = None,  # noqa: N803
+                        includeShadowTrails: bool = True) -> dict[str, Any]:  # noqa: N803
+        self.calls.append(("DescribeTrails", {"trailNameList": trailNameList,
+                                              "includeShadowTrails": includeShadowTrails}))
+        visible = self._visible(includeShadowTrails)
+        if not trailNameList:
+            return {"trailList": [dict(t) for t in visible]}
+        out = []
+        for name in trailNameList:
+            for t in visible:
+                if name == t["TrailARN"] or (name == t["Name"] and self._owner(t) == self.account
+                                             and t["HomeRegion"] == self.region):
+                    out.append(dict(t))
+        return {"trailList": out}
+
+    def get_trail(self, Name: str) -> dict[str, Any]:  # noqa: N803
+        self.calls.append(("GetTrail", {"Name": Name}))
+        return {"Trail": dict(self._by_name_or_arn(Name, "GetTrail"))}
+
+    def get_trail_status(self, Name: str) -> dict[str, Any]:  # noqa: N803
+        self.calls.append(("GetTrailStatus", {"Name": Name}))
+        t = self._by_name_or_arn(Name, "GetTrailStatus")
+        return dict(self.world.status[t["TrailARN"]])
+
+    def get_event_selectors(self, TrailName: str) -> dict[str, Any]:  # noqa: N803
+        self.calls.append(("GetEventSelectors", {"TrailName": TrailName}))
+        t = self._by_name_or_arn(TrailName, "GetEventSelectors")
+        return {"TrailARN": t["TrailARN"], "EventSelectors": [
+            {"ReadWriteType": "All", "IncludeManagementEvents": True, "DataResources": [],
+             "ExcludeManagementEventSources": []}]}
+
+
+class FakeAwsClients:
+    """Stands in for ``setup.aws.AwsClients``: named services come from ``fakes`` (a callable
+    ``(region) -> client`` per service), anything else raises so a test sees every call."""
+
+    def __init__(self, region: str, **fakes: Any) -> None:
+        self.region = region
+        self.fakes = fakes
+        self.calls: list[tuple[str, str, str]] = []
+
+    @property
+    def default_region(self) -> str:
+        return self.region
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        if service not in self.fakes:
+            raise AssertionError(f"unexpected {service} client")
+        return self.fakes[service](region or self.region)
+
+    def mutating_calls(self) -> list[tuple[str, str, str]]:
+        return []
+
+
+# ------------------------------------------------------------------------------ Security Hub
+
+ASFF_MAX_FINDINGS = 100
+ASFF_MAX_REGION = 16
+
+
+class StrictSecurityHub(_Fake):
+    """Security Hub ``BatchImportFindings`` as AWS answers it; moto imports findings even when
+    Security Hub was never enabled and checks no field.
+
+    * Not enabled in the Region (no ``EnableSecurityHub``; ``enabled=False``): every call raises
+      ``InvalidAccessException`` (botocore securityhub model: "The account doesn't have
+      permission to perform this action."; the message AWS sends is "Account <id> is not
+      subscribed to AWS Security Hub", as reported in prowler-cloud/prowler#1590 and
+      joshlarsen/aws-recon#65). No retry can succeed until someone enables it.
+    * More than 100 findings in one request: ``InvalidInputException`` (the whole call).
+    * A finding that breaks the ASFF rules is not imported: ``FailedFindings`` with
+      ``ErrorCode`` ``InvalidInput``. Checked here (botocore model, ``Resource.Region``: "Length
+      Constraints: Minimum length of 1. Maximum length of 16."; the default product ARN: the
+      finding's ``AwsAccountId`` must be the calling account): Resources 1-32 entries, each
+      Region 1-16 characters; Title <= 256 and Description <= 1,024 characters; AwsAccountId.
+      Importing the same finding again fails the same way.
+    """
+
+    def __init__(self, account: str = "111122223333", region: str = "us-east-1",
+                 enabled: bool = True, fail: Any = None) -> None:
+        super().__init__(fail)
+        self.account, self.enabled = account, enabled
+        self.meta = type("Meta", (), {"region_name": region})()
+        self.findings: dict[str, dict[str, Any]] = {}
+        self.requests: list[list[dict[str, Any]]] = []
+
+    @staticmethod
+    def invalid(finding: dict[str, Any], account: str) -> str | None:
+        resources = finding.get("Resources") or []
+        if not 1 <= len(resources) <= 32:
+            return f"{len(resources)} Resources"
+        for r in resources:
+            region = r.get("Region")
+            if region is not None and not 1 <= len(region) <= ASFF_MAX_REGION:
+                return f"Resources[].Region of {len(region)} characters"
+        if len(finding.get("Title") or "") > 256 or len(finding.get("Description") or "") > 1024:
+            return "Title or Description too long"
+        if finding.get("AwsAccountId") != account:
+            return "AwsAccountId is not the calling account (default product ARN)"
+        return None
+
+    def batch_import_findings(self, Findings: list[dict[str, Any]]):  # noqa: N803
+        op = "BatchImportFindings"
+        with self.lock:
+            self.requests.append(list(Findings))
+        if not self.enabled:
+            raise self._refuse("InvalidAccessException",
+                               f"Account {self.account} is not subscribed to AWS Security Hub", op)
+        if not 1 <= len(Findings) <= ASFF_MAX_FINDINGS:
+            raise self._refuse("InvalidInputException", f"{len(Findings)} findings", op)
+        self._inject(op, Findings)
+        failed = []
+        with self.lock:
+            for f in Findings:
+                why = self.invalid(f, self.account)
+                if why:
+                    self.violations.append(f"{op}: InvalidInput: {why}")
+                    failed.append({"Id": f.get("Id"), "ErrorCode": "InvalidInput",
+                                   "ErrorMessage": why})
+                else:
+                    self.findings[f["Id"]] = f
+        return {"FailedCount": len(failed), "SuccessCount": len(Findings) - len(failed),
+                "FailedFindings": failed}

@@ -34,12 +34,15 @@ def pack_rules() -> list[Rule]:
     return [replace(r, source="pack") for r in parse_rules(doc, "detection pack")]
 
 
-def builtin_rules(env: Mapping[str, str] | None = None) -> list[Rule]:
+def builtin_rules(env: Mapping[str, str] | None = None,
+                  errors: list[str] | None = None) -> list[Rule]:
     """Every rule that ships with the processor (always loaded, whatever RULES_FILE holds).
 
-    ``env`` is the processor's environment, for built-in rules that watch resources it names.
+    ``env`` is the processor's environment, for built-in rules that watch resources it names;
+    with ``errors``, a tamper rule whose name cannot be used is left out and reported there
+    (without, it raises).
     """
-    return [_with_cis_label(r) for r in cis_rules()] + pack_rules() + tamper_rules(env)
+    return [_with_cis_label(r) for r in cis_rules()] + pack_rules() + tamper_rules(env, errors)
 
 
 def _with_cis_label(rule: Rule) -> Rule:

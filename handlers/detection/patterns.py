@@ -660,21 +660,25 @@ def _compile_dispatch(tables: dict[tuple, dict[str, tuple]], keyed: dict[str, tu
     """
     ns: dict[str, Any] = {"_always": always, "_rank": rank.__getitem__, "_dict": dict,
                           "_str": str}
-    lines = ["def matches(record):", "    get = record.get", "    c = _always"]
+    lines = ["def matches(record):", "    c = _always"]
     for n, (key, items) in enumerate(keyed.items()):
         ns[f"_k{n}"], ns[f"_c{n}"] = key, items
         lines += [f"    if _k{n} in record:", f"        c += _c{n}"]
     for n, (path, table) in enumerate(tables.items()):
         ns[f"_p{n}"], ns[f"_t{n}"] = path[0], table
         if len(path) == 1:
-            lines += [f"    v = get(_p{n})",
-                      "    if v.__class__ is _str:",
-                      f"        h = _t{n}.get(v)",
-                      "        if h:",
-                      "            c += h"]
+            # The table's keys are strings: a value of any other type finds nothing (no
+            # int, float, bool or None equals a str), and an unhashable one (a JSON object or
+            # array) raises TypeError, which means the same. No type test on the hot path.
+            lines += ["    try:",
+                      f"        h = _t{n}.get(record.get(_p{n}))",
+                      "    except TypeError:",
+                      "        h = None",
+                      "    if h:",
+                      "        c += h"]
         else:
             ns[f"_q{n}"] = path[1]
-            lines += [f"    v = get(_p{n})",
+            lines += [f"    v = record.get(_p{n})",
                       "    if v.__class__ is _dict:",
                       f"        v = v.get(_q{n})",
                       "        if v.__class__ is _str:",

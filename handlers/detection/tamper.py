@@ -2,19 +2,24 @@
 
 The processor watches the resources the template names in its environment:
 
-``TRAIL_NAME``                 the trail (name; its ARN matches too)
+``TRAIL_NAME``                 the trail, by name or ARN (records naming either match)
 ``TRAIL_LOG_GROUP_NAME``       the trail's log group (and trailwatch's CIS filters/alarms on it)
-``DELIVERY_ROLE_NAME``         the role CloudTrail assumes to write the log group
+``DELIVERY_ROLE_NAME``         the role CloudTrail assumes to write the log group; unset or
+                               empty: the role ``trailwatch apply`` creates for ``TRAIL_NAME``
+                               (:func:`default_role_name`, in the ARN's Region, else ``AWS_REGION``)
 ``AWS_LAMBDA_FUNCTION_NAME``   the processor itself (set by Lambda)
 
 A rule is built only for a resource that is named (an unset variable watches nothing rather than
-everything). Each rule carries match / no_match sample records beside it, generated for the same
+everything). A value that cannot be used (not a valid name for its resource) skips that one rule:
+:func:`tamper_rules` reports it in ``errors`` (the processor logs ``rule skipped`` and counts
+``RuleErrors``, which is alarmed) and never raises at cold start. Each rule carries match / no_match sample records beside it, generated for the same
 names, and the test suite runs every one. Rules are data in the filter-pattern language, like
 every other rule (:mod:`handlers.detection.rules`); the values come from validated names only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections.abc import Callable, Mapping
@@ -36,6 +41,10 @@ _SAFE = {
     "AWS_LAMBDA_FUNCTION_NAME": re.compile(r"^[A-Za-z0-9_-]{1,140}$"),
 }
 
+# A trail ARN as the template's TrailName AllowedPattern accepts it: (region, name).
+_TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:([a-z0-9-]+):\d{12}:trail/([^/]+)$")
+ROLE_NAME_MAX = 64
+
 TRAIL_EVENTS = ("UpdateTrail", "StopLogging", "DeleteTrail", "PutEventSelectors",
                 "PutInsightSelectors")
 LOG_GROUP_EVENTS = ("DeleteLogGroup", "PutRetentionPolicy", "DeleteSubscriptionFilter",
@@ -51,15 +60,49 @@ class TamperConfigError(ValueError):
     pass
 
 
-def _names(env: Mapping[str, str] | None) -> dict[str, str]:
+def default_role_name(trail_name: str, region: str | None = None) -> str:
+    """The delivery role ``trailwatch apply`` creates for a trail: ``trailwatch-cwl-<trail>-<home
+    region>``, over 64 characters cut with a stable hash suffix.
+
+    The twin of ``setup.wiring.models.default_role_name`` (the processor may not import
+    ``setup``); tests/handlers/detection/test_tamper.py holds the two equal."""
+    base = f"trailwatch-cwl-{trail_name}" + (f"-{region}" if region else "")
+    base = re.sub(r"[^\w+=,.@-]", "-", base)
+    if len(base) <= ROLE_NAME_MAX:
+        return base
+    digest = hashlib.sha256(f"{trail_name}@{region or ''}".encode()).hexdigest()[:8]
+    return f"{base[: ROLE_NAME_MAX - 9]}-{digest}"
+
+
+def _names(env: Mapping[str, str] | None, errors: list[str] | None = None) -> dict[str, str]:
+    env = env or {}
     out: dict[str, str] = {}
-    for key, rx in _SAFE.items():
-        value = (env or {}).get(key) or ""
-        if not value:
-            continue
-        if not rx.match(value):
-            raise TamperConfigError(f"{key}={value!r} is not a valid name for it")
-        out[key] = value
+
+    def take(key: str, value: str) -> None:
+        if _SAFE[key].match(value):
+            out[key] = value
+            return
+        msg = (f"{key}={value[:200]!r} is not a valid name for it: its tamper rule is not "
+               "loaded")
+        if errors is None:
+            raise TamperConfigError(msg)
+        errors.append(msg)
+
+    region = env.get("AWS_REGION") or ""
+    trail = env.get("TRAIL_NAME") or ""
+    arn = _TRAIL_ARN.match(trail)
+    if arn:
+        region, trail = arn.groups()
+    if trail:
+        take("TRAIL_NAME", trail)
+    for key in ("TRAIL_LOG_GROUP_NAME", "AWS_LAMBDA_FUNCTION_NAME"):
+        if env.get(key):
+            take(key, env[key])
+    role = env.get("DELIVERY_ROLE_NAME") or ""
+    if not role and "TRAIL_NAME" in out:
+        role = default_role_name(out["TRAIL_NAME"], region)
+    if role:
+        take("DELIVERY_ROLE_NAME", role)
     return out
 
 
@@ -221,8 +264,8 @@ def _function(fn: str) -> Spec:
                 f"{who} }}", samples)
 
 
-def specs(env: Mapping[str, str] | None) -> list[Spec]:
-    names = _names(env)
+def specs(env: Mapping[str, str] | None, errors: list[str] | None = None) -> list[Spec]:
+    names = _names(env, errors)
     out: list[Spec] = []
     if "TRAIL_NAME" in names:
         out.append(_trail(names["TRAIL_NAME"]))
@@ -235,8 +278,10 @@ def specs(env: Mapping[str, str] | None) -> list[Spec]:
     return out
 
 
-def tamper_rules(env: Mapping[str, str] | None) -> list[Any]:
+def tamper_rules(env: Mapping[str, str] | None, errors: list[str] | None = None) -> list[Any]:
+    """The tamper rules for the resources ``env`` names. With ``errors``, a value that cannot
+    be used is reported there and its rule left out; without, it raises TamperConfigError."""
     return [Rule(id=s.id, title=s.title, severity="HIGH", pattern=compile_pattern(s.pattern),
                  tests=s.samples(), description=s.description, remediation=s.remediation,
                  tactics=(DEFENSE_EVASION,), techniques=(s.technique,), source="tamper")
-            for s in specs(env)]
+            for s in specs(env, errors)]

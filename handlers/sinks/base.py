@@ -60,12 +60,20 @@ class _RetryingSink:
     batch) fails that batch's entries, which are retried like partial failures. With a
     ``deadline`` (on ``clock``), no call starts and no backoff sleeps past it: what is left is
     reported undelivered, so the caller can fail the invocation before Lambda kills it.
+
+    Errors no retry can cure are *permanent*: a whole call that fails with an error code in
+    ``permanent_call_errors``, or an entry the service reports with a code in
+    ``permanent_entry_errors``. Those entries are not retried; they are reported with
+    ``"permanent": True``, and the processor logs and counts them (``AlertsRejected``, alarmed)
+    without failing the invocation. Everything else is transient (retried within the deadline).
     """
 
     name = "sink"
     max_attempts = 4
     base_delay = 0.2
     max_delay = 2.0
+    permanent_call_errors: frozenset[str] = frozenset()
+    permanent_entry_errors: frozenset[str] = frozenset()
 
     def __init__(self, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -77,9 +85,10 @@ class _RetryingSink:
         raise NotImplementedError
 
     def _deliver(self, entries: dict[str, Any], batches: list[list[str]],
-                 deadline: float | None = None) -> list[dict[str, str]]:
+                 deadline: float | None = None) -> list[dict[str, Any]]:
         pending = [i for b in batches for i in b]
         errors: dict[str, str] = {}
+        permanent: dict[str, str] = {}
         for attempt in range(self.max_attempts):
             if attempt:
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
@@ -98,20 +107,38 @@ class _RetryingSink:
                 try:
                     results = self._send_batch(batch, entries)
                 except Exception as e:  # noqa: BLE001 - a whole-call failure is this batch's
+                    code, message = _error_code(e)
+                    if code in self.permanent_call_errors:
+                        for ident in batch:
+                            permanent[ident] = f"{code}: {message}"
+                        continue
                     results = [(ident, f"{type(e).__name__}: {e}") for ident in batch]
                 for ident, err in results:
+                    if err.split(":", 1)[0] in self.permanent_entry_errors:
+                        permanent[ident] = err
+                        continue
                     failed.append(ident)
                     errors[ident] = err
-            if not failed:
-                return []
             pending = failed
-        return [{"id": i, "error": errors.get(i, "deadline")} for i in pending]
+            if not failed:
+                break
+        return [{"id": i, "error": errors.get(i, "deadline")} for i in pending] + \
+            [{"id": i, "error": err, "permanent": True} for i, err in permanent.items()]
 
     def _rebatch(self, pending: list[str], batches: list[list[str]], attempt: int) -> list[list[str]]:
         if attempt == 0:
             return batches
         keep = set(pending)
         return [[i for i in b if i in keep] for b in batches if any(i in keep for i in b)]
+
+
+def _error_code(exc: BaseException) -> tuple[str, str]:
+    """(code, message) of a botocore ``ClientError`` (its ``response``), else ("", "")."""
+    err = getattr(exc, "response", None)
+    err = err.get("Error") if isinstance(err, dict) else None
+    if not isinstance(err, dict):
+        return "", ""
+    return str(err.get("Code") or ""), str(err.get("Message") or "")
 
 
 def _prepare_each(prepare: Callable[[Sequence[dict[str, Any]]], tuple[dict[str, Any], list[Any]]],

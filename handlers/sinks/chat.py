@@ -130,6 +130,15 @@ class ChatSink(_RetryingSink):
     """Publishes custom notifications to the chat topic (PublishBatch, SNS byte limits)."""
 
     name = "chat"
+    # An optional sink: an SNS refusal no retry cures (botocore sns PublishBatch errors: the
+    # topic deleted or not ours, its KMS key disabled/missing/denied, a parameter it cannot
+    # take) is permanent, so it never fails the invocation and re-publishes to the primary
+    # sinks. Throttling and internal errors stay transient (issue 24).
+    permanent_call_errors = frozenset({
+        "NotFound", "AuthorizationError", "InvalidParameter", "ParameterValueInvalid",
+        "InvalidSecurity", "KMSDisabled", "KMSInvalidState", "KMSNotFound", "KMSOptInRequired",
+        "KMSAccessDenied"})
+    permanent_entry_errors = permanent_call_errors
 
     def __init__(self, topic_arn: str, client_factory: ClientFactory = default_client_factory,
                  sleep: Callable[[float], None] = time.sleep) -> None:

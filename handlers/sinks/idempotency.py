@@ -98,12 +98,14 @@ class IdempotentSink:
         return undelivered
 
 
-def wrap_sinks(sinks: list[Any], env: Mapping[str, str], client_factory: Callable[[str], Any]
-               ) -> list[Any]:
-    """``IDEMPOTENCY_TABLE_NAME`` set -> every sink wrapped; otherwise the sinks unchanged."""
+def wrap_sinks(sinks: list[Any], env: Mapping[str, str], client_factory: Callable[[str], Any],
+               window: int | None = None) -> list[Any]:
+    """``IDEMPOTENCY_TABLE_NAME`` set -> every sink wrapped; otherwise the sinks unchanged.
+    ``window``: the suppression window already read from ``IDEMPOTENCY_WINDOW_SECONDS``."""
     table = env.get(ENV_TABLE)
     if not table or not sinks:
         return sinks
-    window = int(float(env.get(ENV_WINDOW) or DEFAULT_WINDOW))
+    if window is None:
+        window = int(float(env.get(ENV_WINDOW) or DEFAULT_WINDOW))
     client = client_factory("dynamodb")
     return [IdempotentSink(s, persistence_layer(table, client), window) for s in sinks]

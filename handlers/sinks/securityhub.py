@@ -9,7 +9,13 @@ event) updates the finding instead of adding one.
 Limits enforced here (moto does not): at most 100 findings and 6 MB per request, 240 KB per finding;
 Title 256 and Description 1,024 characters; Remediation text 512; at most 50 ``ProductFields`` with
 keys of at most 128 and values of at most 2,048 characters; at most 32 ``Resources``.
-``FailedFindings`` are retried with backoff, then returned as undelivered like any other sink.
+Errors are classified (issue 24). Permanent, never retried, logged and counted by the processor
+(``AlertsRejected``) without failing the invocation: ``InvalidAccessException`` (Security Hub is
+not enabled in this Region, or the account may not import) and ``InvalidInputException`` /
+``AccessDeniedException`` on the call, and ``FailedFindings`` with ``InvalidInput``. Any other
+failure (``InternalException``, ``LimitExceededException``, a timeout, other FailedFindings
+codes) is retried with backoff, then returned undelivered like any other sink's.
+Resource Regions are never longer than ASFF's 16 characters, whatever a record's ARNs say.
 """
 
 from __future__ import annotations
@@ -61,11 +67,14 @@ _RESOURCE_TYPES = {("iam", "role"): "AwsIamRole", ("iam", "user"): "AwsIamUser",
 
 _ACCOUNT = re.compile(r"\d{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+MAX_REGION = 16                        # ASFF Resource.Region: 1-16 characters (botocore model)
 
 
 def _region(value: Any, fallback: str) -> str:
-    """A Region name from the record only if it looks like one (record fields are untrusted)."""
-    return value if isinstance(value, str) and _REGION.fullmatch(value) else fallback
+    """A Region name from the record only if it looks like one and fits ASFF (record fields are
+    untrusted: an over-long Region makes Security Hub refuse the whole finding)."""
+    return value if isinstance(value, str) and len(value) <= MAX_REGION and \
+        _REGION.fullmatch(value) else fallback
 
 
 def enabled(env: Any) -> bool:
@@ -127,6 +136,9 @@ class SecurityHubSink(_RetryingSink):
     """``publish(alerts) -> undelivered`` into Security Hub as ASFF findings."""
 
     name = "securityhub"
+    permanent_call_errors = frozenset({"InvalidAccessException", "InvalidInputException",
+                                       "AccessDeniedException"})
+    permanent_entry_errors = frozenset({"InvalidInput"})
 
     def __init__(self, client_factory: ClientFactory = default_client_factory,
                  sleep: Callable[[float], None] = time.sleep, account_id: str | None = None,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from setup import __version__
-from setup.aws import AwsClients
+from setup.aws import AwsClients, check_region
 from setup.cli import failures
 from setup.cli import help as help_mod
 from setup.cli import rules as rules_cmd
@@ -149,6 +149,10 @@ GLOBAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--region", dict(metavar="REGION",
                       help="where to look the trail up (default: AWS_REGION, AWS_DEFAULT_REGION, "
                            "the profile's region); calls go to the trail's home region")),
+    ("--allow-unknown-region", dict(action="store_true", default=False,
+                                    help="accept a --region the installed botocore does not list "
+                                         "(a Region newer than it); otherwise such a --region is "
+                                         "a usage error")),
     ("--profile", dict(metavar="NAME", help="AWS profile to use (default: AWS_PROFILE)")),
     ("--output", dict(choices=("text", "json"), default="text",
                       help="output format (errors too: a JSON object on stdout)")),
@@ -209,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     org = Parser(add_help=False)
     org.add_argument("--org-id", type=_org_id, metavar="o-...",
                      help="organization id for org trails (default: "
-                          "organizations:DescribeOrganization)")
+                          "organizations:DescribeOrganization; a given id is checked against "
+                          "it and refused if it differs)")
+    org.add_argument("--trust-org-id", action="store_true",
+                     help="use --org-id as given when organizations:DescribeOrganization is "
+                          "denied (a WARN says so; a wrong id stops member accounts' events)")
 
     names = Parser(add_help=False)
     n = names.add_argument_group("which log group and role")
@@ -486,6 +494,7 @@ def _run(argv: list[str], out: TextIO, stdin: TextIO, clients: AwsClients | None
             def executor_factory(c: AwsClients, timeout: float) -> Executor:
                 return Executor(c, sleep=time.sleep, propagation_timeout=timeout, **quiet)
         inv = Invocation(args, out, stdin, executor_factory, clients)
+        check_region(getattr(args, "region", None), getattr(args, "allow_unknown_region", False))
         return args.handler(inv)
     except BrokenPipeError:
         raise

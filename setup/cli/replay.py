@@ -216,8 +216,9 @@ def local_runner() -> Callable[[dict[str, Any]], str | None]:
 def _label(record: dict[str, Any]) -> str:
     ctx = record.get("requestContext")
     if isinstance(ctx, dict):            # Lambda's own record: what failed, and where it is
-        where = record.get("key") or (record.get("KinesisBatchInfo") or {}).get("shardId") or ""
-        return f"lambda:{ctx.get('condition')} {ctx.get('requestId') or ''} {where}".strip()
+        where = record.get("key") or (record.get("KinesisBatchInfo") or {}).get("shardId")
+        return " ".join(str(p) for p in (f"lambda:{ctx.get('condition')}", ctx.get("requestId"),
+                                         where) if p)
     return f"{record.get('reason')} {record.get('source') or ''} " \
            f"{record.get('log_event_id') or ''}".strip()
 
@@ -300,7 +301,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser] | None = No
         description=DESCRIPTION)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--queue-url", metavar="URL",
-                     help="the failure queue (stack output FailureQueueUrl); messages are deleted "
+                     help="the failure queue (stack output FailureQueueUrl) or Lambda's "
+                          "on-failure queue (FailedInvocationsQueueUrl); messages are deleted "
                           "once their event ran without error")
     src.add_argument("--file", metavar="PATH",
                      help="failure records in a file (one JSON record, or JSON lines); archived "

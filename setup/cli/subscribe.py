@@ -35,6 +35,9 @@ Rules it follows:
 - The destination must be in the log group's Region. Cross-account, only a CloudWatch Logs
   destination works (Lambda, Kinesis and Firehose must be in the same account as the filter).
   Kinesis and Firehose targets need --subscription-role (the role CloudWatch Logs assumes).
+  So does a destination whose access policy grants a whole organization (the audit stack's
+  SourceOrganizationId): a role in this account trusted by logs.amazonaws.com and allowed
+  logs:PutLogEvents on the log group, which CloudWatch Logs assumes to check the sender.
 """
 
 
@@ -46,8 +49,8 @@ def add_arguments(group: Any, required: bool = False) -> None:
                             "stack's DestinationArn (cross-account), or a same-account Lambda, "
                             "Kinesis or Firehose ARN (see `trailwatch subscribe --help`)")
     group.add_argument("--subscription-role", metavar="ARN",
-                       help="role CloudWatch Logs assumes for a same-account Kinesis/Firehose "
-                            "destination")
+                       help="role CloudWatch Logs assumes: for a same-account Kinesis/Firehose "
+                            "destination, or for a destination that grants an organization")
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:

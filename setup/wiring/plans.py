@@ -36,10 +36,11 @@ PLAN_FORMAT = "trailwatch-plan/1"
 # ----------------------------------------------------------------------------------- permissions
 
 # Reads plan, apply and apply's verify make, with what they act on ("*" = no resource-level ARN).
-def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, str]]:
+# iam:PassRole is requested as (action, the role the step passes, the service it is passed to).
+def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, ...]]:
     t = plan.target
     lg, role = t.log_group_arn_bare, t.role_arn
-    reqs: list[tuple[str, str]] = [
+    reqs: list[tuple[str, ...]] = [
         ("sts:GetCallerIdentity", "*"), ("cloudtrail:DescribeTrails", "*"),
         ("cloudtrail:GetTrailStatus", t.trail.arn), ("logs:DescribeLogGroups", "*"),
         ("logs:ListTagsForResource", lg), ("logs:DescribeMetricFilters", lg),
@@ -56,9 +57,12 @@ def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, str]]:
         reqs += [("sns:GetTopicAttributes", topic), ("sns:ListSubscriptionsByTopic", topic)]
     for s in plan.steps:
         for action in s.iam_actions:
-            res = role if action == "iam:PassRole" else s.resource
-            reqs.append((action, res))
-    seen: list[tuple[str, str]] = []
+            if action == "iam:PassRole":     # UpdateTrail -> CloudTrail; a filter -> Logs
+                passed = s.params.get("CloudWatchLogsRoleArn") or s.params.get("roleArn") or role
+                reqs.append((action, passed, f"{s.service}.amazonaws.com"))
+            else:
+                reqs.append((action, s.resource))
+    seen: list[tuple[str, ...]] = []
     for r in reqs:
         if r not in seen:
             seen.append(r)
@@ -70,7 +74,8 @@ def check_permissions(clients: AwsClients, region: str, actions: list[Any]
     """(denied "action on resource" list, warnings) per iam:SimulatePrincipalPolicy, with
     resource ARNs and the iam:PassedToService context for iam:PassRole. A simulation that is
     itself denied is a warning, not an abort."""
-    reqs = [(a, "*") if isinstance(a, str) else a for a in actions]
+    reqs = [(a, "*", None) if isinstance(a, str) else (a[0], a[1], a[2] if len(a) > 2 else None)
+            for a in actions]
     arn = caller(clients, region)["arn"]
     iam = clients.client("iam", region)
     if arn.endswith(":root"):
@@ -82,17 +87,20 @@ def check_permissions(clients: AwsClients, region: str, actions: list[Any]
             source = iam.get_role(RoleName=role_name)["Role"]["Arn"]   # resolves the role's path
         else:
             source = arn
-        by_resource: dict[str, list[str]] = {}
-        for action, res in reqs:
-            by_resource.setdefault(res, []).append(action)
+        # One simulation per resource; iam:PassRole alone per (role, service), since its
+        # iam:PassedToService context would apply to every action of the call.
+        by_resource: dict[tuple[str, str | None], list[str]] = {}
+        for action, res, service in reqs:
+            by_resource.setdefault((res, service if action == "iam:PassRole" else None),
+                                   []).append(action)
         missing: list[str] = []
-        for res, acts in by_resource.items():
+        for (res, service), acts in by_resource.items():
             kw: dict[str, Any] = {"PolicySourceArn": source, "ActionNames": acts}
             if res != "*":
                 kw["ResourceArns"] = [res]
-            if "iam:PassRole" in acts:
+            if service is not None:
                 kw["ContextEntries"] = [{"ContextKeyName": "iam:PassedToService",
-                                         "ContextKeyValues": ["cloudtrail.amazonaws.com"],
+                                         "ContextKeyValues": [service],
                                          "ContextKeyType": "string"}]
             for page in iam.get_paginator("simulate_principal_policy").paginate(**kw):
                 missing += [r["EvalActionName"] + ("" if res == "*" else f" on {res}")
@@ -174,8 +182,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 _SAVED_OPTIONS = ("log_group", "role_name", "retention_days", "kms_key", "stream_scope", "org_id",
-                  "cis_alarms", "alarm_topic", "accept_trusted_service", "take_over_delivery",
-                  "destination", "subscription_role")
+                  "trust_org_id", "cis_alarms", "alarm_topic", "accept_trusted_service",
+                  "take_over_delivery", "destination", "subscription_role")
 
 
 def save_plan(plan: Plan, args: argparse.Namespace, path: str) -> None:
@@ -184,39 +192,122 @@ def save_plan(plan: Plan, args: argparse.Namespace, path: str) -> None:
     options["kms_key"] = plan.target.kms_key
     doc = {"format": PLAN_FORMAT, "trailwatch": __version__, "options": options,
            "state_digest": getattr(plan, "state_digest", None), "plan": plan_json(plan)}
+    doc["plan_digest"] = plan_file_digest(doc)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
 
 
+# What each saved option may hold (the CLI's own parsers checked it when the plan was made).
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "trail": (str,), "log_group": (str, type(None)), "role_name": (str, type(None)),
+    "retention_days": (int, type(None)), "kms_key": (str, type(None)),
+    "stream_scope": (str, type(None)), "org_id": (str, type(None)),
+    "trust_org_id": (bool, type(None)),
+    "cis_alarms": (bool, type(None)), "alarm_topic": (str, type(None)),
+    "accept_trusted_service": (list, type(None)), "take_over_delivery": (bool, type(None)),
+    "destination": (str, type(None)), "subscription_role": (str, type(None)),
+}
+_STEP_KEYS: dict[str, tuple[type, ...]] = {
+    "api": (str,), "region": (str,), "params": (dict,), "message": (str,),
+    "iam_actions": (list,), "resource": (str,), "destructive": (bool,)}
+
+
+def _invalid(path: str, why: str) -> UsageError:
+    return UsageError(f"{path} is not a complete trailwatch plan ({PLAN_FORMAT}): {why}",
+                      "pass a file written by `trailwatch plan --out`, unchanged; or make a new "
+                      "one", code="PlanFileInvalid")
+
+
+def _check_plan_file(saved: Any, path: str) -> None:
+    """Shape checks of a saved plan, before anything in it is used."""
+    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
+        raise _invalid(path, "no format marker")
+    options, plan = saved.get("options"), saved.get("plan")
+    if not isinstance(options, dict):
+        raise _invalid(path, "no options")
+    for key, value in options.items():
+        if key not in _OPTION_TYPES:
+            raise _invalid(path, f"option {key!r} is not one a plan carries")
+        if not isinstance(value, _OPTION_TYPES[key]) or (
+                isinstance(value, bool) and bool not in _OPTION_TYPES[key]):
+            raise _invalid(path, f"option {key!r} has a {type(value).__name__} value")
+    if not isinstance(options.get("trail"), str) or not options["trail"]:
+        raise _invalid(path, "no trail")
+    if not isinstance(plan, dict) or not isinstance(plan.get("steps"), list):
+        raise _invalid(path, "no steps")
+    for n, step in enumerate(plan["steps"]):
+        if not isinstance(step, dict):
+            raise _invalid(path, f"step {n + 1} is not an object")
+        for key, types in _STEP_KEYS.items():
+            if key in ("resource", "destructive") and key not in step:
+                continue
+            if not isinstance(step.get(key), types):
+                raise _invalid(path, f"step {n + 1} has no valid {key!r}")
+        if ":" not in step["api"]:
+            raise _invalid(path, f"step {n + 1}: {step['api']!r} is not service:Operation")
+    for key in ("state_digest", "plan_digest"):
+        if not isinstance(saved.get(key), str):
+            raise _invalid(path, f"no {key}")
+
+
+def _comparable(steps: list[dict[str, Any]]) -> str:
+    return json.dumps(steps, sort_keys=True, default=str)
+
+
 def load_saved_plan(clients: AwsClients, args: argparse.Namespace
                     ) -> tuple[Plan, Target, dict]:
+    """The plan a saved file describes, recomputed for the account as it is now.
+
+    Refused (exit 1, ``PlanEdited``) when the file no longer matches its own digest, or when its
+    steps are not the steps trailwatch plans now for its options (the digest is not a secret:
+    what runs must be what trailwatch computes, which is also what apply displays). Refused
+    (``PlanStale``) when the account changed since. A file that is not a whole plan is a usage
+    error (exit 2, ``PlanFileInvalid``)."""
+    path = args.plan_file
     try:
-        with open(args.plan_file, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read plan file {args.plan_file}: {e}",
+        raise UsageError(f"cannot read plan file {path}: {e}",
                          "pass a file written by `trailwatch plan --out`", code="PlanFileInvalid")
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise UsageError(f"{args.plan_file} is not a trailwatch plan ({PLAN_FORMAT})",
-                         "pass a file written by `trailwatch plan --out`", code="PlanFileInvalid")
-    if args.trail and args.trail not in (saved["options"]["trail"],
-                                         saved["options"]["trail"].rsplit("/", 1)[-1]):
-        raise UsageError(f"--trail {args.trail} is not the plan's trail "
-                         f"{saved['options']['trail']}", "omit --trail with --plan")
+    _check_plan_file(saved, path)
+    edited_hint = ("make a new plan with `trailwatch plan --out FILE`, review it, and apply it "
+                   "unchanged")
+    if saved["plan_digest"] != plan_file_digest(saved):
+        raise SetupError(f"{path} was edited after `trailwatch plan` wrote it (its steps or "
+                         "options no longer match its plan_digest); refusing to apply it",
+                         edited_hint, code="PlanEdited")
+    trail = saved["options"]["trail"]
+    if args.trail and args.trail not in (trail, trail.rsplit("/", 1)[-1]):
+        raise UsageError(f"--trail {args.trail} is not the plan's trail {trail}",
+                         "omit --trail with --plan")
     merged = argparse.Namespace(**vars(args))
     for k, v in saved["options"].items():
         setattr(merged, k, v)
     plan, target, who = make_plan(clients, merged)
-    if plan.state_digest != saved.get("state_digest"):
+    if plan.state_digest != saved["state_digest"]:
         raise SetupError(
-            f"the account changed since {args.plan_file} was made (state digest "
-            f"{saved.get('state_digest')} -> {plan.state_digest}); refusing to apply a stale "
+            f"the account changed since {path} was made (state digest "
+            f"{saved['state_digest']} -> {plan.state_digest}); refusing to apply a stale "
             "plan", "run `trailwatch plan --out FILE` again, review it, then apply it",
             code="PlanStale")
-    plan.steps = [Step.from_json(s) for s in saved["plan"]["steps"]]
+    now = [s.to_json() for s in plan.steps]
+    if _comparable(now) != _comparable(saved["plan"]["steps"]):
+        raise SetupError(f"the steps in {path} are not the steps trailwatch plans for its "
+                         "options and this account; refusing to apply them", edited_hint,
+                         code="PlanEdited")
     return plan, target, who
 
 
 def refresh_target(clients: AwsClients, target: Target) -> Target:
     return replace(target, trail=find_trail(clients, target.trail.arn))
+
+
+def plan_file_digest(doc: dict[str, Any]) -> str:
+    """sha256 over what a saved plan says it will do: its options, state digest and steps."""
+    facts = {"format": doc.get("format"), "options": doc.get("options"),
+             "state_digest": doc.get("state_digest"),
+             "steps": (doc.get("plan") or {}).get("steps")}
+    raw = json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()

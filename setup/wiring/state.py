@@ -33,8 +33,23 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
         else:
             raise
     wanted = [t for t in trails if name_or_arn in (t.get("Name"), t.get("TrailARN"))]
+    visible: list[dict[str, Any]] | None = None
+    if not wanted and not parsed:
+        # A name matches only the caller's own trails whose home is this Region (DescribeTrails
+        # trailNameList). An organization trail seen from a member account, or a multi-Region
+        # trail from another Region, is found among every trail the caller sees here, shadow
+        # trails included (the empty list with includeShadowTrails=true).
+        visible = _visible_trails(ct)
+        wanted = [t for t in visible if t.get("Name") == name_or_arn]
+        arns = sorted({t["TrailARN"] for t in wanted})
+        if len(arns) > 1:
+            raise SetupError(f"{len(arns)} trails named {name_or_arn!r} are visible from "
+                             f"{region}: {', '.join(arns)}",
+                             "pass the ARN of the one you mean (--trail ARN, or the template's "
+                             "TrailName)", code="AmbiguousTrailName")
     if not wanted:
-        raise trail_not_found(ct, name_or_arn, region, parsed is not None)
+        raise trail_not_found(name_or_arn, region,
+                              _visible_trails(ct) if visible is None else visible, bool(parsed))
     t = wanted[0]
     arn = t["TrailARN"]
     home = t.get("HomeRegion") or arn.split(":")[3]
@@ -45,14 +60,20 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
                  role_arn=t.get("CloudWatchLogsRoleArn") or None)
 
 
-def trail_not_found(ct: Any, name_or_arn: str, region: str, is_arn: bool) -> SetupError:
-    """The error for a trail that is not there: the trails that are visible in that Region and,
-    when one is close, the same command line with its name (``retry_with``)."""
+def _visible_trails(ct: Any) -> list[dict[str, Any]]:
     try:
-        visible = sorted({t["Name"] for t in ct.describe_trails(includeShadowTrails=True)
-                          .get("trailList", []) if t.get("Name")})
-    except ClientError:
-        visible = []
+        return ct.describe_trails(includeShadowTrails=True).get("trailList", [])
+    except ClientError as e:
+        if error_code(e) in ("TrailNotFoundException", "InvalidTrailNameException"):
+            return []
+        raise
+
+
+def trail_not_found(name_or_arn: str, region: str, trails: list[dict[str, Any]],
+                    is_arn: bool) -> SetupError:
+    """The error for a trail that is not there: the ``trails`` visible in that Region and, when
+    one is close, the same command line with its name (``retry_with``)."""
+    visible = sorted({t["Name"] for t in trails if t.get("Name")})
     wanted = name_or_arn.rsplit("/", 1)[-1]
     close = difflib.get_close_matches(wanted, visible, n=1, cutoff=0.6)
     seen = (f"; trails visible there: {', '.join(visible[:10])}"
@@ -81,12 +102,12 @@ def organization_id(clients: AwsClients, region: str) -> str:
                 "AWSOrganizationsNotInUseException: this is an organization trail but the "
                 "account is not in an organization",
                 "run trailwatch from the management account or a CloudTrail delegated "
-                "administrator, or pass --org-id o-xxxxxxxxxx") from None
+                "administrator, or pass --org-id o-xxxxxxxxxx --trust-org-id") from None
         if error_code(e) in ("AccessDeniedException", "AccessDenied"):
             raise SetupError(
                 f"{error_code(e)}: cannot read the organization id (organizations:"
                 "DescribeOrganization)", "grant organizations:DescribeOrganization or pass "
-                "--org-id o-xxxxxxxxxx") from None
+                "--org-id o-xxxxxxxxxx --trust-org-id") from None
         raise
     return org["Id"]
 

@@ -79,20 +79,33 @@ def plan_subscription(target: Target, destination: str, current: list[dict[str, 
     params: dict[str, Any] = {"logGroupName": target.log_group, "filterName": name,
                               "filterPattern": "", "destinationArn": destination}
     actions: tuple[str, ...] = ("logs:PutSubscriptionFilter",)
-    if role_arn and d["service"] != "logs":
+    notes: list[str] = []
+    # A cross-account destination whose access policy grants an organization needs a role in
+    # this (sender) account, which CloudWatch Logs assumes to check the sender (CloudWatch Logs
+    # guide, "Step 2: (Only if using an organization) Create an IAM role"): trust
+    # logs.amazonaws.com, allow logs:PutLogEvents on this log group.
+    if role_arn and (d["service"] != "logs" or cross):
         params["roleArn"] = role_arn
         actions += ("iam:PassRole",)
+    elif cross:
+        notes.append("if the destination's access policy grants an organization (the audit "
+                     "stack's SourceOrganizationId), pass --subscription-role with a role in this "
+                     "account trusted by logs.amazonaws.com and allowed logs:PutLogEvents on "
+                     f"{target.log_group}; a policy that lists this account needs none")
     same = [f for f in current if f.get("destinationArn") == destination
-            and not f.get("filterPattern")]
+            and not f.get("filterPattern") and (not role_arn or f.get("roleArn") == role_arn)]
     if same:
         return [], [f"the log group already sends every event to {destination} (filter "
                     f"{same[0]['filterName']}): nothing to do"]
     mine = next((f for f in current if f.get("filterName") == name), None)
     if mine is not None:
-        return [Step("logs", "PutSubscriptionFilter", params,
-                     f"REPLACE subscription filter {name}: {mine.get('destinationArn')} -> "
-                     f"{destination} (events stop flowing to the old destination)",
-                     actions, target.region)], []
+        if mine.get("destinationArn") == destination:
+            what = f"UPDATE subscription filter {name}: CloudWatch Logs assumes {role_arn}"
+        else:
+            what = (f"REPLACE subscription filter {name}: {mine.get('destinationArn')} -> "
+                    f"{destination} (events stop flowing to the old destination)")
+        return [Step("logs", "PutSubscriptionFilter", params, what, actions, target.region)], \
+            notes
     if len(current) >= MAX_FILTERS:
         listed = "; ".join(f"{f.get('filterName')} -> {f.get('destinationArn')}" for f in current)
         raise SetupError(f"log group {target.log_group} already has {len(current)} subscription "
@@ -103,7 +116,7 @@ def plan_subscription(target: Target, destination: str, current: list[dict[str, 
     return [Step("logs", "PutSubscriptionFilter", params,
                  f"subscribe log group {target.log_group} to {where} {destination} "
                  f"(filter {name}, all events; {len(current) + 1} of {MAX_FILTERS} filters)",
-                 actions, target.region)], []
+                 actions, target.region)], notes
 
 
 def removal_steps(clients: Any, target: Target) -> tuple[list[Step], list[str]]:

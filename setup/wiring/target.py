@@ -12,6 +12,34 @@ from setup.wiring.models import Target, default_log_group, default_role_name
 from setup.wiring.state import caller, find_trail, organization_id, resolve_kms_key
 
 
+def checked_org_id(clients: AwsClients, region: str, given: str, trust: bool) -> list[str]:
+    """``--org-id`` against organizations:DescribeOrganization, before anything is planned.
+
+    The id becomes the ``o-<id>_*`` stream resource of the delivery policy: a wrong one keeps
+    the management account's events flowing (so apply's own verify passes) and stops every member
+    account's. A different id is refused; an id that cannot be checked (the call is denied, or
+    the caller is not in the organization) is used only with ``--trust-org-id``, with a WARN."""
+    try:
+        actual = organization_id(clients, region)
+    except SetupError as e:
+        if not trust:
+            raise SetupError(
+                f"--org-id {given} cannot be checked against the organization ({e.message})",
+                "grant organizations:DescribeOrganization so trailwatch can check it, or pass "
+                "--trust-org-id to use it as given (a wrong id stops member accounts' events)",
+                code="OrgIdUnverified") from None
+        return [f"WARN: --org-id {given} was not checked ({e.message}); it is used as given "
+                "(--trust-org-id): a wrong id stops member accounts' events"]
+    if actual != given:
+        raise SetupError(
+            f"--org-id {given} is not this account's organization ({actual}, from "
+            "organizations:DescribeOrganization): the delivery policy would grant "
+            f"{given}_* and member accounts' events would stop reaching the log group",
+            f"omit --org-id (trailwatch reads it) or pass --org-id {actual}",
+            code="OrgIdMismatch")
+    return []
+
+
 def resolve_target(clients: AwsClients, args: argparse.Namespace, *, need_org_id: bool = True
                    ) -> tuple[Target, dict, list[str]]:
     if not getattr(args, "trail", None):
@@ -20,8 +48,12 @@ def resolve_target(clients: AwsClients, args: argparse.Namespace, *, need_org_id
     who = caller(clients, trail.home_region)
     notes: list[str] = []
     org_id = getattr(args, "org_id", None)
-    if trail.is_org and not org_id and need_org_id:
-        org_id = organization_id(clients, trail.home_region)
+    if trail.is_org and need_org_id:
+        if org_id:
+            notes += checked_org_id(clients, trail.home_region, org_id,
+                                    bool(getattr(args, "trust_org_id", False)))
+        else:
+            org_id = organization_id(clients, trail.home_region)
     log_group, role_name = args.log_group, args.role_name
     parts = trail.log_group_arn.split(":") if trail.log_group_arn else []
     current_group = parts[6] if len(parts) >= 7 else None

@@ -220,3 +220,38 @@ def test_corpus_alerts_validate_carry_access_keys_and_aggregate():
     assert len(out) < len(alerts) and all(len(m) > 20 for m in members.values())
     for a in out:
         valid(a)
+
+
+class LambdaContext:
+    aws_request_id = "7f5d1c2e-0b4a-4c4e-9a51-1d2f3e4a5b6c"
+    function_name = "trailwatch-processor"
+
+    def get_remaining_time_in_millis(self):
+        return 60_000
+
+
+def test_every_alert_kind_validates_as_published_in_lambda():
+    """Issue 24 item 9. Observed on 5bb8a96: in Lambda every alert gets the request id in its
+    delivery block, and delivery_delayed (whose delivery the schema required to be null) became
+    {"request_id": ...}: the published alerts broke the contract. Same events as the test above,
+    but with a Lambda context, as in production."""
+    seen_kinds = set()
+    for path in sorted(EVENTS.glob("*.json")):
+        published: list[dict] = []
+
+        class Capture:
+            name = "capture"
+
+            def publish(self, alerts):
+                published.extend(alerts)
+                return []
+
+        app = App.from_env({}, clock=lambda: 1_763_640_000.0, metrics_sink=ListMetrics(),
+                           log=ListLogger(), emit=lambda line: None)
+        app.sinks = [Capture()]
+        app.handle(load_event(path.stem), LambdaContext())
+        for alert in published:
+            doc = valid(alert)
+            seen_kinds.add(doc["kind"])
+            assert doc["delivery"]["request_id"] == LambdaContext.aws_request_id
+    assert seen_kinds == {"rule_match", "oversize_event", "delivery_delayed"}

@@ -513,3 +513,28 @@ def test_error_logs_carry_the_lambda_request_id(monkeypatch):
     (err,) = [entry for entry in logs if entry["message"] == "unprocessable log event"]
     assert err["function_request_id"] == "req-42" and err["log_event_id"] == "le-1"
     monkeypatch.setattr(proc, "_APP", None)
+
+
+# ------------------------------------------- issue 24: a malformed environment value degrades
+@pytest.mark.parametrize("key,value", [
+    ("DELIVERY_LAG_THRESHOLD_SECONDS", "15m"), ("CLOCK_SKEW_TOLERANCE_SECONDS", "-5"),
+    ("MAX_DECOMPRESSED_BYTES", "16MiB"), ("EVENTBRIDGE_MAX_ENTRY_BYTES", "nan"),
+    ("FAILURE_QUEUE_MAX_BYTES", "1 MB"), ("PUBLISH_CONCURRENCY", "many"),
+    ("ALERT_AGGREGATION_THRESHOLD", "twenty"), ("IDEMPOTENCY_WINDOW_SECONDS", "1d"),
+])
+def test_a_malformed_number_in_the_environment_is_ignored_logged_and_counted(key, value):
+    """Observed on 5bb8a96: App.from_env raised ValueError on every invocation (a crash loop
+    until a redeploy). Now the default is used, a `setting ignored` error is logged and the
+    ConfigErrors metric (alarmed) is counted on every invocation."""
+    aws = StrictAws()
+    env = dict(aws.env, **{key: value})
+    if key == "IDEMPOTENCY_WINDOW_SECONDS":
+        env["IDEMPOTENCY_TABLE_NAME"] = "alerts"
+    log, metrics = ListLogger(), ListMetrics()
+    factory = (lambda s: object() if s == "dynamodb" else aws.client(s))
+    app = App.from_env(env, client_factory=factory, metrics_sink=metrics, log=log,
+                       emit=lambda line: None, sleep=lambda s: None)
+    (err,) = [e for lvl, m, e in log.records if m == "setting ignored"]
+    assert err["setting"] == key and value in err["error"]
+    app.handle(awslogs_event([]))
+    assert metrics.total("ConfigErrors") == 1

@@ -130,3 +130,56 @@ def test_ssm_state_roundtrip(aws):
     assert state.load() == {}
     state.save({"a": "FAIL"})
     assert SsmState("/trailwatch/watchdog", ssm).load() == {"a": "FAIL"}
+
+
+def test_before_apply_the_watchdog_looks_for_the_role_the_cli_creates(aws):
+    """Issue 24 item 5: the watchdog defaulted to trailwatch-cwl-<trail> (no home Region), the
+    CLI creates trailwatch-cwl-<trail>-<home region>: the two disagreed on an unwired trail."""
+    out = io.StringIO()
+    main(["verify", "--trail", "main", "--output", "json"], out=out,
+         clients=AwsClients(region=REGION))
+    cli = [(c["id"], c["status"], c["message"]) for c in json.loads(out.getvalue())["checks"]]
+    _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION})
+    assert [(r.id, r.status, r.message) for r in results] == cli
+    assert any(f"trailwatch-cwl-main-{REGION}" in m for _, _, m in cli)
+
+
+def test_watchdog_in_the_audit_account_finds_the_org_trail_by_its_default_name(aws):
+    """Issue 24 item 2. Observed on 5bb8a96: with the template's default TrailName=org-trail,
+    the watchdog in the audit account FAILed watchdog.trail on every run (DescribeTrails matches
+    a name only in the caller's account and Region; tests/strict_fakes.StrictCloudTrail)."""
+    from types import SimpleNamespace
+
+    from tests.setup.wiring.test_find_trail import AUDIT, HOME, MGMT, world
+    from tests.strict_fakes import FakeAwsClients
+    w = world()
+    sts = SimpleNamespace(get_caller_identity=lambda: {
+        "Account": AUDIT, "Arn": f"arn:aws:sts::{AUDIT}:assumed-role/watchdog/fn"})
+    org = SimpleNamespace(describe_organization=lambda: {"Organization": {"Id": "o-abc1234567"}})
+    clients = FakeAwsClients(HOME, cloudtrail=lambda r: w.client(AUDIT, r), sts=lambda r: sts,
+                             organizations=lambda r: org,
+                             logs=lambda r: boto3.client("logs", region_name=r))  # moto: no group
+    trail, results = run_verify({"TRAIL_NAME": "org-trail", "AWS_REGION": HOME}, clients)
+    assert trail == f"arn:aws:cloudtrail:{HOME}:{MGMT}:trail/org-trail"
+    status = {r.id: r.status for r in results}
+    assert "watchdog.trail" not in status
+    assert status["watchdog.scope"] == "WARN"        # log group in the management account
+    assert status["trail.logging"] == "PASS"
+
+
+def test_a_malformed_max_delivery_age_is_a_warn_result_not_a_crash(aws):
+    """Issue 24: float(MAX_DELIVERY_AGE_SECONDS) raised on every scheduled run (5bb8a96)."""
+    _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION,
+                             "MAX_DELIVERY_AGE_SECONDS": "2h"})
+    (cfg,) = [r for r in results if r.id == "watchdog.config"]
+    assert cfg.status == "WARN" and "MAX_DELIVERY_AGE_SECONDS" in cfg.message
+    assert "trail.logging" in {r.id for r in results}
+
+
+def test_an_empty_trail_name_says_so():
+    """TrailName's AllowedPattern accepts an empty value: the watchdog says what is missing
+    instead of looking up a trail named ''."""
+    _, results = run_verify({"TRAIL_NAME": "", "AWS_REGION": REGION}, clients=object())
+    (r,) = results
+    assert (r.id, r.status) == ("watchdog.trail", "FAIL")
+    assert "TRAIL_NAME" in r.message and "TrailName" in r.remediation

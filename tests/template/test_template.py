@@ -128,6 +128,8 @@ EXPECTED_ALARMS = {
     "RuleErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "RuleErrors", 1),
     "StreamBatchesDiscardedAlarm": ("AWS/Lambda", "OnFailureDestinationDeliveredEventCount", 1),
     "DestinationDeliveryFailuresAlarm": ("AWS/Lambda", "DestinationDeliveryFailures", 1),
+    "AlertsRejectedAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "AlertsRejected", 1),
+    "ConfigErrorsAlarm": ({"Fn::Sub": "Trailwatch/${AWS::StackName}"}, "ConfigErrors", 1),
 }
 
 
@@ -172,7 +174,10 @@ def _statements(doc):
 
 ALLOWED_STAR = {"kinesis:ListStreams",   # AWS offers no resource-level form
                 "cloudtrail:DescribeTrails", "organizations:DescribeOrganization",
-                "organizations:ListAccounts"}   # the watchdog's lookups (issue 10)
+                "organizations:ListAccounts",   # the watchdog's lookups (issue 10)
+                # the watchdog's destination checks (issue 24)
+                "cloudwatch:ListMetrics", "cloudwatch:GetMetricStatistics",
+                "logs:DescribeDestinations"}
 
 
 def test_no_over_broad_iam(cfn):

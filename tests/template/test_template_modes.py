@@ -106,6 +106,8 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
           "WatchdogFunctionEventInvokeConfig", "WatchdogScheduleDeadLetterPolicy",
           # issue 11: the failure archive and the RULES_FILE alarm
           "FailureArchiveBucket", "FailureArchiveBucketPolicy", "RuleErrorsAlarm",
+          # issue 24: alerts a sink refuses for good
+          "AlertsRejectedAlarm", "ConfigErrorsAlarm",
           # issue 12: the operational alarms' own topic
           "OpsTopic"}
 MODES = {

@@ -88,3 +88,100 @@ def test_processor_raises_tamper_alert_with_env(tmp_path):
                 and e["alert"]["rule"]["source"] == "tamper"]
     assert alert["rule"]["id"] == "trailwatch-tamper-delivery-role"
     assert alert["rule"]["severity"] == "HIGH" and alert["rule"]["source"] == "tamper"
+
+
+# ------------------------------------------------------------------- issue 24: items 1 and 5
+# The template passes TrailName (a name or an ARN, as its AllowedPattern accepts) and
+# DeliveryRoleName (empty: the role `trailwatch apply` creates) to the processor unchanged.
+
+ARN = "arn:aws:cloudtrail:eu-west-1:111122223333:trail/org-trail"
+LONG = [("a" * n) for n in (3, 44, 49, 50, 64, 128)]
+
+
+def _watched(rules, rule_id):
+    (rule,) = [r for r in rules if r.id == rule_id]
+    return rule
+
+
+def test_trail_given_as_an_arn_is_watched_by_its_name():
+    """Observed on 5bb8a96: TamperConfigError (the template's TRAIL_NAME was the ARN's
+    `arn:aws:cloudtrail:<r>:<acct>:` piece, and any ARN is refused)."""
+    rules = tamper_rules({"TRAIL_NAME": ARN})
+    trail = _watched(rules, "trailwatch-tamper-trail")
+    assert "org-trail" in trail.title and "arn:" not in trail.title
+    index = build_index([trail])
+    for case in trail.tests["match"]:
+        assert index.matches(case), case
+    assert index.matches({"eventSource": "cloudtrail.amazonaws.com", "eventName": "StopLogging",
+                          "requestParameters": {"name": ARN}})
+
+
+@pytest.mark.parametrize("name", LONG + ["org-trail", "My.Trail_1"])
+@pytest.mark.parametrize("ref", ["name", "arn"])
+def test_default_delivery_role_is_the_role_the_cli_creates(name, ref):
+    """Item 5: the template's default was trailwatch-cwl-<trail>; the CLI creates
+    trailwatch-cwl-<trail>-<home region> (hashed when over 64 characters). Observed on 5bb8a96:
+    names of 50+ characters made a role name over 64 and the processor raised."""
+    from setup.wiring.models import default_role_name
+    region = "ap-southeast-2"
+    value = f"arn:aws:cloudtrail:{region}:111122223333:trail/{name}" if ref == "arn" else name
+    rules = tamper_rules({"TRAIL_NAME": value, "AWS_REGION": region})
+    role = _watched(rules, "trailwatch-tamper-delivery-role")
+    expected = default_role_name(name, region)
+    assert len(expected) <= 64
+    assert f'$.requestParameters.roleName = "{expected}"' in role.pattern.text
+    assert all(c["requestParameters"]["roleName"] == expected for c in role.tests["match"])
+
+
+def test_an_explicit_delivery_role_wins_over_the_default():
+    rules = tamper_rules({"TRAIL_NAME": "org-trail", "DELIVERY_ROLE_NAME": "TeamRole",
+                          "AWS_REGION": "us-east-1"})
+    assert '"TeamRole"' in _watched(rules, "trailwatch-tamper-delivery-role").pattern.text
+
+
+def test_a_value_that_cannot_be_configured_skips_only_that_rule_with_an_error():
+    errors: list[str] = []
+    env = dict(ENV, TRAIL_LOG_GROUP_NAME='x" || $.eventName = *',
+               DELIVERY_ROLE_NAME="trailwatch-cwl-" + "r" * 60)
+    rules = tamper_rules(env, errors=errors)
+    assert {r.id for r in rules} == {"trailwatch-tamper-trail", "trailwatch-tamper-processor"}
+    assert len(errors) == 2
+    assert any("TRAIL_LOG_GROUP_NAME" in e for e in errors)
+    assert any("DELIVERY_ROLE_NAME" in e for e in errors)
+
+
+@pytest.mark.parametrize("env,bad", [
+    # what the template produced on 5bb8a96 for TrailName=<ARN>
+    ({"TRAIL_NAME": "arn:aws:cloudtrail:us-east-1:111122223333:",
+      "DELIVERY_ROLE_NAME": f"trailwatch-cwl-{ARN}"}, 2),
+    # ... and for a 60-character name
+    ({"TRAIL_NAME": "t" * 60, "DELIVERY_ROLE_NAME": "trailwatch-cwl-" + "t" * 60}, 1),
+    ({"TRAIL_LOG_GROUP_NAME": 'x" || $.eventName = *'}, 1),
+])
+def test_processor_degrades_instead_of_crashing_on_a_bad_tamper_value(env, bad):
+    """Observed on 5bb8a96: App.from_env raised TamperConfigError on every invocation (no alert
+    until a redeploy). Now: the rule is skipped, an error is logged, RuleErrors is counted and
+    every other rule still runs."""
+    import base64
+    import gzip
+    import json
+
+    from handlers.processor import App
+    from tests.conftest import ListLogger, ListMetrics
+    log, metrics = ListLogger(), ListMetrics()
+    app = App.from_env(dict(env, AWS_LAMBDA_FUNCTION_NAME="trailwatch-processor"),
+                       metrics_sink=metrics, log=log, emit=lambda line: None,
+                       clock=lambda: 1768035660.0)
+    assert [m for lvl, m, e in log.records if lvl == "error"] == ["rule skipped"] * bad
+    rec = {"eventVersion": "1.09", "eventSource": "cloudtrail.amazonaws.com",
+           "eventName": "StopLogging", "eventTime": "2026-01-10T09:00:00Z",
+           "eventID": "e1", "recipientAccountId": "111122223333", "awsRegion": "us-east-1",
+           "userIdentity": {"type": "Root", "arn": "arn:aws:iam::111122223333:root"},
+           "requestParameters": {"name": "org-trail"}}
+    data = {"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "g",
+            "logStream": "s", "subscriptionFilters": ["f"],
+            "logEvents": [{"id": "1", "timestamp": 1768035600000, "message": json.dumps(rec)}]}
+    event = {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(data).encode()))
+                         .decode()}}
+    assert app.handle(event)["alerts"] >= 1        # CIS 4.5 (CloudTrail changes) still fires
+    assert metrics.total("RuleErrors") == bad

@@ -114,7 +114,9 @@ class StrictHub:
         for f in Findings:
             if self.fail_times.get(f["Id"], 0):
                 self.fail_times[f["Id"]] -= 1
-                failed.append({"Id": f["Id"], "ErrorCode": "InvalidInput", "ErrorMessage": "no"})
+                # a transient code (InvalidInput is permanent: see StrictSecurityHub)
+                failed.append({"Id": f["Id"], "ErrorCode": "InternalFailure",
+                               "ErrorMessage": "no"})
         return {"FailedCount": len(failed), "SuccessCount": len(Findings) - len(failed),
                 "FailedFindings": failed}
 
@@ -148,7 +150,7 @@ def test_failed_findings_are_retried_then_reported_undelivered():
     hub = StrictHub({flaky["alert_id"]: 2, dead["alert_id"]: 99})
     s = strict_sink(hub)
     undelivered = s.publish([ok, flaky, dead])
-    assert undelivered == [{"id": dead["alert_id"], "error": "InvalidInput: no"}]
+    assert undelivered == [{"id": dead["alert_id"], "error": "InternalFailure: no"}]
     assert [len(c) for c in hub.calls] == [3, 2, 2, 1]        # 4 attempts, only failures resent
 
 
@@ -261,3 +263,143 @@ def test_hostile_records_stay_within_asff_chat_and_sns_limits(rec, copies):
         assert len(orjson.dumps(n)) < SNS_MAX_BYTES
         assert "<" not in n["content"]["description"]
     SnsSink("arn:aws:sns:us-east-1:1:t.fifo", client_factory=lambda s: None).prepare(alerts)
+
+
+# ------------------------------------------------------------- issue 24 item 4: error classes
+from tests.strict_fakes import StrictAws, StrictSecurityHub  # noqa: E402
+
+
+def strict_hub_sink(hub):
+    return SecurityHubSink(lambda s: hub, sleep=lambda s: None, account_id=hub.account,
+                           region="us-east-1", partition="aws")
+
+
+def test_security_hub_not_enabled_is_permanent_and_not_retried():
+    """Observed on 5bb8a96: InvalidAccessException (Security Hub not enabled in the Region) was
+    retried 4 times and then failed the invocation; no retry can succeed."""
+    hub = StrictSecurityHub(enabled=False)
+    out = strict_hub_sink(hub).publish([alert(1), alert(2)])
+    assert len(hub.requests) == 1
+    assert {u["id"] for u in out} == {alert(1)["alert_id"], alert(2)["alert_id"]}
+    assert all(u["permanent"] and u["error"].startswith("InvalidAccessException") for u in out)
+
+
+def test_failed_finding_invalid_input_is_permanent_others_are_retried():
+    ok, bad, flaky = alert(1), alert(2), alert(3)
+    calls = {"n": 0}
+
+    def fail(op, findings):
+        calls["n"] += 1
+        return None
+    hub = StrictSecurityHub(fail=fail)
+    s = strict_hub_sink(hub)
+    real = s.finding
+
+    def finding(a):
+        f = real(a)
+        if a["alert_id"] == bad["alert_id"]:
+            f["Title"] = "x" * 300          # what the service refuses: FailedFindings InvalidInput
+        return f
+    s.finding = finding
+    original = hub.batch_import_findings
+    flaky_left = {"n": 2}
+
+    def flaky_import(Findings):  # noqa: N803
+        resp = original(Findings)
+        if flaky_left["n"] and any(f["Id"] == flaky["alert_id"] for f in Findings):
+            flaky_left["n"] -= 1
+            resp["FailedFindings"].append({"Id": flaky["alert_id"], "ErrorCode": "InternalError",
+                                           "ErrorMessage": "try again"})
+        return resp
+    hub.batch_import_findings = flaky_import
+    out = s.publish([ok, bad, flaky])
+    assert out == [{"id": bad["alert_id"], "error": "InvalidInput: Title or Description too long",
+                    "permanent": True}]
+    # the invalid finding is sent once; the transient one until it goes through
+    assert [sorted(f["Id"] for f in r) for r in hub.requests][1:] == [[flaky["alert_id"]]] * 2
+    assert set(hub.findings) == {ok["alert_id"], flaky["alert_id"]}
+
+
+@pytest.mark.parametrize("region", ["us-" + "e" * 20 + "-1", "ap-southeast-" + "x" * 12 + "-9"])
+def test_attacker_chosen_arn_region_never_makes_a_finding_unimportable(region):
+    """Observed on 5bb8a96: an ARN in requestParameters with a Region-shaped value over 16
+    characters became Resources[].Region, and Security Hub refuses the whole finding."""
+    hub = StrictSecurityHub()
+    a = A.rule_alert(CIS_45, record(7, region=region), ENV, {"id": "le-7"}, 1.0)
+    assert any(region in r for r in a["resources"])
+    assert strict_hub_sink(hub).publish([a]) == []
+    assert hub.violations == []
+    (f,) = hub.findings.values()
+    assert all(1 <= len(r["Region"]) <= 16 for r in f["Resources"])
+
+
+def _cis_event(n=3):
+    return {"awslogs": {"data": payload([record(i) for i in range(n)])}}
+
+
+@pytest.mark.parametrize("mode", ["awslogs", "kinesis"])
+def test_processor_with_security_hub_not_enabled_delivers_elsewhere_and_does_not_fail(mode):
+    """Observed on 5bb8a96: DeliveryFailed on every invocation (Lambda retried it, re-publishing
+    to SNS and EventBridge each time); in Kinesis mode every record was reported failed."""
+    import base64
+
+    aws = StrictAws()
+    aws.securityhub_enabled = False
+    metrics, log = ListMetrics(), ListLogger()
+    app = App.from_env(dict(aws.env, SECURITY_HUB_FINDINGS="enabled"), client_factory=aws.client,
+                       clock=lambda: 1_763_632_950.0, sleep=lambda s: None, metrics_sink=metrics,
+                       log=log, emit=lambda line: None)
+    event = _cis_event()
+    if mode == "kinesis":
+        data = event["awslogs"]["data"]
+        event = {"Records": [{"eventSource": "aws:kinesis", "eventID": "shard:1",
+                              "kinesis": {"sequenceNumber": "1", "data": data}}]}
+        assert base64.b64decode(data)
+    out = app.handle(event)
+    if mode == "kinesis":
+        assert out == {"batchItemFailures": []}
+    else:
+        assert out["alerts"] == 3
+    assert len(aws.alerts()["sns"]) == 3 and len(aws.alerts()["eventbridge"]) == 3
+    assert len(aws.securityhub.requests) == 1               # not retried
+    assert metrics.total("AlertsRejected") == 3
+    assert metrics.total("AlertsUndelivered") == 0
+    rejected = [e for lvl, m, e in log.records if m == "alert rejected"]
+    assert len(rejected) == 3 and all(e["sink"] == "securityhub" for e in rejected)
+
+
+@pytest.mark.parametrize("code", ["KMSAccessDenied", "AuthorizationError", "NotFound",
+                                  "InvalidParameter"])
+def test_a_chat_topic_that_cannot_take_alerts_is_permanent_not_retried(code):
+    """Issue 24 item 4 ("every sink classifies its errors"): the optional chat topic refusing for
+    a configuration reason (its key, its policy, deleted, a parameter it cannot take) is not cured
+    by a retry; on 5bb8a96 it failed the invocation and every retry re-published to SNS and
+    EventBridge. The primary sinks keep failing the invocation (the events stay replayable)."""
+    from botocore.exceptions import ClientError
+
+    from tests.strict_fakes import StrictSns
+
+    def fail(op, request):
+        return ClientError({"Error": {"Code": code, "Message": "refused"}}, op)
+    sns = StrictSns(fail=fail)
+    out = ChatSink("arn:aws:sns:us-east-1:111122223333:chat", client_factory=lambda s: sns,
+                   sleep=lambda s: None).publish([alert(1), alert(2)])
+    assert sns.calls == 1
+    assert len(out) == 2 and all(u["permanent"] and u["error"].startswith(code) for u in out)
+
+
+def test_a_throttled_chat_topic_is_retried():
+    from botocore.exceptions import ClientError
+
+    from tests.strict_fakes import StrictSns
+    left = {"n": 2}
+
+    def fail(op, request):
+        if left["n"]:
+            left["n"] -= 1
+            return ClientError({"Error": {"Code": "KMSThrottling", "Message": "slow"}}, op)
+        return None
+    sns = StrictSns(fail=fail)
+    assert ChatSink("arn:aws:sns:us-east-1:111122223333:chat", client_factory=lambda s: sns,
+                    sleep=lambda s: None).publish([alert(1)]) == []
+    assert sns.calls == 3

@@ -166,7 +166,8 @@ def test_unknown_profile_is_a_usage_error_with_a_fix():
 
 def test_invalid_region_is_a_usage_error():
     code, _, err = run(["verify", "--trail", "t", "--region", "not a region"])
-    assert code == 2 and "Traceback" not in err and "fix: pass --region" in err
+    assert code == 2 and "Traceback" not in err and "is not a Region" in err
+
 
 
 # ------------------------------------------------------------------------- endpoints

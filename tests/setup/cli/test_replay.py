@@ -220,3 +220,88 @@ def test_function_runner_counts_reported_batch_item_failures_as_failed():
     assert "batchItemFailures" in failed(event)
     assert lambda_runner(Lambda(b'{"errorMessage": "boom"}', "Unhandled"), "f")(event) \
         .startswith("Unhandled: ")
+
+
+# --------------------------------- issue 24 item 6: Lambda's own failure records are re-driven
+def test_an_asynchronous_invocation_record_replays_its_request_payload(stack):
+    """Lambda's on-failure destination for asynchronous invocations (direct mode's
+    FailedInvocationsQueue) receives an invocation record whose requestPayload is the whole
+    event ("Capturing records of Lambda asynchronous invocations"). Observed on 5bb8a96:
+    replay skipped it as "nothing replayable"."""
+    event = {"awslogs": {"data": payload([{"id": "le-9", "timestamp": TS,
+                                            "message": json.dumps(STOP)}])}}
+    record = {"version": "1.0", "timestamp": "2025-11-20T11:55:00.000Z",
+              "requestContext": {"requestId": "r-1", "condition": "RetriesExhausted",
+                                 "functionArn": "arn:aws:lambda:us-east-1:111122223333:"
+                                                "function:tw-processor:$LATEST",
+                                 "approximateInvokeCount": 3},
+              "requestPayload": event,
+              "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                                  "functionError": "Unhandled"},
+              "responsePayload": {"errorMessage": "DeliveryFailed"}}
+    assert to_event(record) == event
+    stack["sqs"].send_message(QueueUrl=stack["fail_q"], MessageBody=json.dumps(record))
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
+                out=out) == 0, out.getvalue()
+    assert "1 replayed" in out.getvalue()
+    assert {a["event"]["eventID"] for a in stack["alerts"]()} == {"replayed-1"}
+
+
+def test_a_kinesis_batch_failure_record_is_re_read_from_the_stream(stack):
+    """A Kinesis event source mapping's SQS/SNS on-failure record carries only KinesisBatchInfo
+    (shard and sequence range), not the records ("Retaining discarded batches for a Kinesis
+    event source"); replay re-reads that range from the stream while the stream keeps it."""
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    kinesis.create_stream(StreamName="trail", ShardCount=1)
+    arn = kinesis.describe_stream(StreamName="trail")["StreamDescription"]["StreamARN"]
+    seqs = []
+    for i in range(3):
+        data = gzip.compress(json.dumps({
+            "messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "g",
+            "logStream": "s", "subscriptionFilters": ["f"],
+            "logEvents": [{"id": f"k-{i}", "timestamp": TS,
+                           "message": json.dumps(dict(STOP, eventID=f"kin-{i}"))}]}).encode())
+        r = kinesis.put_record(StreamName="trail", Data=data, PartitionKey="p")
+        seqs.append((r["ShardId"], r["SequenceNumber"]))
+    record = {"requestContext": {"requestId": "r-2", "functionArn": "arn:aws:lambda:us-east-1:"
+                                 "111122223333:function:tw-processor",
+                                 "condition": "RetryAttemptsExhausted",
+                                 "approximateInvokeCount": 3},
+              "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                                  "functionError": "Unhandled"},
+              "version": "1.0", "timestamp": "2025-11-20T11:55:00.000Z",
+              "KinesisBatchInfo": {"shardId": seqs[0][0], "startSequenceNumber": seqs[0][1],
+                                   "endSequenceNumber": seqs[1][1],
+                                   "approximateArrivalOfFirstRecord": "2025-11-20T11:50:00Z",
+                                   "approximateArrivalOfLastRecord": "2025-11-20T11:50:01Z",
+                                   "batchSize": 2, "streamArn": arn}}
+    stack["sqs"].send_message(QueueUrl=stack["fail_q"], MessageBody=json.dumps(record))
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
+                out=out) == 0, out.getvalue()
+    # exactly the failed batch: the first two records, not the third
+    assert {a["event"]["eventID"] for a in stack["alerts"]()} == {"kin-0", "kin-1"}
+    assert drain_queue(stack["sqs"], stack["fail_q"]) == []
+
+
+def test_a_kinesis_batch_past_the_streams_retention_is_reported_and_kept(stack):
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    kinesis.create_stream(StreamName="trail", ShardCount=1)
+    arn = kinesis.describe_stream(StreamName="trail")["StreamDescription"]["StreamARN"]
+    record = {"version": "1.0", "requestContext": {"condition": "RetryAttemptsExhausted"},
+              "KinesisBatchInfo": {"shardId": "shardId-000000000000",
+                                   "startSequenceNumber": "49590338271490256608559692538361571095921575989136588898",
+                                   "endSequenceNumber": "49590338271490256608559692540925702759324208523137515618",
+                                   "batchSize": 2, "streamArn": arn}}
+    stack["sqs"].send_message(QueueUrl=stack["fail_q"], MessageBody=json.dumps(record))
+    out = io.StringIO()
+    assert main(["replay", "--queue-url", stack["fail_q"], "--local", "--region", "us-east-1"],
+                out=out) == 0
+    assert "0 replayed, 0 failed, 1 skipped" in out.getvalue()
+    assert "skip   lambda:RetryAttemptsExhausted shardId-000000000000: " in out.getvalue()
+    assert "(kept)" in out.getvalue()
+    attrs = stack["sqs"].get_queue_attributes(
+        QueueUrl=stack["fail_q"], AttributeNames=["ApproximateNumberOfMessages",
+                                                   "ApproximateNumberOfMessagesNotVisible"])
+    assert sum(int(v) for v in attrs["Attributes"].values()) == 1     # kept (not deleted)

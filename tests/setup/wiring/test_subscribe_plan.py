@@ -73,3 +73,32 @@ def test_same_account_stream_targets_pass_the_role(dest):
     role = f"arn:aws:iam::{MGMT}:role/cwl-to-stream"
     (step,), _ = plan_subscription(TARGET, dest, [], role)
     assert step.params["roleArn"] == role and "iam:PassRole" in step.iam_actions
+
+
+# ------------------------------------------------- issue 24 item 3: organization-wide destinations
+ORG_ROLE = f"arn:aws:iam::{MGMT}:role/CWLtoSubscriptionFilterRole"
+
+
+def test_an_organization_destination_gets_the_senders_role():
+    """The CloudWatch Logs guide ("Step 2: (Only if using an organization) Create an IAM role"):
+    when the destination's access policy grants an organization, the sender's subscription filter
+    names a role in the sender account (trusted by logs.amazonaws.com) that CloudWatch Logs
+    assumes to validate the sender. Observed on 5bb8a96: --subscription-role was dropped for a
+    cross-account destination, so the template's SourceOrganizationId mode could not work."""
+    (step,), _ = plan_subscription(TARGET, DEST, [], ORG_ROLE)
+    assert step.params["roleArn"] == ORG_ROLE and "iam:PassRole" in step.iam_actions
+
+
+def test_without_a_role_the_plan_says_when_one_is_needed():
+    (step,), notes = plan_subscription(TARGET, DEST, [])
+    assert "roleArn" not in step.params
+    assert any("--subscription-role" in n and "organization" in n for n in notes)
+
+
+def test_adding_the_role_to_an_existing_filter_updates_it():
+    current = [{"filterName": OURS, "destinationArn": DEST, "filterPattern": ""}]
+    assert plan_subscription(TARGET, DEST, current)[0] == []
+    (step,), _ = plan_subscription(TARGET, DEST, current, ORG_ROLE)
+    assert step.params["roleArn"] == ORG_ROLE
+    current[0]["roleArn"] = ORG_ROLE
+    assert plan_subscription(TARGET, DEST, current, ORG_ROLE)[0] == []
