@@ -9,7 +9,7 @@ SAMSTAMP := $(SAMVENV)/.installed
 CHECKOVVENV := .venv-checkov
 CHECKOVSTAMP := $(CHECKOVVENV)/.installed
 
-.PHONY: help venv demo test bench bench-instructions mutate sam-venv sam-build sam-validate lint-template clean lock \
+.PHONY: help venv demo test bench bench-instructions noise mutate sam-venv sam-build sam-validate lint-template clean lock \
 	checkov-venv checkov artifact
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make bench     handler vs decode floor on ordinary and attack traffic ($$TRAILWATCH_CORPUS,"
 	@echo "               else events/); CPU instructions too when valgrind is installed"
 	@echo "make bench-instructions   only the CPU instruction counts (valgrind/callgrind)"
+	@echo "make noise     alerts per 1,000 records on ../shared/corpus/benign (state table on moto)"
 	@echo "make mutate    mutation-test the security-critical modules (slow; not in CI), print score"
 	@echo "make sam-venv  install the AWS SAM CLI in its own virtualenv ($(SAMVENV))"
 	@echo "make sam-build / sam-validate   build / lint the SAM template with that SAM CLI"
@@ -49,6 +50,9 @@ bench: $(STAMP)
 
 bench-instructions: $(STAMP)
 	$(BIN)/python bench/bench_handler.py --instructions-only
+
+noise: $(STAMP)
+	$(BIN)/python bench/noise.py
 
 # Mutation testing: mutmut 3 over the modules listed in pyproject's [tool.mutmut],
 # with the fast suite (-m "not slow"). Results are cached in mutants/; `rm -rf mutants` for a

@@ -26,7 +26,7 @@ from handlers import alerts as A
 from handlers.canary import CANARY_EVENTS, canary_nonce, observation
 from handlers.detection.patterns import PatternIndex, compile_pattern
 from handlers.detection.rules import Rule, build_index
-from handlers.detection.thresholds import match_key, principal_of, threshold_block
+from handlers.detection.thresholds import key_of, match_key, threshold_block
 from handlers.expected import is_expected_change
 from handlers.jsonsafe import dumps
 
@@ -366,7 +366,7 @@ class Pipeline:
                         expected = is_expected_change(rec, principals) if principals else False
                     if rule.threshold:
                         # Threshold rule: the alert is built only if the group reaches N.
-                        gkey = (rule.id, principal_of(rec))
+                        gkey = (rule.id, key_of(rule, rec))
                         group = groups.get(gkey)
                         if group is None:
                             groups[gkey] = group = []
@@ -392,7 +392,8 @@ class Pipeline:
                   env: dict[str, Any]) -> list[dict[str, Any]]:
         """Threshold rules (:mod:`handlers.detection.thresholds`): each (rule, principal) group with at
         least N matches becomes one alert, in the place of its first match; smaller groups are
-        dropped. Only the alerts that are kept are ever built."""
+        dropped, except for rules with a window (``window_minutes``): :mod:`handlers.alert_state`
+        adds their count to the window's. Only the alerts that are kept are ever built."""
         out: list[dict[str, Any]] = []
         for item in alerts:
             if item.__class__ is not tuple:
@@ -400,7 +401,7 @@ class Pipeline:
                 continue
             group = groups[item]
             rule, rec, ev, lag, key, expected = group[0]
-            if len(group) < rule.threshold:
+            if len(group) < rule.threshold and not rule.window_minutes:
                 continue
             alert = A.rule_alert(rule, rec, env, ev, lag, ident=A.alert_id("rule", rule.id, key),
                                  expected_change=expected)

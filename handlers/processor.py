@@ -27,6 +27,8 @@ deadline, and records Powertools metrics (EMF). Environment (contract names):
                                      aggregated alert (20; 0 disables)
 ``IDEMPOTENCY_TABLE_NAME``           DynamoDB table: no alert published twice within the window
 ``IDEMPOTENCY_WINDOW_SECONDS``       that window (86400)
+``ALERT_STATE_TABLE_NAME``           DynamoDB table: rule thresholds and dedup windows across
+                                     invocations (handlers/alert_state.py; unset: per invocation)
 
 The only ways an invocation fails: the failure destination cannot be written (direct mode: the
 whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
@@ -48,6 +50,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from handlers import canary as canary_mod
 from handlers import emf
+from handlers.alert_state import MemoryStore, Windows, store_from_env
 from handlers.alerts import (
     DEFAULT_AGGREGATION_THRESHOLD,
     aggregate,
@@ -56,6 +59,7 @@ from handlers.alerts import (
 from handlers.clients import default_client_factory
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.rules import load_rules_file
+from handlers.detection.tuning import load_tuning
 from handlers.expected import parse_principals
 from handlers.jsonsafe import dumps as safe_dumps
 from handlers.pipeline import (
@@ -163,8 +167,28 @@ def aggregate_for(alerts: list[dict[str, Any]], origin: dict[str, set[str]] | No
     return out
 
 
+def app_windows(rules: list[Any], env: Mapping[str, str], client_factory: Callable[[str], Any],
+                sleep: Callable[[float], None], clock: Callable[[], float], log: Any,
+                suppressions: Sequence[Any] = ()) -> Windows | None:
+    """The windows stage (handlers/alert_state.py) when any rule has a window or a suppression
+    applies: on the ``ALERT_STATE_TABLE_NAME`` table, else per invocation (logged once here)."""
+    windows = Windows(rules, MemoryStore(per_invocation=True), suppressions, log, clock)
+    if not windows.active:
+        return None
+    store = store_from_env(env, client_factory, sleep, log)
+    if store is None:
+        log.warning("ALERT_STATE_TABLE_NAME is not set: no dedup windows (every match alerts) "
+                    "and rule thresholds count within one invocation only (CloudWatch Logs "
+                    "decides its size); set it to keep them across invocations")
+        windows.dedup = False
+    else:
+        windows.store = store
+    return windows
+
+
 class App:
     aggregation_threshold = int(DEFAULT_AGGREGATION_THRESHOLD)
+    windows: Windows | None = None
 
     def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: Any | None,
                  metrics_sink: Any = None, log: Any = None,
@@ -205,9 +229,14 @@ class App:
         # A tamper rule whose resource name cannot be used (issue 24) is skipped the same way.
         rule_errors: list[str] = []
         rules = builtin_rules(env, rule_errors)
+        suppressions: list[Any] = []
         if env.get("RULES_FILE"):
+            tuning: dict[str, Any] = {}
             rules += load_rules_file(env["RULES_FILE"], errors=rule_errors,
-                                     taken={r.id for r in rules}, client_factory=client_factory)
+                                     taken={r.id for r in rules}, client_factory=client_factory,
+                                     tuning=tuning)
+            if tuning.get("tuning") or tuning.get("suppressions"):   # issue 20: tuning as data
+                rules, suppressions = load_tuning(rules, tuning, rule_errors)
         log = kw.get("log") if kw.get("log") is not None else logger
         for err in rule_errors:
             log.error("rule skipped", extra={"rules_file": env.get("RULES_FILE"), "error": err})
@@ -233,6 +262,7 @@ class App:
                   monotonic=monotonic, **kw)
         app.aggregation_threshold = int(num["ALERT_AGGREGATION_THRESHOLD"])
         app.config_errors = list(config_errors.values())
+        app.windows = app_windows(rules, env, client_factory, sleep, clock, log, suppressions)
         return app
 
     # ------------------------------------------------------------------------------ handle
@@ -263,7 +293,7 @@ class App:
         counts = dict(payloads=0, payload_errors=0, control_messages=0, log_events=0, records=0,
                       oversize=0, malformed=0, clock_skew=0, no_event_time=0, delayed=0,
                       alerts=0, failures_routed=0, alerts_undelivered=0, failures_unrouted=0,
-                      alerts_rejected=0)
+                      alerts_rejected=0, alerts_windowed=0, state_errors=0)
         failures: list[tuple[str, dict[str, Any]]] = []
         alerts: dict[str, dict[str, Any]] = {}        # alert_id -> alert (first one wins)
         # Kinesis: which records each alert came from, so a failed publish fails only those.
@@ -352,6 +382,15 @@ class App:
                 else:
                     alert["delivery"] = {"request_id": request_id}
 
+        if self.windows is not None and alerts:
+            # Suppressions, dedup windows and thresholds across invocations (issue 20): only
+            # alerts get here, so records that match nothing cost nothing.
+            kept = self.windows.apply(list(alerts.values()))
+            st = self.windows.stats
+            counts["alerts_windowed"] = st["suppressed"] + st["deduplicated"] + \
+                st["below_threshold"]
+            counts["state_errors"] = st["state_errors"]
+            alerts = {a["alert_id"]: a for a in kept}
         counts["alerts"] = len(alerts)
         counts["failures_routed"] = len(failures)
         undelivered: set[str] = set()
@@ -514,7 +553,8 @@ class App:
                           ("AlertsUndelivered", "alerts_undelivered"),
                           ("AlertsRejected", "alerts_rejected"),
                           ("FailuresUnrouted", "failures_unrouted"),
-                          ("RuleErrors", "rule_errors"), ("ConfigErrors", "config_errors")):
+                          ("RuleErrors", "rule_errors"), ("ConfigErrors", "config_errors"),
+                          ("AlertsWindowed", "alerts_windowed"), ("StateErrors", "state_errors")):
             # Zero counters are skipped (alarms treat missing data as not breaching); LogEvents
             # is always sent so the dashboard shows the invocation.
             if counts[key] or key == "log_events":

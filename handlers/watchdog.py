@@ -18,6 +18,9 @@ Environment (contract names, set by template.yaml):
 ``ALERT_TOPIC_ARN``             SNS topic for the notices: the template points it at the ops topic
                                 (delivery health is operational); unset: notices are only logged
 ``WATCHDOG_STATE_PARAMETER``    SSM String parameter holding the last statuses (JSON)
+``READINESS_REGIONS``           optional: also run ``trailwatch readiness`` for these Regions
+                                ("all" or R,R,...); each finding is a check
+                                ``readiness.<id>[.<region>]`` with the same alerts and metrics
 
 The artifact bundles ``setup/`` beside ``handlers/`` (Makefile ``build-WatchdogFunction``).
 """
@@ -137,6 +140,30 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
     return trail.arn, notes + run_checks(ctx, checks)
 
 
+def run_readiness_checks(env: Mapping[str, str], clients: Any = None) -> list[Any]:
+    """``trailwatch readiness`` (read-only), its findings named per Region so that a state that
+    changes in one Region alerts once, for that Region."""
+    from setup.aws import AwsClients
+    from setup.errors import SetupError
+    from setup.verify.readiness import resolve_regions, run_readiness
+
+    clients = clients or AwsClients(region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
+    try:
+        results = run_readiness(clients, resolve_regions(clients, env.get("READINESS_REGIONS")))
+    except SetupError as e:
+        return [_result("readiness.run", "WARN", f"readiness did not run: {e.message}",
+                        e.remediation)]
+    for r in results:
+        where = (r.details or {}).get("region", "global")
+        r.id = f"readiness.{r.id}" + ("" if where == "global" else f".{where}")
+    return results
+
+
+def verify_and_readiness(env: Mapping[str, str]) -> tuple[str, list[Any]]:
+    trail, results = run_verify(env)
+    return trail, results + run_readiness_checks(env)
+
+
 def metric_documents(results: list[Any], now_ms: int) -> list[bytes]:
     """EMF: one ``CheckStatus`` value per check (dimension ``check``), and the run's totals."""
     out = []
@@ -237,7 +264,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Watchdog:
 
     def emit(line: bytes) -> None:
         sys.stdout.write(line.decode() + "\n")
-    return Watchdog(env, state, publish, emit)
+    return Watchdog(env, state, publish, emit,
+                    verify=verify_and_readiness if env.get("READINESS_REGIONS") else run_verify)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

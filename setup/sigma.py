@@ -17,10 +17,20 @@ cannot express everything Sigma can, so the conversion is deliberately conservat
   logsource is not AWS CloudTrail.
 
 Kept from the Sigma rule: title, level (as severity), ATT&CK tags (tactics and techniques), the
-Sigma id (``sigma.id``), description, references and false positives. Note that Sigma compares
-strings case-insensitively and filter patterns case-sensitively; CloudTrail's own values
-(eventName, eventSource, errorCode) are canonical, so this rarely matters, but the difference is
-stated in every converted rule's description.
+Sigma id (``sigma.id``), description, references and false positives.
+
+Case: Sigma compares strings case-insensitively (unless ``|cased``); filter patterns compare
+case-sensitively. A value is written so that the pattern matches what Sigma would match:
+
+* no letters (numbers, IP addresses), or ``|cased``: as written;
+* a field CloudTrail writes in a fixed spelling: every canonical spelling that Sigma's value
+  matches, e.g. ``additionalEventData.MFAUsed: 'NO'`` -> ``"No"`` (closed sets: MFAUsed,
+  ``responseElements.ConsoleLogin``, ``userIdentity.type``, ``eventType``, ``eventCategory``;
+  ``eventSource`` and ``awsRegion`` are always lower case; ``eventName`` is an API operation name,
+  taken from botocore's service models, or a sign-in event name);
+* any other field: every upper/lower-case spelling of the value (``"kali"`` -> 16 alternatives),
+  up to :data:`MAX_CASE_VARIANTS`; a value with more letters than that allows is refused with
+  the reason (mark it ``|cased`` in the Sigma rule to match it exactly as written).
 
 This is CLI-side tooling: the Lambda artifact never imports it.
 """
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +57,25 @@ TACTICS = {
 _TECHNIQUE = re.compile(r"^t\d{4}(\.\d{3})?$")
 _TACTIC_ID = re.compile(r"^ta\d{4}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-]+$")
-CASE_NOTE = ("Converted from Sigma: values compare case-sensitively here (Sigma: "
-             "case-insensitive).")
+CASE_NOTE = ("Converted from Sigma: values match case-insensitively as in Sigma (canonical "
+             "CloudTrail spellings, or every upper/lower-case spelling).")
+MAX_CASE_VARIANTS = 64          # 2**6: a value with up to 6 cased letters outside known fields
+# Fields CloudTrail writes from a closed set of spellings (CloudTrail record contents reference).
+CLOSED_VALUES: dict[str, tuple[str, ...]] = {
+    "additionalEventData.MFAUsed": ("Yes", "No"),
+    "responseElements.ConsoleLogin": ("Success", "Failure"),
+    "userIdentity.type": ("Root", "IAMUser", "AssumedRole", "Role", "FederatedUser", "AWSAccount",
+                          "AWSService", "SAMLUser", "WebIdentityUser", "IdentityCenterUser",
+                          "Directory", "Unknown"),
+    "eventType": ("AwsApiCall", "AwsServiceEvent", "AwsConsoleAction", "AwsConsoleSignIn",
+                  "AwsConsoleSignin", "AwsCloudTrailInsight", "AwsVpceEvent"),
+    "eventCategory": ("Management", "Data", "Insight", "NetworkActivity"),
+}
+LOWER_CASE_FIELDS = frozenset(("eventSource", "awsRegion"))
+# Sign-in and other event names that are not API operations in botocore's models.
+EXTRA_EVENT_NAMES = ("ConsoleLogin", "CheckMfa", "SwitchRole", "ExitRole", "RenewRole",
+                     "GetSigninToken", "CredentialVerification", "CredentialChallenge",
+                     "UserAuthentication", "PasswordUpdated", "ConsoleSignin")
 
 
 class Unconvertible(Exception):
@@ -86,28 +114,107 @@ def _selector(name: str) -> str:
     return "$." + name
 
 
-def _string_literal(value: Any, types: Any) -> str:
-    """A SigmaString as a quoted filter-pattern value (wildcards only at the ends)."""
+def _string_literals(field: str, value: Any, types: Any) -> list[str]:
+    """A SigmaString as the quoted filter-pattern value(s) that match what Sigma matches
+    (wildcards only at the ends; several values are OR-ed, see the module doc on case)."""
     parts = list(value.s)
-    out: list[str] = []
+    lead = trail = False
+    text_parts: list[str] = []
     for i, part in enumerate(parts):
         if isinstance(part, str):
-            escaped = part.replace("\\", "\\\\").replace('"', '\\"').replace("*", "\\*")
-            out.append(escaped)
+            text_parts.append(part)
         elif part == types.SpecialChars.WILDCARD_MULTI:
             if 0 < i < len(parts) - 1:
                 raise Unconvertible("a '*' wildcard in the middle of a value (CloudWatch Logs "
                                     "only has wildcards at the start or end)")
-            out.append("*")
+            if i == 0:
+                lead = True
+            else:
+                trail = True
         elif part == types.SpecialChars.WILDCARD_SINGLE:
             raise Unconvertible("a '?' single-character wildcard (no CloudWatch Logs "
                                 "equivalent)")
         else:  # placeholders and anything newer
             raise Unconvertible(f"unsupported value part {part!r}")
-    text = "".join(out)
-    if text in ("", "**"):
-        return '""' if text == "" else '"*"'
-    return '"' + text + '"'
+    text = "".join(text_parts)
+    cased = hasattr(types, "SigmaCasedString") and isinstance(value, types.SigmaCasedString)
+    return [_quote(sp, lead, trail) for sp in _spellings(field, text, lead, trail, cased)]
+
+
+def _quote(text: str, lead: bool, trail: bool) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("*", "\\*")
+    if not escaped:
+        return '"*"' if lead or trail else '""'
+    return '"' + ("*" if lead else "") + escaped + ("*" if trail else "") + '"'
+
+
+def _spellings(field: str, text: str, lead: bool, trail: bool, cased: bool) -> list[str]:
+    """The spellings of ``text`` a case-sensitive pattern needs to match what Sigma's
+    case-insensitive comparison matches on CloudTrail records."""
+    if cased or text.lower() == text.upper():
+        return [text]
+    if field in LOWER_CASE_FIELDS:
+        return [text.lower()]
+    vocab = CLOSED_VALUES.get(field) or (_event_names() if field == "eventName" else None)
+    if vocab:
+        found = _canonical(vocab, text, lead, trail)
+        if found:
+            return found
+        if field in CLOSED_VALUES:      # no value CloudTrail writes: matches nothing either way
+            return [text]
+    letters = [c for c in text if c.lower() != c.upper()]
+    if any(len(c.lower()) != 1 or len(c.upper()) != 1 for c in letters) \
+            or 2 ** len(letters) > MAX_CASE_VARIANTS:
+        raise Unconvertible(
+            f"case-insensitive value {text!r} on {field} (Sigma ignores case; filter patterns do "
+            f"not, and its {len(letters)} letters have {2 ** len(letters)} spellings, more than "
+            f"the {MAX_CASE_VARIANTS} written out): mark the value |cased in the Sigma rule to "
+            "match it exactly as written")
+    out = [""]
+    for c in text:
+        alts = (c.lower(), c.upper()) if c.lower() != c.upper() else (c,)
+        out = [o + a for o in out for a in alts]
+    return out
+
+
+def _canonical(vocab: Any, text: str, lead: bool, trail: bool) -> list[str]:
+    """Every spelling of ``text`` that Sigma's value matches inside the canonical values."""
+    t, n = text.lower(), len(text)
+    out: dict[str, None] = {}
+    for v in vocab:
+        lv = v.lower()
+        if lead and trail:
+            i = lv.find(t)
+            while i >= 0:
+                out[v[i:i + n]] = None
+                i = lv.find(t, i + 1)
+        elif trail:
+            if lv.startswith(t):
+                out[v[:n]] = None
+        elif lead:
+            if lv.endswith(t):
+                out[v[len(v) - n:]] = None
+        elif lv == t:
+            out[v] = None
+    return list(out)
+
+
+@lru_cache(maxsize=1)
+def _event_names() -> frozenset[str]:
+    """API operation names from botocore's service models (CloudTrail's eventName for an API
+    call), plus sign-in event names. A few seconds, once per process."""
+    names = set(EXTRA_EVENT_NAMES)
+    try:
+        from botocore.loaders import create_loader
+    except ImportError:  # pragma: no cover - botocore ships with the CLI
+        return frozenset(names)
+    loader = create_loader()
+    for service in loader.list_available_services("service-2"):
+        try:
+            names.update(loader.load_service_model(service, "service-2").get("operations", {}))
+        except Exception:  # noqa: BLE001,S112 - a broken model only narrows the vocabulary
+            continue
+    return frozenset(names)
 
 
 def _leaf(node: Any, negated: bool, types: Any) -> str:
@@ -146,16 +253,21 @@ def _leaf(node: Any, negated: bool, types: Any) -> str:
             raise Unconvertible(f"comparison {v.op.name} on {node.field}")
         return f"{sel} {op} {v.number.number}"
     if isinstance(v, types.SigmaNumber):
-        lit = str(v.number)
+        lits = [str(v.number)]
     elif isinstance(v, types.SigmaString):
-        lit = _string_literal(v, types)
+        lits = _string_literals(node.field, v, types)
     else:
         raise Unconvertible(f"unsupported value type {type(v).__name__} on {node.field}")
     if negated:
         # Sigma: "not f = v" is also true when f is missing; '!=' alone never matches a
         # missing field, so say it explicitly.
-        return f"({sel} != {lit} || {sel} NOT EXISTS || {sel} IS NULL)"
-    return f"{sel} = {lit}"
+        differs = " && ".join(f"{sel} != {lit}" for lit in lits)
+        if len(lits) > 1:
+            differs = f"({differs})"
+        return f"({differs} || {sel} NOT EXISTS || {sel} IS NULL)"
+    if len(lits) == 1:
+        return f"{sel} = {lits[0]}"
+    return "(" + " || ".join(f"{sel} = {lit}" for lit in lits) + ")"
 
 
 def _convert(node: Any, negated: bool, cond: Any, types: Any) -> str:

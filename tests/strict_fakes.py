@@ -249,6 +249,104 @@ class StrictS3(_Fake):
             raise _error("NoSuchKey", Key, "GetObject") from None
 
 
+class StrictDynamo(_Fake):
+    """DynamoDB UpdateItem / GetItem on one table, as the alert state store uses them (issue 20).
+
+    Enforced as DynamoDB documents it (Developer Guide, "Service, account, and table quotas" and
+    "Condition expressions"; TTL "Enabling Time to Live"): the key attribute ``pk`` is a non-empty
+    String of at most 2,048 bytes; expressions name attributes through ``#placeholders`` and values
+    through ``:placeholders`` that must all be supplied; ``ADD`` takes a Number; the TTL attribute
+    must be a Number of epoch seconds (a String is silently never expired by DynamoDB, so it is
+    recorded as a violation here); a failed condition raises ConditionalCheckFailedException and
+    writes nothing. ``fail`` injects faults (throttling, an unreachable endpoint).
+    """
+
+    KEY_MAX_BYTES = 2048
+    _SET = re.compile(r"^(#\w+) = (:\w+)$")
+    _ADD = re.compile(r"^(#\w+) (:\w+)$")
+    _COND = re.compile(r"^attribute_not_exists\((#\w+)\) OR (#\w+) = (:\w+)$")
+
+    def __init__(self, table: str = "alert-state", ttl_attribute: str = "expires_at",
+                 fail: Any = None) -> None:
+        super().__init__(fail)
+        self.table = table
+        self.ttl_attribute = ttl_attribute
+        self.items: dict[str, dict[str, Any]] = {}
+        self.ops: list[str] = []
+
+    def _key(self, op: str, kw: dict[str, Any]) -> str:
+        if kw.get("TableName") != self.table:
+            raise _error("ResourceNotFoundException", "Requested resource not found", op)
+        key = kw.get("Key") or {}
+        pk = (key.get("pk") or {}).get("S") if set(key) == {"pk"} else None
+        if not isinstance(pk, str) or not pk or len(pk.encode("utf-8")) > self.KEY_MAX_BYTES:
+            raise self._refuse("ValidationException", "bad key pk", op)
+        return pk
+
+    def get_item(self, **kw: Any) -> dict[str, Any]:
+        self._inject("GetItem", kw)
+        self.ops.append("GetItem")
+        item = self.items.get(self._key("GetItem", kw))
+        return {"Item": json.loads(json.dumps(item))} if item else {}
+
+    def update_item(self, **kw: Any) -> dict[str, Any]:
+        op = "UpdateItem"
+        self._inject(op, kw)
+        self.ops.append(op)
+        pk = self._key(op, kw)
+        names, values = kw.get("ExpressionAttributeNames") or {}, \
+            kw.get("ExpressionAttributeValues") or {}
+
+        def name(ph: str) -> str:
+            if ph not in names:
+                raise self._refuse("ValidationException", f"undefined name {ph}", op)
+            return names[ph]
+
+        def value(ph: str) -> dict[str, Any]:
+            if ph not in values:
+                raise self._refuse("ValidationException", f"undefined value {ph}", op)
+            return values[ph]
+
+        sets: list[tuple[str, dict[str, Any]]] = []
+        adds: list[tuple[str, dict[str, Any]]] = []
+        for clause in re.split(r"\s+(?=SET |ADD )", kw.get("UpdateExpression", "").strip()):
+            verb, _, body = clause.partition(" ")
+            for part in (x.strip() for x in body.split(",")):
+                m = (self._SET if verb == "SET" else self._ADD if verb == "ADD" else None)
+                found = m.match(part) if m else None
+                if not found:
+                    raise self._refuse("ValidationException", f"unsupported update {clause!r}",
+                                       op)
+                (sets if verb == "SET" else adds).append((name(found[1]), value(found[2])))
+        item = self.items.get(pk, {"pk": {"S": pk}})
+        cond = kw.get("ConditionExpression")
+        if cond:
+            m = self._COND.match(cond)
+            if not m or m[1] != m[2]:
+                raise self._refuse("ValidationException", f"unsupported condition {cond!r}", op)
+            attr, want = name(m[1]), value(m[3])
+            if attr in item and item[attr] != want:
+                raise _error("ConditionalCheckFailedException",
+                             "The conditional request failed", op)
+        item = json.loads(json.dumps(item))
+        changed = []
+        for attr, v in sets:
+            if attr == self.ttl_attribute and "N" not in v:
+                self.violations.append(f"{op}: TTL attribute {attr} is not a Number")
+            item[attr] = v
+            changed.append(attr)
+        for attr, v in adds:
+            if "N" not in v:
+                raise self._refuse("ValidationException", "ADD needs a Number", op)
+            old = int(item.get(attr, {"N": "0"})["N"])
+            item[attr] = {"N": str(old + int(v["N"]))}
+            changed.append(attr)
+        self.items[pk] = item
+        if kw.get("ReturnValues") == "UPDATED_NEW":
+            return {"Attributes": {a: item[a] for a in changed}}
+        return {}
+
+
 class StrictAws:
     """One of each fake, a client factory for ``App.from_env``, and read-back helpers."""
 

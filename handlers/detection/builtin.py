@@ -19,19 +19,35 @@ from handlers.detection.tamper import tamper_rules
 CIS_CASES_FILE = Path(__file__).with_name("cis_cases.json")
 PACK_FILE = Path(__file__).with_name("pack.json")
 
+# How a CIS match becomes an alert (issue 20; the metric filters stay verbatim). The controls are
+# compliance signals: one alert per account per UTC day for all of them together (the first
+# match, then a count), except root usage (4.3), which keeps a window of its own. The behaviours
+# worth an alert of their own are pack rules (admin policy attached, trail stopped, security
+# group open to the world, console login without MFA, ...).
+CIS_WINDOW_MINUTES = 1440
+CIS_DEDUP_KEY = ("recipientAccountId",)
+CIS_GROUP = "cis-compliance"
+CIS_OWN_WINDOW = frozenset(("cis-4.3",))
+
 
 def cis_rules() -> list[Rule]:
     cases = orjson.loads(CIS_CASES_FILE.read_bytes()) if CIS_CASES_FILE.exists() else {}
     return [Rule(id=c.rule_id, title=c.title, severity=c.severity,
                  pattern=compile_pattern(c.pattern), cis=c.cis, securityhub=c.securityhub,
-                 tests=cases.get(c.rule_id, {}), source="cis")
+                 tests=cases.get(c.rule_id, {}), source="cis",
+                 window_minutes=CIS_WINDOW_MINUTES, dedup_key=CIS_DEDUP_KEY,
+                 window_group="" if c.rule_id in CIS_OWN_WINDOW else CIS_GROUP)
             for c in CIS_CONTROLS]
 
 
 def pack_rules() -> list[Rule]:
     """The detection pack (``handlers/detection/pack.json``, shipped in the Lambda artifact): ATT&CK-mapped rules beyond CIS."""
     doc = orjson.loads(PACK_FILE.read_bytes())
-    return [replace(r, source="pack") for r in parse_rules(doc, "detection pack")]
+    # ``defaults`` (issue 20): the dedup window of every rule that does not set its own
+    defaults = doc.get("defaults") or {}
+    items = [{**defaults, **item} if "window_minutes" not in item else item
+             for item in doc["rules"]]
+    return [replace(r, source="pack") for r in parse_rules(items, "detection pack")]
 
 
 def builtin_rules(env: Mapping[str, str] | None = None,

@@ -13,10 +13,16 @@ rules carry theirs); ``trailwatch rules test`` runs them, and the test suite run
 built-in rules. Optional ``threshold: N`` alerts once per principal with N matches in a batch
 (:mod:`handlers.detection.thresholds`); ``processor_only: true`` acknowledges syntax a metric filter may not
 accept (``trailwatch rules lint``).
+
+Windows (issue 20, :mod:`handlers.alert_state`): ``window_minutes: W`` makes ``threshold`` count
+across invocations within W minutes, and without a threshold alerts once per ``dedup_key`` per W
+minutes, then counts. ``dedup_key`` is ``"principal"`` (default) or record fields (a string or a
+list: ``["recipientAccountId"]``); rules with the same ``window_group`` share one window per key.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,8 +41,37 @@ from handlers.detection.patterns import (
 SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 
 
+MAX_WINDOW_MINUTES = 7 * 24 * 60
+_KEY_FIELD = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
 class RuleLoadError(ValueError):
     pass
+
+
+def window_fields(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """``threshold``, ``window_minutes``, ``dedup_key`` and ``window_group`` of a rule document,
+    checked, as :class:`Rule` keyword arguments (absent ones: the defaults)."""
+    threshold = item.get("threshold") or 0
+    if type(threshold) is not int or threshold < 0:
+        raise RuleLoadError(f"{where}: threshold must be a whole number of matches per "
+                            "principal and batch")
+    minutes = item.get("window_minutes") or 0
+    if type(minutes) is not int or not 0 <= minutes <= MAX_WINDOW_MINUTES:
+        raise RuleLoadError(f"{where}: window_minutes must be a whole number from 0 to "
+                            f"{MAX_WINDOW_MINUTES} (7 days)")
+    key = item.get("dedup_key") or ("principal",)
+    if isinstance(key, str):
+        key = (key,)
+    if not isinstance(key, list | tuple) or not key or len(key) > 4 or not all(
+            isinstance(k, str) and (k == "principal" or _KEY_FIELD.match(k)) for k in key):
+        raise RuleLoadError(f"{where}: dedup_key must be \"principal\" or record field paths "
+                            "(\"recipientAccountId\", \"userIdentity.arn\"), at most 4")
+    group = item.get("window_group") or ""
+    if not isinstance(group, str) or len(group) > 64:
+        raise RuleLoadError(f"{where}: window_group must be a short name")
+    return {"threshold": threshold, "window_minutes": minutes, "dedup_key": tuple(key),
+            "window_group": group}
 
 
 @dataclass(frozen=True)
@@ -58,6 +93,10 @@ class Rule:
     threshold: int = 0
     # The pattern uses processor-only syntax (see patterns.lint_pattern): never a metric filter.
     processor_only: bool = False
+    # Windows across invocations (handlers/alert_state.py): 0 = none (per batch, as before).
+    window_minutes: int = 0
+    dedup_key: tuple[str, ...] = ("principal",)
+    window_group: str = ""
 
     @cached_property
     def doc(self) -> dict[str, Any]:
@@ -145,10 +184,7 @@ def _parse_rules(items: list[Any], source: str, seen: set[str], first: int = 0) 
         attack = item.get("attack") or {}
         if not isinstance(attack, dict):
             raise RuleLoadError(f"{where}: 'attack' must be an object with tactics/techniques")
-        threshold = item.get("threshold") or 0
-        if type(threshold) is not int or threshold < 0:
-            raise RuleLoadError(f"{where}: threshold must be a whole number of matches per "
-                                "principal and batch")
+        windows = window_fields(item, where)
         rules.append(Rule(id=rid, title=str(item.get("title", rid)), severity=severity,
                           pattern=pattern, cis=item.get("cis"), securityhub=item.get("securityhub"),
                           tests=item.get("tests") or {},
@@ -157,7 +193,7 @@ def _parse_rules(items: list[Any], source: str, seen: set[str], first: int = 0) 
                           tactics=_id_list(attack.get("tactics"), where, "attack.tactics"),
                           techniques=_id_list(attack.get("techniques"), where, "attack.techniques"),
                           source=str(item.get("source") or "user"),
-                          threshold=threshold, processor_only=item.get("processor_only") is True))
+                          processor_only=item.get("processor_only") is True, **windows))
     return rules
 
 
@@ -203,15 +239,21 @@ def _client(service: str, client_factory: Any) -> Any:
 
 def load_rules_file(path: str | Path, errors: list[str] | None = None,
                     taken: set[str] | frozenset[str] = frozenset(),
-                    client_factory: Any = None) -> list[Rule]:
+                    client_factory: Any = None, tuning: dict[str, Any] | None = None
+                    ) -> list[Rule]:
     """Rules from ``path`` (a file path, ``s3://`` or ``ssm:``). Strict unless ``errors`` is a
-    list: then an unreadable source or a bad rule is recorded there and skipped."""
+    list: then an unreadable source or a bad rule is recorded there and skipped. ``tuning`` (a
+    dict) receives the file's ``tuning`` and ``suppressions`` sections and its name
+    (:mod:`handlers.detection.tuning`)."""
     try:
         raw, name = read_rules_source(str(path), client_factory)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise RuleLoadError(f"{name}: not valid JSON: {e}") from e
+        if tuning is not None and isinstance(doc, dict):
+            tuning.update(source=name, tuning=doc.get("tuning"),
+                          suppressions=doc.get("suppressions"))
         return parse_rules(doc, name, errors, taken)
     except RuleLoadError as e:
         if errors is None:

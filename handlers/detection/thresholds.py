@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 MAX_KEYS = 20
+MAX_KEY_CHARS = 256          # x 4 UTF-8 bytes, plus the rule: under DynamoDB's 2,048-byte key
 
 
 def principal_of(event: dict[str, Any] | None) -> str:
@@ -86,3 +87,41 @@ def _match_key(alert: dict[str, Any]) -> Any:
     event, delivery = alert.get("event"), alert.get("delivery")
     return match_key(event.get("eventID") if isinstance(event, dict) else None,
                      delivery.get("log_event_id") if isinstance(delivery, dict) else None)
+
+
+def key_of(rule: Any, event: Any) -> str:
+    """The value of a rule's ``dedup_key`` for a record (issue 20): ``principal`` is
+    :func:`principal_of`; other entries are record field paths (``-`` when missing)."""
+    fields = getattr(rule, "dedup_key", None) or ("principal",)
+    if fields == ("principal",):
+        return _bounded(principal_of(event if isinstance(event, dict) else None))
+    parts: list[str] = []
+    for f in fields:
+        if f == "principal":
+            parts.append(principal_of(event if isinstance(event, dict) else None)[:MAX_KEY_CHARS])
+            continue
+        cur: Any = event
+        for p in f.split("."):
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        parts.append(_key_part(cur))
+    return _bounded("|".join(parts))
+
+
+def _key_part(value: Any) -> str:
+    """A record value as part of a key: strings and scalars as text; an object or array (a
+    hostile record may nest them thousands deep) only by its type, never rendered."""
+    if isinstance(value, str):
+        return value[:MAX_KEY_CHARS]
+    if value is None:
+        return "-"
+    if isinstance(value, bool | int | float):
+        return str(value)[:MAX_KEY_CHARS]
+    return f"<{type(value).__name__}>"
+
+
+def _bounded(key: str) -> str:
+    """At most MAX_KEY_CHARS, and valid UTF-8 (a lone surrogate cannot go to DynamoDB)."""
+    key = key[:MAX_KEY_CHARS]
+    if key.isascii():
+        return key
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_KEY_CHARS]

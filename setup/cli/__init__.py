@@ -369,7 +369,24 @@ def _register_replay(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> N
     sub.choices["replay"].set_defaults(handler=run)
 
 
-REGISTRARS += [_register_subscribe, _register_rules, _register_replay]
+def _register_hunt(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    """`trailwatch hunt`: a rule over the trail's log group history (read-only)."""
+    from setup.cli import hunt
+    h = hunt.register(sub, [parents["globals"], parents["trail"]])
+    h.set_defaults(handler=lambda inv: hunt.cmd_hunt(inv.clients, inv.args, inv.out))
+
+
+REGISTRARS += [_register_subscribe, _register_rules, _register_replay, _register_hunt]
+
+
+def _register_log_sources(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    """`trailwatch flow-logs plan|apply|verify|remove` and `trailwatch readiness` (issue 21)."""
+    from setup.cli import flowlogs, readiness
+    flowlogs.register(sub, parents)
+    readiness.register(sub, parents)
+
+
+REGISTRARS.append(_register_log_sources)
 
 
 def _run_demo(inv: Invocation) -> int:

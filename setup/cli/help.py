@@ -71,6 +71,31 @@ EXAMPLES: dict[str, list[str]] = {
         "trailwatch rules import-sigma sigma/rules/cloud/aws/cloudtrail -o sigma-rules.json",
         "trailwatch rules import-sigma one-rule.yml",
     ],
+    "flow-logs": [
+        "trailwatch flow-logs plan --vpc vpc-0a1b2c3d --to s3://flow-logs-bucket",
+        "trailwatch flow-logs apply --all-vpcs --to s3://flow-logs-bucket --yes",
+        "trailwatch flow-logs verify --all-vpcs",
+    ],
+    "flow-logs plan": [
+        "trailwatch flow-logs plan --vpc vpc-0a1b2c3d --to s3://flow-logs-bucket/vpc",
+        "trailwatch flow-logs plan --all-vpcs --to s3://flow-logs-bucket --out flow-plan.json",
+    ],
+    "flow-logs apply": [
+        "trailwatch flow-logs apply --vpc vpc-0a1b2c3d --to s3://flow-logs-bucket",
+        "trailwatch flow-logs apply --plan flow-plan.json --yes",
+    ],
+    "flow-logs verify": [
+        "trailwatch flow-logs verify --vpc vpc-0a1b2c3d",
+        "trailwatch flow-logs verify --all-vpcs --output json",
+    ],
+    "flow-logs remove": [
+        "trailwatch flow-logs remove --vpc vpc-0a1b2c3d        # asks first",
+        "trailwatch flow-logs remove --all-vpcs --yes",
+    ],
+    "readiness": [
+        "trailwatch readiness --region us-east-1",
+        "trailwatch readiness --regions all --output json",
+    ],
     "replay": [
         "trailwatch replay --queue-url https://sqs.us-east-1.amazonaws.com/111122223333/tw-failures --function tw-processor --dry-run",
         "trailwatch replay --bucket tw-failure-archive --function tw-processor  # discarded stream batches",
@@ -85,6 +110,8 @@ commands by task:
   send its events to an audit account subscribe
   detection rules (offline)           rules list | test | backtest | lint | export | import-sigma
   after a processor failure           replay
+  other log sources                   flow-logs plan | apply | verify | remove, readiness
+  hunt through the trail's history    hunt
   try everything without AWS          demo
 """
 

@@ -20,10 +20,12 @@ from typing import Any, TextIO
 
 import orjson
 
+from handlers.alert_state import MemoryStore, Windows
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.patterns import lint_pattern
 from handlers.detection.rules import Rule, RuleLoadError, build_index, load_rules_file
-from handlers.detection.thresholds import apply_thresholds, thresholds_of
+from handlers.detection.thresholds import apply_thresholds, key_of, thresholds_of
+from handlers.detection.tuning import TuningError, load_tuning
 
 DESCRIPTION = """\
 Works offline, on the same built-in rules the processor loads (the CIS controls and the
@@ -84,7 +86,9 @@ def register(sub: Any) -> None:
                                   "or .gz), directories included, and print matches and alerts "
                                   "per rule and alerts per 1,000 records. Threshold rules count "
                                   "per principal within batches of --batch-size records, as the "
-                                  "processor does per delivery batch.")
+                                  "processor does per delivery batch. The tamper rules run for "
+                                  "the names given by --trail, --log-group, --delivery-role and "
+                                  "--function-name (the template's defaults unless given).")
     p.add_argument("files", nargs="+", metavar="FILE|DIR")
     p.add_argument("--rules-file", metavar="RULES_FILE",
                    help="add these rules to the built-in ones")
@@ -96,6 +100,10 @@ def register(sub: Any) -> None:
                    help=f"records per batch for threshold rules (default {DEFAULT_BATCH})")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress on stderr (auto: for inputs of 8 MB or more)")
+    p.add_argument("--by-day", action="store_true",
+                   help="also report records, alerts and alerts per 1,000 records per UTC day "
+                        "(of eventTime)")
+    tamper_names(p)
     output(p)
 
     p = rs.add_parser("lint", formatter_class=fmt,
@@ -140,6 +148,32 @@ def register(sub: Any) -> None:
 
 # ----------------------------------------------------------------------------------- helpers
 
+# The names the template's processor watches by default (template.yaml TrailName,
+# TrailLogGroupName, DeliveryRoleName): the tamper rules a backtest runs (issue 20).
+TAMPER_DEFAULTS = {"TRAIL_NAME": "org-trail", "TRAIL_LOG_GROUP_NAME": "CloudTrail/org-trail",
+                   "DELIVERY_ROLE_NAME": "trailwatch-cwl-org-trail"}
+
+
+def tamper_names(p: argparse.ArgumentParser) -> None:
+    """Options naming what the tamper rules watch (handlers/detection/tamper.py)."""
+    p.add_argument("--trail", default=TAMPER_DEFAULTS["TRAIL_NAME"], metavar="NAME",
+                   help="tamper rules: the trail (default: the template's org-trail)")
+    p.add_argument("--log-group", default=TAMPER_DEFAULTS["TRAIL_LOG_GROUP_NAME"],
+                   metavar="NAME", help="tamper rules: the trail's log group")
+    p.add_argument("--delivery-role", default=TAMPER_DEFAULTS["DELIVERY_ROLE_NAME"],
+                   metavar="NAME", help="tamper rules: the CloudTrail delivery role")
+    p.add_argument("--function-name", default="", metavar="NAME",
+                   help="tamper rules: the processor function (default: not watched)")
+
+
+def tamper_env(args: argparse.Namespace) -> dict[str, str]:
+    """The processor environment the tamper rules are built from (empty names: not watched)."""
+    env = {"TRAIL_NAME": getattr(args, "trail", ""), "TRAIL_LOG_GROUP_NAME":
+           getattr(args, "log_group", ""), "DELIVERY_ROLE_NAME": getattr(args, "delivery_role", ""),
+           "AWS_LAMBDA_FUNCTION_NAME": getattr(args, "function_name", "")}
+    return {k: v for k, v in env.items() if v}
+
+
 def _load(path: str | None) -> list[Rule]:
     return load_rules_file(path) if path else builtin_rules(None)
 
@@ -168,15 +202,22 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         _dump([{"id": r.id, "title": r.title, "severity": r.severity, "source": r.source,
                 "attack": {"tactics": list(r.tactics), "techniques": list(r.techniques)},
                 "threshold": r.threshold, "processor_only": r.processor_only,
-                "cis": r.cis, "securityhub": r.securityhub} for r in rules], out)
+                "cis": r.cis, "securityhub": r.securityhub,
+                "window_minutes": r.window_minutes, "dedup_key": list(r.dedup_key),
+                "window_group": r.window_group or None} for r in rules], out)
         return EXIT_OK
     rows = [["ID", "SEVERITY", "SOURCE", "ATT&CK", "NOTES"]]
     for r in rules:
         notes = []
         if r.cis:
             notes.append(f"CIS {r.cis}" + (f" / {r.securityhub}" if r.securityhub else ""))
+        key = "+".join(r.dedup_key)
         if r.threshold:
-            notes.append(f">= {r.threshold} per principal per batch")
+            notes.append(f">= {r.threshold} per {key} in {r.window_minutes} min"
+                         if r.window_minutes else f">= {r.threshold} per principal per batch")
+        elif r.window_minutes:
+            notes.append(f"1 per {key} per {r.window_minutes} min"
+                         + (f" ({r.window_group})" if r.window_group else ""))
         if r.processor_only:
             notes.append("processor-only")
         rows.append([r.id, r.severity, r.source, _attack(r), "; ".join(notes)])
@@ -283,6 +324,11 @@ def iter_records(data: bytes) -> Iterator[tuple[Any, bool]]:
             yield doc, True
 
 
+def _event_time(rec: dict[str, Any]) -> str:
+    t = rec.get("eventTime")
+    return t if isinstance(t, str) else ""
+
+
 def _is_cloudtrail(rec: Any) -> bool:
     """The processor's test, plus: Lambda event records (S3 notifications, Kinesis, SQS: an
     ``eventSource`` like ``aws:s3``) found in a ``Records`` list are not CloudTrail."""
@@ -304,6 +350,7 @@ class FileStats:
     error: str | None = None
     matches: Counter = field(default_factory=Counter)
     alerts_by_rule: Counter = field(default_factory=Counter)
+    windowed: int = 0          # matches suppressed, deduplicated or below a windowed threshold
 
     def per_1000(self) -> float:
         return round(self.alerts * 1000 / self.records, 2) if self.records else 0.0
@@ -334,12 +381,47 @@ class Progress:
             print(file=self.err, flush=True)
 
 
+def _windowed_groups(batch: list[dict[str, Any]], by_id: dict[str, Rule]
+                     ) -> list[dict[str, Any]]:
+    """A batch's matches of threshold rules with a window as the pipeline hands them on: one
+    alert per (rule, key) carrying the batch's count (handlers.pipeline._collapse)."""
+    out: list[Any] = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for alert in batch:
+        rule = by_id.get(alert["rule"]["id"])
+        if rule is None or not (rule.threshold and rule.window_minutes):
+            out.append(alert)
+            continue
+        gkey = (rule.id, key_of(rule, alert["event"]))
+        if gkey not in groups:
+            groups[gkey] = []
+            out.append(gkey)
+        groups[gkey].append(alert)
+    result = []
+    for item in out:
+        if isinstance(item, tuple):
+            group = groups[item]
+            result.append(dict(group[0], threshold={"count": len(group)}))
+        else:
+            result.append(item)
+    return result
+
+
 def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATCH,
-             progress: str = "never", err: TextIO | None = None) -> dict[str, Any]:
-    """Run ``rules`` over the files: per-file and per-rule matches/alerts (JSON-ready)."""
+             progress: str = "never", err: TextIO | None = None,
+             suppressions: list[Any] | None = None) -> dict[str, Any]:
+    """Run ``rules`` over the files: per-file and per-rule matches/alerts (JSON-ready).
+
+    Records are replayed in eventTime order (within each file) through what the processor
+    applies: thresholds per batch of ``batch_size`` records, then the suppressions, dedup windows
+    and cross-invocation thresholds of handlers/alert_state.py, with the state table simulated
+    in memory for the whole replay (issue 20)."""
     index = build_index(rules)
-    limits = thresholds_of(rules)
     by_id = {r.id: r for r in rules}
+    limits = {rid: n for rid, n in thresholds_of(rules).items() if not by_id[rid].window_minutes}
+    windows = Windows(rules, MemoryStore(), suppressions or ())
+    day_records: Counter = Counter()
+    day_alerts: Counter = Counter()
     files = list(iter_input_files(paths))
     sizes = {f: f.stat().st_size for f in files}
     bar = Progress(sum(sizes.values()), progress, err or sys.stderr)
@@ -352,11 +434,16 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         seen: set[tuple[str, str]] = set()
         in_batch = 0
 
-        def flush() -> None:
+        def flush(fs: FileStats = fs) -> None:
             nonlocal batch, seen, in_batch
-            for alert in apply_thresholds(batch, limits):
+            kept = apply_thresholds(batch, limits)
+            if windows.active:
+                kept = windows.apply(_windowed_groups(kept, by_id))
+                fs.windowed += sum(windows.stats.values()) - windows.stats["state_errors"]
+            for alert in kept:
                 fs.alerts += 1
                 fs.alerts_by_rule[alert["rule"]["id"]] += 1
+                day_alerts[_event_time(alert["event"])[:10] or "unknown"] += 1
             batch, seen, in_batch = [], set(), 0
 
         try:
@@ -365,6 +452,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
             fs.error = str(e)
             done += sizes[path]
             continue
+        records: list[Any] = []
         for rec, parsed in iter_records(data):
             if not parsed:
                 fs.invalid += 1
@@ -372,7 +460,11 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
             if not _is_cloudtrail(rec):
                 fs.not_cloudtrail += 1
                 continue
+            records.append(rec)
+        records.sort(key=_event_time)          # replayed in eventTime order (stable)
+        for rec in records:
             fs.records += 1
+            day_records[_event_time(rec)[:10] or "unknown"] += 1
             in_batch += 1
             for rule in index.matches(rec):
                 fs.matches[rule.id] += 1
@@ -382,8 +474,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
                     continue
                 seen.add(key)
                 batch.append({"kind": "rule_match", "rule": {"id": rule.id},
-                              "event": {"eventID": eid,
-                                        "userIdentity": rec.get("userIdentity")}})
+                              "alert_id": f"{key[0]}|{key[1]}", "event": rec})
             if in_batch >= batch_size:
                 flush()
             if fs.records % 2000 == 0:
@@ -399,10 +490,25 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
         matches.update(fs.matches)
         alerts.update(fs.alerts_by_rule)
     n_alerts = sum(alerts.values())
+
+    def per_1000(n: int) -> float:
+        return round(n * 1000 / total_records, 2) if total_records else 0.0
+
+    by_source: dict[str, dict[str, Any]] = {}
+    for rid, n in alerts.items():
+        src = by_source.setdefault(by_id[rid].source, {"alerts": 0})
+        src["alerts"] += n
+    for src in by_source.values():
+        src["alerts_per_1000"] = per_1000(src["alerts"])
     return {
         "records": total_records,
         "alerts": n_alerts,
-        "alerts_per_1000": round(n_alerts * 1000 / total_records, 2) if total_records else 0.0,
+        "alerts_per_1000": per_1000(n_alerts),
+        "by_source": by_source,
+        "windowed": sum(fs.windowed for fs in stats),
+        "days": [{"day": day, "records": n, "alerts": day_alerts[day],
+                  "alerts_per_1000": round(day_alerts[day] * 1000 / n, 2)}
+                 for day, n in sorted(day_records.items())],
         "batch_size": batch_size,
         "files": [{"path": fs.path, "records": fs.records, "invalid": fs.invalid,
                    "not_cloudtrail": fs.not_cloudtrail, "alerts": fs.alerts, "error": fs.error,
@@ -410,7 +516,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
                    "alerts_by_rule": dict(fs.alerts_by_rule.most_common())} for fs in stats],
         "rules": [{"id": rid, "severity": by_id[rid].severity, "source": by_id[rid].source,
                    "threshold": by_id[rid].threshold, "matches": matches[rid],
-                   "alerts": alerts[rid]}
+                   "alerts": alerts[rid], "alerts_per_1000": per_1000(alerts[rid])}
                   for rid in sorted(matches, key=lambda k: (-alerts[k], -matches[k], k))],
     }
 
@@ -423,15 +529,29 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
     if missing:
         print(f"trailwatch: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    rules = [] if args.only_rules_file else builtin_rules(None)
+    try:
+        rules = [] if args.only_rules_file else builtin_rules(tamper_env(args))
+    except ValueError as e:            # a name the tamper rules refuse
+        print(f"trailwatch: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    suppressions: list[Any] = []
     if args.rules_file:
-        rules = rules + load_rules_file(args.rules_file)
+        tuning: dict[str, Any] = {}
+        rules = rules + load_rules_file(args.rules_file, tuning=tuning)
+        try:
+            rules, suppressions = load_tuning(rules, tuning)
+        except TuningError as e:
+            print(f"trailwatch: {e}", file=sys.stderr)
+            return EXIT_USAGE
     elif args.only_rules_file:
         print("trailwatch: --only-rules-file needs --rules-file", file=sys.stderr)
         return EXIT_USAGE
     if args.source:
         rules = [r for r in rules if r.source == args.source]
-    report = backtest(rules, args.files, args.batch_size, args.progress)
+    report = backtest(rules, args.files, args.batch_size, args.progress,
+                      suppressions=suppressions)
+    if not args.by_day:
+        report.pop("days")
     if args.output == "json":
         _dump(report, out)
         return EXIT_OK
@@ -449,6 +569,11 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
         frows.append([f["path"], f"{f['records']:,}", f"{f['alerts']:,}",
                       f"{f['alerts_per_1000']:.2f}", str(skipped) if skipped else ""])
     _table(frows, out)
+    if args.by_day:
+        print(file=out)
+        _table([["DAY", "RECORDS", "ALERTS", "PER 1,000"]] +
+               [[d["day"], f"{d['records']:,}", f"{d['alerts']:,}", f"{d['alerts_per_1000']:.2f}"]
+                for d in report["days"]], out)
     print(f"\n{report['records']:,} records, {report['alerts']:,} alerts "
           f"({report['alerts_per_1000']:.2f} per 1,000 records), "
           f"{sum(1 for r in report['rules'] if r['matches'])} rule(s) matched", file=out)

@@ -20,6 +20,7 @@ import time
 from typing import Any, TextIO
 
 from setup.demo import canary as demo_canary
+from setup.demo import flowlogs as demo_flowlogs
 from setup.demo import routing as routing_demo
 from setup.demo.cloudtrail import deliver, subscription_invocations
 from setup.demo.topology import print_topology, run_topology
@@ -125,6 +126,7 @@ def run_demo(output: str = "text", broken_policy: bool = False, out: TextIO = sy
         failures = drain_queue(client("sqs"), fail_q)
         report["canary"] = demo_canary.run(world, log_group, role, topic, read_q, fail_q, TRAIL, cli)
         report["topology"] = run_topology(world, log_group, cli)
+        report["log_sources"] = demo_flowlogs.run(cli)
     report["routing"] = routing_demo.run_isolated(invocations)
     totals = processed["totals"]
     lags = processed["lags"]
@@ -215,4 +217,5 @@ def print_report(r: dict[str, Any], out: TextIO) -> None:
         section("topology (ii): management log group -> destination -> audit processor")
         print_topology(r["topology"], out)
     routing_demo.print_section(r.get("routing"), out)
+    demo_flowlogs.print_section(r.get("log_sources"), out)
     print(f"\ndone in {r['seconds']} s", file=out)

@@ -69,13 +69,17 @@ def permission_requests(plan: Plan, cis: bool = False) -> list[tuple[str, ...]]:
     return seen
 
 
-def check_permissions(clients: AwsClients, region: str, actions: list[Any]
-                      ) -> tuple[list[str], list[str]]:
+def check_permissions(clients: AwsClients, region: str, actions: list[Any],
+                      passed_to: str = "cloudtrail.amazonaws.com") -> tuple[list[str], list[str]]:
     """(denied "action on resource" list, warnings) per iam:SimulatePrincipalPolicy, with
-    resource ARNs and the iam:PassedToService context for iam:PassRole. A simulation that is
-    itself denied is a warning, not an abort."""
-    reqs = [(a, "*", None) if isinstance(a, str) else (a[0], a[1], a[2] if len(a) > 2 else None)
-            for a in actions]
+    resource ARNs and the iam:PassedToService context for iam:PassRole: the service a request
+    names as its third item, else ``passed_to``. A simulation that is itself denied is a
+    warning, not an abort."""
+    reqs = []
+    for a in actions:
+        action, res = (a, "*") if isinstance(a, str) else (a[0], a[1])
+        service = a[2] if not isinstance(a, str) and len(a) > 2 else None
+        reqs.append((action, res, service or (passed_to if action == "iam:PassRole" else None)))
     arn = caller(clients, region)["arn"]
     iam = clients.client("iam", region)
     if arn.endswith(":root"):

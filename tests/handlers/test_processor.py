@@ -214,7 +214,7 @@ def test_rules_file_adds_rules_and_bad_pattern_fails_with_position(tmp_path, aws
     assert "rule 'broken'" in err["error"] and "position 21" in err["error"]
     app.handle(load_event("single-trail-cis"))
     assert app.metrics.total("RuleErrors") == 1
-    assert len(aws["alerts"]()) == 19   # 16 CIS alerts + 3 from the detection pack
+    assert len(aws["alerts"]()) == 20   # 16 CIS alerts + 4 from the detection pack
 
 
 class FakeContext:
@@ -233,7 +233,7 @@ def test_lambda_handler_entry_point_with_powertools(monkeypatch, capsys, aws):
     for k, v in aws["env"].items():
         monkeypatch.setenv(k, v)
     out = proc.lambda_handler(load_event("single-trail-cis"), FakeContext())
-    assert out["alerts"] == 19  # 15 CIS controls (4.5 twice) + 3 detection-pack rules
+    assert out["alerts"] == 20  # 15 CIS controls (4.5 twice) + 4 detection-pack rules
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
            if line.startswith("{") and "_aws" in line]
     names = {m["Name"] for blob in emf for d in blob["_aws"]["CloudWatchMetrics"]

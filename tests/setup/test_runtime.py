@@ -114,7 +114,7 @@ def test_artifact_runs_under_awslambdaric(artifact, moto_server):
     try:
         ok = api.invoke(load_event("single-trail-cis"))
         assert ok["kind"] == "response", ok
-        assert ok["body"]["alerts"] == 19 and ok["body"]["records"] == 20
+        assert ok["body"]["alerts"] == 20 and ok["body"]["records"] == 20
         bad = api.invoke(load_event("malformed-messages"))
         assert bad["kind"] == "error" and api.init_error is None
         assert "QueueDoesNotExist" in json.dumps(bad["body"]) or \
@@ -124,6 +124,6 @@ def test_artifact_runs_under_awslambdaric(artifact, moto_server):
         output = proc.communicate(timeout=10)[0]
         api.stop()
     got = drain_queue(sqs, inbox)
-    assert len(got) == 19, output[-3000:]  # 16 CIS + 3 detection-pack alerts
+    assert len(got) == 20, output[-3000:]  # 16 CIS + 4 detection-pack alerts
     assert {a["rule"]["id"] for a in got} >= {f"cis-4.{n}" for n in range(1, 16)}
     assert '"DeliveryLag"' in output   # EMF reached the function's stdout

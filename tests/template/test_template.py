@@ -177,7 +177,11 @@ ALLOWED_STAR = {"kinesis:ListStreams",   # AWS offers no resource-level form
                 "organizations:ListAccounts",   # the watchdog's lookups (issue 10)
                 # the watchdog's destination checks (issue 24)
                 "cloudwatch:ListMetrics", "cloudwatch:GetMetricStatistics",
-                "logs:DescribeDestinations"}
+                "logs:DescribeDestinations",
+                # the watchdog's readiness report (ReadinessRegions set)
+                "config:DescribeConfigurationRecorders", "config:DescribeConfigurationRecorderStatus",
+                "config:DescribeDeliveryChannels", "s3:ListAllMyBuckets", "ec2:DescribeRegions",
+                "ec2:DescribeVpcs", "ec2:DescribeFlowLogs", "wafv2:ListWebACLs"}
 
 
 def test_no_over_broad_iam(cfn):

@@ -109,7 +109,9 @@ COMMON = {"ProcessorLogGroup", "ProcessorFunction", "ProcessorFunctionRole",
           # issue 24: alerts a sink refuses for good
           "AlertsRejectedAlarm", "ConfigErrorsAlarm",
           # issue 12: the operational alarms' own topic
-          "OpsTopic"}
+          "OpsTopic",
+          # issue 20: thresholds and dedup windows across invocations (on by default)
+          "AlertStateTable", "AlertStateTablePolicy"}
 MODES = {
     "direct": ({}, COMMON | {"LogsInvokePermission", "TrailSubscription", "HeartbeatAlarm"}),
     "kinesis": ({"KinesisStreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/trail"},
@@ -121,10 +123,10 @@ MODES = {
                               "TrailStreamKey", "TrailStream", "DestinationRole",
                               "TrailDestination"}),
 }
-CONDITIONS = {
-    "direct": {"IsDirect"},
-    "kinesis": {"IsKinesis", "ReadsStream"},
-    "destination": {"IsDestination", "ReadsStream", "DecryptsStream"},
+CONDITIONS = {   # AlertStateEnabled: issue 20, on by default in every mode
+    "direct": {"IsDirect", "AlertStateEnabled"},
+    "kinesis": {"IsKinesis", "ReadsStream", "AlertStateEnabled"},
+    "destination": {"IsDestination", "ReadsStream", "DecryptsStream", "AlertStateEnabled"},
 }
 
 

@@ -27,8 +27,10 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def examples(parser) -> list[str]:
-    return [ln.strip() for ln in (parser.epilog or "").splitlines()
-            if ln.strip().startswith("trailwatch ")]
+    """The lines of the "examples:" block (in the epilog, or at the end of the description)."""
+    text = f"{parser.description or ''}\n{parser.epilog or ''}"
+    block = text.split("examples:", 1)[1] if "examples:" in text else ""
+    return [ln.strip() for ln in block.splitlines() if ln.strip().startswith("trailwatch ")]
 
 
 def parses(command: str) -> None:
@@ -68,7 +70,8 @@ def test_required_options_are_shown_as_required(command, required):
 def test_top_level_help_lists_the_commands_by_task():
     text = build_parser().format_help()
     tasks = text.split("commands by task:")[1].split("\n\n")[0]
-    for command in ("plan", "apply", "verify", "remove", "subscribe", "rules", "replay", "demo"):
+    for command in ("plan", "apply", "verify", "remove", "subscribe", "rules", "replay", "demo",
+                    "flow-logs", "readiness", "hunt"):
         assert re.search(rf"\b{command}\b", tasks), command
     for example in re.findall(r"^  (trailwatch .*)$", text, re.M):
         parses(example)

@@ -54,6 +54,10 @@ def test_list_json_and_source_filter():
     assert code == 0 and {r["id"] for r in rows} == PACK_IDS
     row = next(r for r in rows if r["id"] == "tw-secrets-bulk-retrieval")
     assert row["threshold"] == 10 and row["attack"]["techniques"] == ["T1555.006"]
+    # issue 20: the window is data, and shown
+    assert row["window_minutes"] == 10 and row["dedup_key"] == ["principal"]
+    code, out = run("list", "--source", "cis")
+    assert "1 per recipientAccountId per 1440 min (cis-compliance)" in out
 
 
 # ----------------------------------------------------------------------------------- test
@@ -201,10 +205,18 @@ def test_backtest_applies_thresholds_per_batch(tmp_path):
     doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "pack")[1])
     (burst,) = [r for r in doc["rules"] if r["id"] == "tw-denied-api-calls-burst"]
     assert burst["matches"] == 25 and burst["alerts"] == 1
+    # issue 20: the pack rule counts within 10 minutes across batches (as the processor does
+    # across invocations), so the batch size no longer decides whether it fires
     doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "pack",
                          "--batch-size", "10")[1])
     (burst,) = [r for r in doc["rules"] if r["id"] == "tw-denied-api-calls-burst"]
-    assert burst["alerts"] == 0                       # no batch of 10 reaches 20
+    assert burst["alerts"] == 1
+    # a threshold rule without a window still counts per batch
+    rules = write_rules(tmp_path / "r.json", [{"id": "per-batch", "threshold": 20,
+                                               "pattern": '{ $.errorCode = "AccessDenied" }'}])
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--rules-file", rules,
+                         "--only-rules-file", "--batch-size", "10")[1])
+    assert [(r["id"], r["alerts"]) for r in doc["rules"]] == [("per-batch", 0)]
 
 
 def test_backtest_with_a_rules_file_only(tmp_path):
@@ -240,3 +252,69 @@ def test_backtest_reports_a_broken_gzip_and_goes_on(tmp_path, capsys):
 def test_backtest_missing_file_is_a_usage_error(tmp_path, capsys):
     assert run("backtest", str(tmp_path / "nope.jsonl"))[0] == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_backtest_runs_the_tamper_rules(tmp_path):
+    """Issue 20: the backtest ran builtin_rules(None), so no tamper rule ever fired. It runs them
+    for the template's default names, or the names given."""
+    stop = dict(REC_STOP, requestParameters={"name": "org-trail"})
+    role = {"eventVersion": "1.08", "eventSource": "iam.amazonaws.com", "eventID": "e-3",
+            "eventName": "DeleteRolePolicy", "userIdentity": REC_STOP["userIdentity"],
+            "requestParameters": {"roleName": "trailwatch-cwl-org-trail", "policyName": "p"}}
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in (stop, role)))
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "tamper")[1])
+    assert {(r["id"], r["source"], r["alerts"]) for r in doc["rules"]} == {
+        ("trailwatch-tamper-trail", "tamper", 1), ("trailwatch-tamper-delivery-role", "tamper", 1)}
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "tamper",
+                         "--trail", "other-trail", "--delivery-role", "other-role")[1])
+    assert doc["rules"] == [] and doc["alerts"] == 0
+    assert run("backtest", str(f), "--trail", "bad name!")[0] == 2
+
+
+def test_backtest_replays_windows_and_suppressions_like_the_processor(tmp_path):
+    """Issue 20: the same dedup windows and suppressions as the processor, records in eventTime
+    order, alerts per 1,000 records per rule and per rule set."""
+    def login(n, user, minute):
+        return {"eventVersion": "1.08", "eventID": f"l{n}", "eventName": "ConsoleLogin",
+                "eventSource": "signin.amazonaws.com", "eventType": "AwsConsoleSignIn",
+                "eventTime": f"2026-12-07T10:{minute:02d}:00Z", "recipientAccountId": "111122223333",
+                "userIdentity": {"type": "IAMUser", "accountId": "111122223333",
+                                 "arn": f"arn:aws:iam::111122223333:user/{user}"},
+                "additionalEventData": {"MFAUsed": "No"},
+                "responseElements": {"ConsoleLogin": "Success"}}
+    f = tmp_path / "logins.jsonl"     # out of order on purpose
+    f.write_text("\n".join(json.dumps(login(n, u, m)) for n, (u, m) in
+                           enumerate([("bob", 30), ("ann", 5), ("cy", 50), ("ann", 10)])))
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--source", "cis")[1])
+    assert doc["records"] == 4 and doc["alerts"] == 1            # one CIS signal per account-day
+    assert doc["by_source"] == {"cis": {"alerts": 1, "alerts_per_1000": 250.0}}
+    (cis,) = doc["rules"]
+    assert cis["id"] == "cis-4.2" and cis["matches"] == 4 and cis["alerts_per_1000"] == 250.0
+    rules = tmp_path / "r.json"
+    rules.write_text(json.dumps({"rules": [], "suppressions": [{
+        "rules": "*", "recipient_account": "111122223333", "expires": "2099-01-01",
+        "reason": "r"}]}))
+    assert run("backtest", str(f), "--rules-file", str(rules))[0] == 2    # > 366 days: refused
+    rules.write_text(json.dumps({"rules": [], "suppressions": [{
+        "rules": "*", "recipient_account": "111122223333",
+        "expires": (__import__("datetime").date.today().replace(day=1) +
+                    __import__("datetime").timedelta(days=60)).isoformat(), "reason": "r"}]}))
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--rules-file", str(rules))[1])
+    assert doc["alerts"] == 0 and doc["windowed"] >= 4
+
+
+def test_backtest_by_day(tmp_path):
+    recs = [dict(REC_STOP, eventID=f"s{d}{i}", eventTime=f"2026-12-0{d}T10:0{i}:00Z",
+                 recipientAccountId="111122223333")
+            for d in (6, 7) for i in range(2)] + [dict(REC_LIST, eventTime="2026-12-07T11:00:00Z")]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in recs))
+    doc = json.loads(run("backtest", str(f), "--output", "json", "--by-day")[1])
+    # per day: the pack rule once per principal-hour, the CIS signal once per account-day
+    assert doc["days"] == [
+        {"day": "2026-12-06", "records": 2, "alerts": 2, "alerts_per_1000": 1000.0},
+        {"day": "2026-12-07", "records": 3, "alerts": 2, "alerts_per_1000": 666.67}]
+    assert "days" not in json.loads(run("backtest", str(f), "--output", "json")[1])
+    code, out = run("backtest", str(f), "--by-day")
+    assert code == 0 and "DAY" in out and "2026-12-07  3" in out

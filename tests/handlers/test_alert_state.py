@@ -1,0 +1,367 @@
+"""Thresholds and dedup windows across invocations (issue 20, handlers/alert_state.py).
+
+On moto's DynamoDB (the table the template creates) and on tests/strict_fakes.StrictDynamo
+(DynamoDB's documented key, expression and TTL rules, plus throttling and an unreachable
+endpoint), with an injected clock. "Invocations" are separate ``Windows.apply`` calls or
+``App.handle`` calls on fresh apps, as separate Lambda containers would be.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from moto import mock_aws
+
+from handlers import alerts as A
+from handlers.alert_state import (
+    ENV_TABLE,
+    MAX_ATTEMPTS,
+    DynamoStore,
+    MemoryStore,
+    Windows,
+)
+from handlers.detection.rules import parse_rules
+from handlers.processor import App
+from tests.conftest import ListLogger, ListMetrics
+from tests.strict_fakes import StrictDynamo
+
+TABLE = "alert-state"
+T0 = 1_763_632_800.0          # 2025-11-20T10:00:00Z, a multiple of 60 minutes
+
+
+def rules(**fields):
+    base = {"id": "r", "pattern": '{ $.eventName = "GetSecretValue" }', "severity": "MEDIUM"}
+    return parse_rules({"rules": [dict(base, **fields)]})
+
+
+def record(n, principal="alice", seconds=0.0):
+    when = datetime.fromtimestamp(T0 + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"eventVersion": "1.08", "eventID": f"ev-{principal}-{n}", "eventTime": when,
+            "eventSource": "secretsmanager.amazonaws.com", "eventName": "GetSecretValue",
+            "recipientAccountId": "111122223333", "awsRegion": "us-east-1",
+            "userIdentity": {"type": "AssumedRole", "accountId": "111122223333",
+                             "arn": f"arn:aws:sts::111122223333:assumed-role/app/{principal}"}}
+
+
+def alert_for(rule, rec, threshold=None):
+    a = {"alert_id": A.alert_id("rule", rule.id, rec["eventID"]), "kind": "rule_match",
+         "rule": rule.doc, "event": rec}
+    if threshold is not None:
+        a["threshold"] = {"count": threshold, "limit": rule.threshold, "principal": "p"}
+    return a
+
+
+@pytest.fixture
+def table():
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        ddb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": "expires_at"})
+        yield ddb
+
+
+def stores(table):
+    """The same behaviour is required of moto's DynamoDB and of the strict fake."""
+    return [DynamoStore(TABLE, table, sleep=lambda s: None),
+            DynamoStore(TABLE, StrictDynamo(TABLE), sleep=lambda s: None)]
+
+
+# ------------------------------------------------------------------------------------- dedup
+
+def test_dedup_one_alert_per_key_per_window_across_invocations_then_a_count(table):
+    (rule,) = rules(window_minutes=60)
+    for store in stores(table):
+        w = Windows([rule], store, clock=lambda: T0)
+        first = w.apply([alert_for(rule, record(0)), alert_for(rule, record(1, seconds=60))])
+        assert [a["event"]["eventID"] for a in first] == ["ev-alice-0"]
+        assert first[0]["window"] == {"minutes": 60, "key": "arn:aws:sts::111122223333:"
+                                      "assumed-role/app/alice", "start": "2025-11-20T10:00:00Z",
+                                      "end": "2025-11-20T11:00:00Z", "matches": 2}
+        # a later invocation, same principal, same hour: counted, not alerted
+        assert w.apply([alert_for(rule, record(2, seconds=1800))]) == []
+        assert w.stats["deduplicated"] == 1
+        # another principal has its own window
+        assert len(w.apply([alert_for(rule, record(3, "bob", seconds=1800))])) == 1
+        # the next hour alerts again, with the count of the hour before
+        (nxt,) = w.apply([alert_for(rule, record(4, seconds=3600 + 5))])
+        assert nxt["window"]["previous_window_matches"] == 3
+        assert nxt["window"]["start"] == "2025-11-20T11:00:00Z"
+
+
+def test_a_retried_invocation_raises_its_alert_again(table):
+    """Delivery failed and Lambda retries: the window is held by this alert's id, so the retry
+    alerts again (a duplicate beats a loss; alert ids let sinks drop the duplicate)."""
+    (rule,) = rules(window_minutes=60)
+    for store in stores(table):
+        w = Windows([rule], store, clock=lambda: T0)
+        batch = [alert_for(rule, record(0)), alert_for(rule, record(1))]
+        assert len(w.apply(batch)) == 1
+        again = w.apply(batch)
+        assert [a["alert_id"] for a in again] == [batch[0]["alert_id"]]
+
+
+def test_window_group_and_dedup_key_from_record_fields(table):
+    a, b = (parse_rules({"rules": [{"id": i, "pattern": '{ $.eventName = "GetSecretValue" }',
+                                    "window_minutes": 1440, "dedup_key": "recipientAccountId",
+                                    "window_group": "digest"}]})[0] for i in ("a", "b"))
+    w = Windows([a, b], DynamoStore(TABLE, table, sleep=lambda s: None), clock=lambda: T0)
+    out = w.apply([alert_for(a, record(0)), alert_for(b, record(1, "bob"))])
+    assert len(out) == 1 and out[0]["window"]["group"] == "digest"
+    assert out[0]["window"]["key"] == "111122223333"
+    assert w.apply([alert_for(b, record(2, "carol", seconds=3600))]) == []
+
+
+# ------------------------------------------------------------------------------- thresholds
+
+def test_threshold_counts_across_invocations(table):
+    """CloudWatch Logs split one principal's 12 reads into 3 invocations of 4: the per-batch
+    rule never fired (issue 20); with a window it fires once, at the 10th."""
+    (rule,) = rules(threshold=10, window_minutes=10)
+    for store in stores(table):
+        w = Windows([rule], store, clock=lambda: T0)
+        outs = [w.apply([alert_for(rule, record(i * 4), threshold=4)]) for i in range(3)]
+        assert [len(o) for o in outs] == [0, 0, 1]
+        assert outs[2][0]["threshold"]["count"] == 12 and outs[2][0]["threshold"]["limit"] == 10
+        assert w.apply([alert_for(rule, record(20, seconds=30), threshold=5)]) == []  # once
+
+
+def test_threshold_burst_across_a_window_boundary_is_not_missed(table):
+    (rule,) = rules(threshold=10, window_minutes=10)
+    w = Windows([rule], DynamoStore(TABLE, table, sleep=lambda s: None), clock=lambda: T0)
+    assert w.apply([alert_for(rule, record(0, seconds=590), threshold=6)]) == []
+    (hit,) = w.apply([alert_for(rule, record(6, seconds=605), threshold=6)])
+    assert hit["threshold"]["count"] == 12
+
+
+def test_without_a_table_windows_hold_within_one_invocation_only():
+    (rule,) = rules(window_minutes=60)
+    w = Windows([rule], MemoryStore(per_invocation=True), clock=lambda: T0)
+    assert len(w.apply([alert_for(rule, record(0)), alert_for(rule, record(1))])) == 1
+    assert len(w.apply([alert_for(rule, record(2))])) == 1        # a new invocation forgets
+
+
+# ------------------------------------------------------------------------- failures of the table
+
+def test_throttling_is_retried_a_bounded_number_of_times(table):
+    calls = []
+
+    def throttle_twice(op, request):
+        calls.append(op)
+        if len(calls) <= 2:
+            return ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, op)
+        return None
+
+    (rule,) = rules(window_minutes=60)
+    sleeps = []
+    store = DynamoStore(TABLE, StrictDynamo(TABLE, fail=throttle_twice), sleep=sleeps.append)
+    w = Windows([rule], store, clock=lambda: T0)
+    assert len(w.apply([alert_for(rule, record(0))])) == 1 and w.stats["state_errors"] == 0
+    assert len(sleeps) == 2 and sleeps[0] < sleeps[1] < 1
+
+
+@pytest.mark.parametrize("error", [
+    EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"),
+    ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}},
+                "UpdateItem"),
+    ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateItem"),
+    ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "gone"}},
+                "UpdateItem"),
+])
+def test_an_unusable_table_never_suppresses_an_alert(error):
+    fake = StrictDynamo(TABLE, fail=lambda op, req: error)
+    log = ListLogger()
+    (dedup,) = rules(window_minutes=60)
+    (burst,) = parse_rules({"rules": [{"id": "t", "pattern": '{ $.eventName = "X" }',
+                                       "threshold": 3, "window_minutes": 10}]})
+    w = Windows([dedup, burst], DynamoStore(TABLE, fake, sleep=lambda s: None, log=log), log=log,
+                clock=lambda: T0)
+    batch = [alert_for(dedup, record(i)) for i in range(3)] + \
+        [alert_for(burst, record(9), threshold=3), alert_for(burst, record(8, "bob"), threshold=1)]
+    out = w.apply(batch)
+    # every dedup match passes (a duplicate beats a loss); the threshold falls back to the
+    # invocation's own count, as without a table
+    assert [a["alert_id"] for a in out] == [a["alert_id"] for a in batch[:4]]
+    assert w.stats["state_errors"] >= 1
+    assert any("alert state table unavailable" in m for _, m, _ in log.records)
+    # the breaker: one failing call (with its bounded retries), not one per group
+    assert fake.calls <= MAX_ATTEMPTS
+
+
+def test_strict_fake_ttl_and_key_rules_hold(table):
+    fake = StrictDynamo(TABLE)
+    (rule,) = rules(window_minutes=60)
+    Windows([rule], DynamoStore(TABLE, fake, sleep=lambda s: None), clock=lambda: T0).apply(
+        [alert_for(rule, record(0))])
+    assert fake.violations == []
+    (item,) = fake.items.values()
+    assert int(item["expires_at"]["N"]) > T0 + 3600          # kept past the next window
+    assert set(item) == {"pk", "opener", "n", "expires_at"}
+
+
+# ------------------------------------------------------------------------------ the processor
+
+def payload(records, stamp_ms):
+    env = {"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "CloudTrail/org",
+           "logStream": "111122223333_CloudTrail_us-east-1", "subscriptionFilters": ["f"],
+           "logEvents": [{"id": f"le-{r['eventID']}", "timestamp": stamp_ms,
+                          "message": json.dumps(r)} for r in records]}
+    return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(env).encode())).decode()}}
+
+
+class Collect:
+    name = "collect"
+
+    def __init__(self):
+        self.alerts = []
+
+    def publish(self, alerts):
+        self.alerts += alerts
+        return []
+
+
+def app(env, tmp_path, log=None):
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(json.dumps({"rules": [
+        {"id": "reads", "pattern": '{ $.eventName = "GetSecretValue" }', "threshold": 5,
+         "window_minutes": 10},
+        {"id": "once", "pattern": '{ $.eventName = "GetSecretValue" }', "window_minutes": 60}]}))
+    a = App.from_env({"RULES_FILE": str(rules_file), **env}, clock=lambda: T0 + 120,
+                     sleep=lambda s: None, metrics_sink=ListMetrics(), log=log or ListLogger(),
+                     emit=lambda line: None, client_factory=lambda s: boto3.client(
+                         s, region_name="us-east-1"))
+    a.sinks = [Collect()]
+    return a
+
+
+def test_processor_keeps_windows_across_invocations_on_the_table(table, tmp_path):
+    env = {ENV_TABLE: TABLE}
+    got = []
+    for i in range(3):                          # three containers, three small batches
+        a = app(env, tmp_path)
+        out = a.handle(payload([record(i * 2 + k, seconds=i * 60) for k in range(2)],
+                               int((T0 + 100) * 1000)))
+        got.append(sorted(x["rule"]["id"] for x in a.sinks[0].alerts))
+        assert out["state_errors"] == 0
+    # "once": the first invocation only; "reads" (5 in 10 minutes): the third (6 reads)
+    assert got == [["once"], [], ["reads"]]
+    # the two "once" matches, and the built-in bulk-read rule still below its 10
+    assert a.metrics.total("AlertsWindowed") == 3
+
+
+def test_processor_without_a_table_says_so_and_works_per_invocation(tmp_path):
+    log = ListLogger()
+    a = app({}, tmp_path, log)
+    assert any(level == "warning" and "ALERT_STATE_TABLE_NAME is not set" in msg
+               for level, msg, _ in log.records)
+    for i in range(2):
+        a.handle(payload([record(i * 6 + k) for k in range(6)], int((T0 + 100) * 1000)))
+    ids = [x["rule"]["id"] for x in a.sinks[0].alerts]
+    # as before this issue: every match alerts, thresholds count per invocation
+    assert ids.count("once") == 12 and ids.count("reads") == 2
+
+
+def test_cis_matches_are_one_compliance_signal_per_account_and_day(table):
+    """Issue 20: CIS controls ran as alerting rules (88 % of the alerts on ordinary traffic).
+    Their matches now open one signal per account per UTC day, then count; root usage keeps a
+    window of its own; the metric filters are untouched (test_tuning)."""
+    def rec(n, name, minutes, **over):
+        return {**record(n, seconds=minutes * 60), "eventName": name,
+                "eventSource": "ec2.amazonaws.com", **over}
+    day = [rec(0, "AuthorizeSecurityGroupIngress", 0), rec(1, "DeleteSecurityGroup", 5),
+           rec(2, "CreateTrail", 30, eventSource="cloudtrail.amazonaws.com")]
+    root = rec(3, "RunInstances", 40, eventType="AwsApiCall",
+               userIdentity={"type": "Root", "accountId": "111122223333",
+                             "arn": "arn:aws:iam::111122223333:root"})
+    got = []
+    for batch in (day, [root, rec(4, "CreateRoute", 50)], [rec(5, "CreateVpc", 24 * 60 + 1)]):
+        a = App.from_env({ENV_TABLE: TABLE}, clock=lambda: T0 + 90_000, sleep=lambda s: None,
+                         metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None,
+                         client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
+        a.sinks = [Collect()]
+        a.handle(payload(batch, int((T0 + 90_000) * 1000)))
+        got.append([(x["rule"]["id"], x.get("window", {}).get("group")) for x in a.sinks[0].alerts
+                    if x["rule"].get("cis")])
+    assert got == [[("cis-4.10", "cis-compliance")], [("cis-4.3", None)],
+                   [("cis-4.14", "cis-compliance")]]
+
+
+def test_keys_from_hostile_records_are_bounded_and_never_rendered():
+    """Found by tests/handlers/test_fuzz_processor.py: a dedup_key field holding a deeply nested
+    object made the key str() it (RecursionError, the invocation failed)."""
+    from handlers.detection.thresholds import MAX_KEY_CHARS, key_of
+    (rule,) = rules(window_minutes=60, dedup_key=["requestParameters.x", "principal"])
+    deep: object = []
+    for _ in range(100_000):
+        deep = [deep]
+    rec = record(0, principal="\ud800" + "p" * 5000)
+    rec["requestParameters"] = {"x": deep}
+    key = key_of(rule, rec)
+    assert key.startswith("<list>|") and len(key) <= MAX_KEY_CHARS
+    assert len(key.encode("utf-8")) <= 4 * MAX_KEY_CHARS  # no lone surrogate left
+    fake = StrictDynamo(TABLE)                            # DynamoDB's 2,048-byte key limit
+    Windows([rule], DynamoStore(TABLE, fake), clock=lambda: T0).apply(
+        [alert_for(rule, dict(rec, requestParameters={"x": "\U0001f600" * 5000}))])
+    assert fake.violations == [] and len(fake.items) == 1
+    out = Windows([rule], MemoryStore(), clock=lambda: T0).apply([alert_for(rule, rec)])
+    assert len(out) == 1
+
+
+def test_the_state_client_is_made_on_first_use_not_at_cold_start(table):
+    made = []
+
+    def factory(service):
+        made.append(service)
+        return boto3.client(service, region_name="us-east-1")
+
+    a = App.from_env({ENV_TABLE: TABLE}, clock=lambda: T0, sleep=lambda s: None,
+                     metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None,
+                     client_factory=factory)
+    a.sinks = [Collect()]
+    assert "dynamodb" not in made
+    a.handle(payload([dict(record(0), eventName="ListBuckets")], int(T0 * 1000)))
+    assert "dynamodb" not in made                       # nothing matched: no table call
+    a.handle(payload([dict(record(1), eventName="CreateUser",
+                           eventSource="iam.amazonaws.com")], int(T0 * 1000)))
+    assert made.count("dynamodb") == 1 and len(a.sinks[0].alerts) == 1
+
+
+def test_windowed_alerts_follow_the_alert_schema(table, tmp_path):
+    from tests.handlers.test_alert_contract import VALIDATOR
+    a = app({ENV_TABLE: TABLE}, tmp_path)
+    a.handle(payload([record(i, seconds=i) for i in range(6)] +
+                     [dict(record(9, "bob"), eventName="CreateUser",
+                           eventSource="iam.amazonaws.com")], int((T0 + 100) * 1000)))
+    got = a.sinks[0].alerts
+    assert {x["rule"]["id"] for x in got} == {"once", "reads", "tw-iam-user-created"}
+    assert all("window" in x for x in got)
+    for alert in got:
+        VALIDATOR.validate(json.loads(json.dumps(alert)))
+
+
+def test_a_slow_table_stops_being_waited_on_within_the_invocation():
+    """Each call takes 2 s (a table in trouble, still answering): after the 3-second budget the
+    rest of the invocation does not call it, and those alerts pass."""
+    now = [0.0]
+
+    def slow(op, request):
+        now[0] += 2.0
+
+    fake = StrictDynamo(TABLE, fail=slow)
+    (rule,) = rules(window_minutes=60)
+    store = DynamoStore(TABLE, fake, sleep=lambda s: None, monotonic=lambda: now[0])
+    w = Windows([rule], store, clock=lambda: T0)
+    batch = [alert_for(rule, record(i, f"user{i}")) for i in range(10)]   # 10 keys
+    out = w.apply(batch)
+    assert len(out) == 10 and w.stats["state_errors"] >= 1
+    assert fake.calls <= 3                                  # not 20 calls of 2 s each
+    store.begin()                                           # the next invocation tries again
+    assert len(w.apply([alert_for(rule, record(0, "user0"))])) in (0, 1) and fake.calls > 3
