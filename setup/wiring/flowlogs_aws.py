@@ -15,10 +15,10 @@ from setup.wiring.executor import Executor
 from setup.wiring.flowlogs_model import (
     FlowState,
     FlowTarget,
-    RoleState,
     s3_delivery_statements,
 )
 from setup.wiring.planner import Step
+from setup.wiring.state import read_role
 
 
 def _code(e: Exception) -> str:
@@ -127,27 +127,6 @@ def read_log_group(clients: Any, target: FlowTarget, state: FlowState) -> None:
                                    "kms": g.get("kmsKeyId"), "tags": tags,
                                    "class": g.get("logGroupClass", "STANDARD")}
                 return
-
-
-def read_role(clients: Any, name: str, region: str) -> RoleState | None:
-    from botocore.exceptions import ClientError
-    iam = clients.client("iam", region)
-    try:
-        role = iam.get_role(RoleName=name)["Role"]
-    except ClientError as e:
-        if _code(e) == "NoSuchEntity":
-            return None
-        raise
-    inline = {}
-    for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
-        for p in page.get("PolicyNames", []):
-            inline[p] = _doc(iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
-    tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name).get("Tags", [])}
-    attached = tuple(p["PolicyArn"] for page in
-                     iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
-                     for p in page.get("AttachedPolicies", []))
-    return RoleState(name, role["Arn"], _doc(role["AssumeRolePolicyDocument"]), inline, tags,
-                     attached)
 
 
 def read_state(clients: Any, target: FlowTarget, removing: bool = False) -> FlowState:

@@ -16,6 +16,7 @@ from typing import Any
 from setup.errors import UsageError
 from setup.wiring.logdelivery import DELIVERY_SERVICE, admits
 from setup.wiring.models import TAG_KEY, TAG_VALUE, short_id, validate_log_group_name
+from setup.wiring.state import RoleState
 
 FLOW_LOGS_SERVICE = "vpc-flow-logs.amazonaws.com"
 FLOW_TAG = "trailwatch:flow-logs"        # value: the destination ARN the flow log serves
@@ -267,16 +268,6 @@ def bucket_admits_delivery(policy: Any, target: FlowTarget) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- state
-
-@dataclass
-class RoleState:
-    name: str
-    arn: str
-    trust: dict[str, Any]
-    inline: dict[str, Any]
-    tags: dict[str, str]
-    attached: tuple[str, ...] = ()       # managed policy ARNs (verify evaluates them too)
-
 
 @dataclass
 class FlowState:
