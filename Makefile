@@ -15,7 +15,7 @@ CHECKOVSTAMP := $(CHECKOVVENV)/.installed
 help:
 	@echo "make demo      set up and run the end-to-end demo on an embedded local AWS (no account needed)"
 	@echo "make test      set up and run the test suite"
-	@echo "make bench     handler vs decode floor on ordinary and attack traffic (../shared/corpus,"
+	@echo "make bench     handler vs decode floor on ordinary and attack traffic ($$TRAILWATCH_CORPUS,"
 	@echo "               else events/); CPU instructions too when valgrind is installed"
 	@echo "make bench-instructions   only the CPU instruction counts (valgrind/callgrind)"
 	@echo "make noise     alerts per 1,000 records on ../shared/corpus/benign (state table on moto)"
@@ -37,8 +37,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/trailwatch demo
 
+# The suite runs on one pytest-xdist worker per core (TEST_WORKERS=0 runs it serially); tests
+# share no ports (servers bind port 0) and no files outside their tmp_path.
+TEST_WORKERS ?= auto
 test: $(STAMP) $(SAMSTAMP) $(CHECKOVSTAMP)
-	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q
+	env -u AWS_ENDPOINT_URL -u AWS_PROFILE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Wall time on both workloads, then CPU instructions per log event under callgrind when valgrind
 # is installed (BENCH_INSTRUCTIONS=0 skips it; BENCH_INSTRUCTIONS_TIMEOUT bounds it, 900 s).

@@ -3,7 +3,7 @@
 
 Builds each payload from ../shared/corpus (else events/), writes it to a temporary file, and runs
 the handler on it in a fresh process (no network: alerts are fitted to SNS limits, not sent),
-reporting the process's peak RSS (``VmHWM``) before and after ``App.handle``. The README quotes its output.
+reporting the process's peak RSS (``VmHWM``) before and after ``App.handle``. docs/processor.md quotes its output.
 """
 
 from __future__ import annotations

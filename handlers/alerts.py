@@ -1,8 +1,8 @@
 """Alert documents: deterministic ids, incident-response context, and byte-exact size fitting.
 
 The alert contract is versioned (``schema``) and published as a JSON Schema beside this module
-(:data:`SCHEMA_FILE`); the README's "Alert contract and routing" section lists what changed from
-``trailwatch.alert/1``.
+(:data:`SCHEMA_FILE`); the "Alert contract and routing" section of docs/processor.md lists what
+changed from ``trailwatch.alert/1``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from handlers.jsonsafe import dumps
 
 CLOUDTRAIL_MAX_EVENT_BYTES = 262_144   # CloudTrail never sends larger events (since eventVersion 1.05)
 # A Kinesis record carries up to 1 MiB of gzip; real CloudTrail batches inflate ~10x. 16 MiB leaves
-# headroom over that (peak RSS measured in README); larger is refused as a possible bomb.
+# headroom over that (peak RSS measured in docs/processor.md); larger is refused as a possible bomb.
 DEFAULT_MAX_DECOMPRESSED = 16 * 1024 * 1024
 # CloudWatch Logs timestamps are epoch milliseconds; outside this range a value cannot be a real
 # delivery time (and lags computed from it would be values CloudWatch metrics reject).

@@ -44,6 +44,25 @@ def aws_env(monkeypatch):
     yield
 
 
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of the tree as it is, built from a copy (setuptools' in-tree build/ directory
+    would keep files of earlier builds)."""
+    import shutil
+    import subprocess
+    import sys
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("setup", "handlers"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    dist = tmp_path / "dist"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
+                        str(src)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return next(dist.glob("trailwatch-*.whl"))
+
+
 def corpus_lines() -> list[str]:
     """Every record of ../shared/corpus (one CloudTrail record per line); skips when absent."""
     if not CORPUS.is_dir():

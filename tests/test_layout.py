@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, build_wheel
 
 PACKAGES = ("setup", "setup/wiring", "setup/verify", "setup/cli", "setup/demo",
             "handlers", "handlers/detection", "handlers/sinks")
@@ -117,23 +117,13 @@ def test_help_works_without_docstrings(command):
 
 @pytest.mark.slow
 def test_wheel_installs_a_working_trailwatch(tmp_path):
-    # Built from a copy: setuptools' in-tree build/ directory would keep files of earlier builds.
-    src = tmp_path / "src"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("setup", "handlers"):
-        shutil.copytree(ROOT / name, src / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy2(ROOT / name, src / name)
-    dist = tmp_path / "dist"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
-                        str(src)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    wheel = next(dist.glob("trailwatch-*.whl"))
+    wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     for pkg in PACKAGES:
         assert f"{pkg}/__init__.py" in names, pkg
     for data in ("handlers/detection/pack.json", "handlers/detection/cis_cases.json",
-                 "handlers/alert-schema-v2.json", "setup/cli/__main__.py"):
+                 "handlers/alert-schema-v2.json", "setup/cli/__main__.py",
+                 "setup/demo/data/records.json", "setup/demo/data/routing-examples.json"):
         assert data in names, data
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

@@ -7,52 +7,51 @@
     trailwatch remove --trail NAME|ARN [--yes] [--delete-log-group [--confirm-log-group NAME]]
                       [--delete-role]
 
-Global options (--region, --profile, --output text|json) go before or after the subcommand.
-Exit codes: 0 success, 1 verify found a FAIL (also apply's own post-apply verify), apply failed or
-a saved plan is stale, 2 usage error (also: no region), 130 interrupted (Ctrl-C).
-With --output json, an error is ``{"error": {"code", "message", "remediation"}}`` on stdout (the
-text goes to stderr as well).
+The global options (:data:`GLOBAL_OPTIONS`: --region, --profile, --output text|json,
+--endpoint-url, --debug, --no-progress) go before or after any subcommand. Exit codes (see
+:mod:`setup.errors`): 0 success, 1 a FAIL, a failed apply, a refusal, a stale plan, a declined
+prompt or an AWS error, 2 usage error, 130 interrupted, 141 stdout closed. :func:`main` has the
+one exception handler: every error is ``trailwatch: <what>`` + ``fix: <command>`` on stderr
+(:mod:`setup.cli.failures`), and with --output json also ``{"error": {"code", "message",
+"remediation"}}`` on stdout; a traceback only with --debug.
 
 Other modules add subcommands through :data:`REGISTRARS`: each is ``register(subparsers,
 parents)``; it sets ``handler=fn`` with ``parser.set_defaults``, and ``fn(inv)`` gets an
-:class:`Invocation` (args, out, stdin, lazily created clients) and returns the exit code.
+:class:`Invocation` (args, out, stdin, lazily created clients) and returns the exit code. Every
+subcommand parser then gets the global options it lacks and the help of :mod:`setup.cli.help`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+import traceback
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-)
-
 from setup import __version__
 from setup.aws import AwsClients, check_region
+from setup.cli import failures
+from setup.cli import help as help_mod
 from setup.cli import rules as rules_cmd
 from setup.cli import subscribe
 from setup.cli.commands import cmd_apply, cmd_plan, cmd_remove, cmd_verify
 from setup.errors import (
-    EXIT_FAIL,
-    EXIT_INTERRUPTED,
+    EXIT_BROKEN_PIPE,
     EXIT_OK,
     EXIT_USAGE,
-    SetupError,
     UsageError,
-    error_code,
-    error_message,
 )
 from setup.verify import canary as canary_mod
-from setup.wiring.executor import Executor, StepFailure, StepInterrupted
+from setup.wiring.executor import Executor
 from setup.wiring.models import (
     RETENTION_DAYS,
     STREAM_SCOPES,
@@ -78,23 +77,21 @@ widened implicitly, and Control Tower resources are never touched.
 
 Start with `trailwatch plan --trail NAME`: it shows every API call apply would make."""
 
-EPILOG = """\
+EPILOG = help_mod.TASKS + """
 examples:
-  trailwatch plan   --trail management-events
-  trailwatch plan   --trail arn:aws:cloudtrail:us-east-1:111122223333:trail/org --output json
+  trailwatch plan   --trail management-events --region us-east-1
   trailwatch apply  --trail org-trail --retention-days 400 --kms-key alias/audit-logs
-  trailwatch plan   --trail org-trail --cis-alarms --out plan.json
-  trailwatch apply  --plan plan.json --yes
-  trailwatch --region eu-west-1 verify --trail org-trail --output json
+  trailwatch --output json verify --trail org-trail
   trailwatch remove --trail org-trail --yes --delete-role
 
-exit codes: 0 success; 1 a verify FAIL (apply's too), a failed apply, a refusal or a stale plan;
-2 usage error (also: no region); 130 interrupted. With --output json an error is
-{"error": {"code", "message", "remediation"}} on stdout.
+exit codes: 0 success; 1 a verify FAIL (apply's too), a failed apply, a refusal, a stale plan, a
+declined confirmation or an AWS error; 2 usage error (also: unknown profile, no region); 130
+interrupted; 141 stdout closed by its reader. An error is one line, `trailwatch: <what>`, then
+`fix: <command>`; with --output json also {"error": {"code", "message", "remediation"}} on stdout.
 
 Credentials and endpoints come from the usual AWS chain (--profile, AWS_PROFILE, AWS_REGION,
-AWS_ENDPOINT_URL for a local emulator). Every call carries the user agent trailwatch/VERSION so
-trailwatch's own changes are recognisable in CloudTrail."""
+--endpoint-url or AWS_ENDPOINT_URL for a local emulator). Every call carries the user agent
+trailwatch/VERSION so trailwatch's own changes are recognisable in CloudTrail."""
 
 
 def _retention(value: str) -> int:
@@ -120,6 +117,14 @@ def _name(validate: Callable[[str], str]) -> Callable[[str], str]:
     return check
 
 
+def _endpoint_url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"an endpoint URL looks like http://localhost:5000 or "
+                                         f"https://host, not {value!r}")
+    return value
+
+
 def _wrap(text: str) -> str:
     return textwrap.fill(text, 78)
 
@@ -128,7 +133,10 @@ class Parser(argparse.ArgumentParser):
     """Usage errors raise :class:`UsageError` so ``--output json`` can report them as JSON."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+        command = self.prog.removeprefix("trailwatch").strip()
+        err = UsageError(f"{command}: {message}" if command else message, f"{self.prog} --help")
+        err.usage = self.format_usage()      # the usage of the (sub)command that failed
+        raise err
 
 
 # Subcommands contributed by other modules: ``register(subparsers, parents)`` where ``parents``
@@ -136,22 +144,54 @@ class Parser(argparse.ArgumentParser):
 REGISTRARS: list[Callable[[Any, dict[str, argparse.ArgumentParser]], None]] = []
 
 
+# The AWS CLI's global options, accepted before or after every subcommand (nested ones too).
+GLOBAL_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--region", dict(metavar="REGION",
+                      help="where to look the trail up (default: AWS_REGION, AWS_DEFAULT_REGION, "
+                           "the profile's region); calls go to the trail's home region")),
+    ("--allow-unknown-region", dict(action="store_true", default=False,
+                                    help="accept a --region the installed botocore does not list "
+                                         "(a Region newer than it); otherwise such a --region is "
+                                         "a usage error")),
+    ("--profile", dict(metavar="NAME", help="AWS profile to use (default: AWS_PROFILE)")),
+    ("--output", dict(choices=("text", "json"), default="text",
+                      help="output format (errors too: a JSON object on stdout)")),
+    ("--endpoint-url", dict(metavar="URL", type=_endpoint_url,
+                            help="send every AWS call to this endpoint (a local emulator; "
+                                 "default: AWS, or AWS_ENDPOINT_URL)")),
+    ("--debug", dict(action="store_true", default=False,
+                     help="on stderr: botocore's log of every request, and the traceback of an "
+                          "error")),
+    ("--no-progress", dict(action="store_true", default=False,
+                           help="no progress lines on stderr while waiting")),
+]
+_GLOBALS_TITLE = "global options (before or after the subcommand)"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Add the global options ``parser`` does not have yet. A subcommand's copies default to
+    SUPPRESS so they never overwrite a value given before the subcommand; an option a subcommand
+    defined itself (``rules list --output``) gets the same SUPPRESS default."""
+    grp = None
+    for flag, kw in GLOBAL_OPTIONS:
+        if flag in parser._option_string_actions:
+            if suppress:
+                parser._option_string_actions[flag].default = argparse.SUPPRESS
+            continue
+        grp = grp or parser.add_argument_group(_GLOBALS_TITLE)
+        grp.add_argument(flag, **dict(kw, **({"default": argparse.SUPPRESS} if suppress else {})))
+
+
 def _global_options(suppress: bool) -> argparse.ArgumentParser:
-    """--region/--profile/--output, accepted before and after the subcommand (the subcommand's
-    copies default to SUPPRESS so they never overwrite a value given before it)."""
-    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    """A parent parser with the global options (see :func:`_add_global_options`)."""
     g = Parser(add_help=False)
-    grp = g.add_argument_group("global options (before or after the subcommand)")
-    grp.add_argument("--region", default=d(None),
-                     help="where to look the trail up (default: AWS_REGION, AWS_DEFAULT_REGION, "
-                          "the profile's region); calls go to the trail's home region")
-    grp.add_argument("--allow-unknown-region", action="store_true", default=d(False),
-                     help="accept a --region the installed botocore does not list (a Region "
-                          "newer than it); otherwise such a --region is a usage error")
-    grp.add_argument("--profile", default=d(None), help="AWS profile to use")
-    grp.add_argument("--output", choices=("text", "json"), default=d("text"),
-                     help="output format (errors too: a JSON object on stdout)")
+    _add_global_options(g, suppress)
     return g
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every subcommand's parser, nested ones (``rules list``) included, each once."""
+    return (p for p, _ in help_mod.subparsers(parser))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,11 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     glob = _global_options(True)
 
-    common = Parser(add_help=False)
-    g = common.add_argument_group("trail")
-    g.add_argument("--trail", metavar="NAME|ARN",
-                   help="the trail, by name or ARN (an ARN finds it from any region; the "
-                        "partition comes from it)")
+    def trail_option(required: bool) -> argparse.ArgumentParser:
+        p = Parser(add_help=False)
+        p.add_argument_group("trail").add_argument(
+            "--trail", metavar="NAME|ARN", required=required,
+            help="the trail, by name or ARN (an ARN finds it from any region; the partition "
+                 "comes from it)" + ("" if required else "; required unless --plan is given"))
+        return p
+    common, the_trail = trail_option(False), trail_option(True)
     org = Parser(add_help=False)
     org.add_argument("--org-id", type=_org_id, metavar="o-...",
                      help="organization id for org trails (default: "
@@ -217,10 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "filters and subscriptions stop receiving events)")
     subscribe.add_arguments(w)   # --destination, --subscription-role
 
-    parents = {"globals": glob, "trail": common, "org": org, "names": names, "wiring": wiring,
-               "trust": trust}
+    parents = {"globals": glob, "trail": common, "trail_required": the_trail, "org": org,
+               "names": names, "wiring": wiring, "trust": trust}
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("plan", parents=[glob, common, org, names, trust, wiring], formatter_class=fmt,
+    p = sub.add_parser("plan", parents=[glob, the_trail, org, names, trust, wiring], formatter_class=fmt,
                        help="show what apply would do (no writes)",
                        description=_wrap("Read the account and print the ordered API calls apply would "
                                    "make, the full policy documents and the IAM actions needed. "
@@ -250,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=lambda inv: cmd_apply(inv.clients, inv.args, inv.out, inv.stdin,
                                                  inv.executor_factory))
 
-    v = sub.add_parser("verify", parents=[glob, common, org, names, trust], formatter_class=fmt,
+    v = sub.add_parser("verify", parents=[glob, the_trail, org, names, trust], formatter_class=fmt,
                        help="read-only checks: PASS / WARN / FAIL with remediation",
                        description=_wrap("Check the trail, log group, role, trust and stream policy "
                                    "(evaluated locally against the exact stream names) and "
@@ -258,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     canary_mod.add_arguments(v)   # --canary, --canary-timeout, --max-delivery-age
     v.set_defaults(handler=lambda inv: cmd_verify(inv.clients, inv.args, inv.out))
 
-    r = sub.add_parser("remove", parents=[glob, common, names], formatter_class=fmt,
+    r = sub.add_parser("remove", parents=[glob, the_trail, names], formatter_class=fmt,
                        help="detach the trail; delete only what is provably unused",
                        description=_wrap("Detach the trail (both CloudWatch Logs fields set to empty) "
                                    "and its CIS filters/alarms/topic. Deletes the role and the "
@@ -290,14 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in REGISTRARS:
         register(sub, parents)
+    for p in _subparsers(parser):   # whatever a registrar added: the globals work there too
+        _add_global_options(p, suppress=True)
+    help_mod.teach(parser, [flag for flag, _ in GLOBAL_OPTIONS])
     return parser
 
 
 def _register_subscribe(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     """`trailwatch subscribe`."""
     wiring = Parser(add_help=False)
-    subscribe.add_arguments(wiring.add_argument_group("subscription"))
-    s = subscribe.register(sub, [parents["globals"], parents["trail"], parents["names"], wiring])
+    subscribe.add_arguments(wiring.add_argument_group("subscription"), required=True)
+    s = subscribe.register(sub, [parents["globals"], parents["trail_required"], parents["names"],
+                                 wiring])
     s.set_defaults(handler=lambda inv: subscribe.cmd_subscribe(
         inv.clients, inv.args, inv.out, inv.stdin, inv.executor_factory))
 
@@ -313,7 +360,13 @@ def _register_replay(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> N
     """`trailwatch replay`: re-drive failure records into the processor."""
     from setup.cli import replay
     replay.register(sub, [parents["globals"]])
-    sub.choices["replay"].set_defaults(handler=lambda inv: replay.cmd_replay(inv.args, inv.out))
+
+    def run(inv: Invocation) -> int:
+        def client(service: str) -> Any:   # --profile, --region, --endpoint-url of this run
+            return inv.clients.session.client(service, region_name=inv.args.region,
+                                              endpoint_url=inv.args.endpoint_url)
+        return replay.cmd_replay(inv.args, inv.out, client)
+    sub.choices["replay"].set_defaults(handler=run)
 
 
 def _register_hunt(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
@@ -365,7 +418,8 @@ class Invocation:
     @property
     def clients(self) -> AwsClients:
         if self._clients is None:
-            self._clients = AwsClients(profile=self.args.profile, region=self.args.region)
+            self._clients = AwsClients(profile=self.args.profile, region=self.args.region,
+                                       endpoint_url=self.args.endpoint_url)
         return self._clients
 
 
@@ -376,69 +430,94 @@ def _wants_json(argv: list[str]) -> bool:
     return False
 
 
-def _error(out: TextIO, as_json: bool, code: str, message: str, remediation: str = "",
-           extra: dict[str, Any] | None = None, text: str | None = None) -> None:
-    print(text if text is not None else f"trailwatch: {message}", file=sys.stderr)
-    if remediation and text is None:
-        print(f"fix: {remediation}", file=sys.stderr)
+def _error(out: TextIO, as_json: bool, f: failures.Failure) -> None:
+    print(f.text if f.text is not None else f"trailwatch: {f.message}", file=sys.stderr)
+    if f.remediation and f.text is None:
+        print(f"fix: {f.remediation}", file=sys.stderr)
     if as_json:
-        err: dict[str, Any] = {"code": code, "message": message, "remediation": remediation}
-        err.update(extra or {})
+        err: dict[str, Any] = {"code": f.code, "message": f.message, "remediation": f.remediation}
+        err.update(f.extra)
         print(json.dumps({"error": err}, indent=2), file=out)
 
 
-def _step_report(e: StepFailure) -> dict[str, Any]:
-    return {"done": [s.api for s in e.done], "failed": e.step.api,
-            "not_run": [s.api for s in e.remaining]}
+@contextlib.contextmanager
+def _debug_log(on: bool) -> Iterator[None]:
+    """--debug: botocore's and boto3's DEBUG log on stderr (each request and response)."""
+    if not on:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("botocore", "boto3", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+        lg.addHandler(handler)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
+def _quiet_stdout(out: TextIO) -> None:
+    """The reader of our stdout went away (``| head``): send what is left to /dev/null, so the
+    interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # not a real file (a test's StringIO)
+        pass
 
 
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, stdin: TextIO | None = None,
          clients: AwsClients | None = None,
          executor_factory: Callable[[AwsClients, float], Executor] | None = None) -> int:
+    """Run one ``trailwatch`` command line and return its exit code. Every exception ends here
+    as ``trailwatch: <what>`` + ``fix: <command>`` (a traceback only with --debug); a closed
+    stdout pipe ends quietly with 141, as a process killed by SIGPIPE does."""
     out = out or sys.stdout
-    stdin = stdin or sys.stdin
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        with _debug_log(debug):
+            code = _run(argv, out, stdin or sys.stdin, clients, executor_factory, debug)
+            out.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout(out)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str], out: TextIO, stdin: TextIO, clients: AwsClients | None,
+         executor_factory: Callable[[AwsClients, float], Executor] | None, debug: bool) -> int:
     as_json = _wants_json(argv)
-    parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:   # --help / --version
-        return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
-    except UsageError as e:
-        parser.print_usage(sys.stderr)
-        _error(out, as_json, e.code, e.message, e.remediation)
-        return EXIT_USAGE
-    as_json = args.output == "json"
-    if executor_factory is None:
-        def executor_factory(c: AwsClients, timeout: float) -> Executor:
-            return Executor(c, sleep=time.sleep, propagation_timeout=timeout)
-    inv = Invocation(args, out, stdin, executor_factory, clients)
-    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:   # --help / --version
+            return EXIT_USAGE if e.code not in (0, None) else EXIT_OK
+        except UsageError as e:
+            print(getattr(e, "usage", None) or parser.format_usage(), end="", file=sys.stderr)
+            raise
+        as_json = args.output == "json"
+        if executor_factory is None:
+            quiet = {"progress": lambda message: None} if args.no_progress else {}
+
+            def executor_factory(c: AwsClients, timeout: float) -> Executor:
+                return Executor(c, sleep=time.sleep, propagation_timeout=timeout, **quiet)
+        inv = Invocation(args, out, stdin, executor_factory, clients)
         check_region(getattr(args, "region", None), getattr(args, "allow_unknown_region", False))
         return args.handler(inv)
-    except StepInterrupted as e:
-        _error(out, as_json, "Interrupted", "apply interrupted (Ctrl-C)",
-               "run the same command again: it does only what is still missing",
-               _step_report(e), text=e.report())
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        _error(out, as_json, "Interrupted", "interrupted (Ctrl-C) before any change was made",
-               "run the command again")
-        return EXIT_INTERRUPTED
-    except StepFailure as e:
-        _error(out, as_json, e.code, str(e), e.explanation, _step_report(e), text=e.report())
-        return EXIT_FAIL
-    except SetupError as e:
-        _error(out, as_json, e.code, e.message, e.remediation)
-        return e.exit_code
-    except ClientError as e:
-        _error(out, as_json, error_code(e), f"{error_code(e)}: {error_message(e)}",
-               "check the permissions of these credentials (`plan --check-permissions`)")
-        return EXIT_FAIL
-    except (NoCredentialsError, NoRegionError) as e:
-        _error(out, as_json, type(e).__name__, str(e),
-               "configure credentials and region (--profile, --region, AWS_REGION)")
-        return EXIT_USAGE
-    except BotoCoreError as e:
-        _error(out, as_json, type(e).__name__, str(e))
-        return EXIT_FAIL
+    except BrokenPipeError:
+        raise
+    except (Exception, KeyboardInterrupt) as e:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        failure = failures.describe(e, args, argv)
+        _error(out, as_json, failure)
+        return failure.exit_code

@@ -8,11 +8,13 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TextIO
 
 from setup.aws import AwsClients
 from setup.errors import EXIT_FAIL, EXIT_OK, UsageError
-from setup.verify import FAIL, Context, run_checks, summary
+from setup.cli.failures import runnable
+from setup.verify import FAIL, CheckResult, Context, run_checks, summary
 from setup.verify import canary as canary_mod
 from setup.wiring.executor import Executor
 from setup.wiring.models import Target
@@ -97,11 +99,13 @@ def show_and_confirm(plan: Plan, target: Target, who: dict, args: argparse.Names
         return None
     answer = confirm(f"{verb.capitalize()} these {len(plan.steps)} change(s)?", stdin, out)
     if answer is None:
-        raise UsageError(f"refusing to {verb} without confirmation: input is not a terminal",
-                         f"review `trailwatch plan` and pass --yes", code="NotConfirmed")
-    if not answer:
+        refusal = UsageError(f"refusing to {verb} without confirmation: input is not a "
+                             "terminal", "review the plan, then pass --yes", code="NotConfirmed")
+        refusal.retry_with = {"--yes": None}     # fix: this command line with --yes
+        raise refusal
+    if not answer:   # a declined prompt is not success (exit 1)
         print(f"Nothing to {verb}: not confirmed.", file=out)
-        return EXIT_OK
+        return EXIT_FAIL
     return None
 
 
@@ -149,10 +153,10 @@ def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin:
     done = executor_factory(clients, args.propagation_timeout).run(plan)
     writes = len(clients.mutating_calls())
     fresh = refresh_target(clients, target)
-    waited = [canary_mod.wait_for_delivery(clients, fresh, applied_at, args.wait_timeout)] \
+    waited = [canary_mod.wait_for_delivery(clients, fresh, applied_at, args.wait_timeout,
+                                           progress=canary_mod.progress_for(args))] \
         if getattr(args, "wait", False) else []
-    results = waited + run_checks(Context(clients, fresh, **canary_mod.context_options(args)))
-    results += canary_mod.extra_checks(clients, fresh, args)
+    results = checks(clients, fresh, args, waited)
     if text:
         print(f"\nApplied {len(done)} change(s) with {writes} write call(s).", file=out)
         print_checks(results, out)
@@ -164,10 +168,19 @@ def cmd_apply(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin:
     return EXIT_FAIL if any(r.status == FAIL for r in results) else EXIT_OK
 
 
+def checks(clients: AwsClients, target: Target, args: argparse.Namespace,
+           first: list[CheckResult] | None = None) -> list[CheckResult]:
+    """verify's checks (after ``first``), the canary's when asked, each remediation made a
+    command for this run (its --trail, --region, --profile filled in)."""
+    results = (first or []) + run_checks(Context(clients, target,
+                                                 **canary_mod.context_options(args)))
+    results += canary_mod.extra_checks(clients, target, args)
+    return [replace(r, remediation=runnable(r.remediation, args)) for r in results]
+
+
 def cmd_verify(clients: AwsClients, args: argparse.Namespace, out: TextIO) -> int:
     target, who, _ = resolve_target(clients, args)
-    results = run_checks(Context(clients, target, **canary_mod.context_options(args)))
-    results += canary_mod.extra_checks(clients, target, args)
+    results = checks(clients, target, args)
     if args.output == "json":
         print(json.dumps({"trail": target.trail.arn, "checks": [r.to_json() for r in results],
                           "summary": summary(results)}, indent=2), file=out)

@@ -2,11 +2,11 @@
 
     trailwatch readiness [--regions all|R,...] [--output json]
 
-Checks, per account and Region (incident-response-log-sources.md): CloudTrail (a multi-Region
+Checks, per account and Region, the sources incident response relies on: CloudTrail (a multi-Region
 trail logging, management events, log file validation, CloudWatch Logs delivery), AWS Config
-(recorder on, all resources, delivery channel), S3 server access logging (buckets without it),
-VPC flow logs (VPCs without them, record version, failing delivery) and WAF web ACL logging. Each
-is PASS / WARN / FAIL with the command that fixes it. Exit 0 when nothing FAILs, 1 otherwise, as
+(recorder on, all resources, delivery channel), S3 server access logging (buckets without it), VPC
+flow logs (VPCs without them, record version, failing delivery) and WAF web ACL logging. Each is
+PASS / WARN / FAIL with the command that fixes it. Exit 0 when nothing FAILs, 1 otherwise, as
 `trailwatch verify`. Calls run concurrently and paginated; a source these credentials cannot read
 is a WARN naming the permission.
 """

@@ -15,21 +15,21 @@ from typing import Any, TextIO
 
 DESCRIPTION = """\
 The processor routes what it cannot process to the failure queue, whole: a payload failure keeps
-``data`` (the subscription data, or the whole bad Kinesis entry / invocation event), a log-event
-failure keeps ``message``, ``log_event_id``, ``timestamp`` and the stream it came from. A record too
+data (the subscription data, or the whole bad Kinesis entry / invocation event), a log-event
+failure keeps message, log_event_id, timestamp and the stream it came from. A record too
 large for the queue is in the S3 failure archive and its queue message carries
-``archive: {"bucket", "key"}``. This command turns each record back into the invocation event the
-processor receives and runs it, through the deployed function (``--function``) or in this process
-(``--local``, with the processor's environment variables). A queue message is deleted only after
+archive: {"bucket", "key"}. This command turns each record back into the invocation event the
+processor receives and runs it, through the deployed function (--function) or in this process
+(--local, with the processor's environment variables). A queue message is deleted only after
 its event ran without a function error; what still cannot be processed is routed again as a new
 failure record, so nothing is lost either way.
 
 Lambda's own failure records are replayed too. An asynchronous invocation that exhausted its
 retries (direct mode) is in the on-failure queue (stack output FailedInvocationsQueueUrl) with
-its event as ``requestPayload``. A stream batch that exhausted its retries (kinesis and
-destination modes) is in the failure archive bucket under ``aws/lambda/`` with the whole batch as
-``payload`` (``--bucket``; each object is deleted once its batch ran without error). A record
-with only the batch's position (``KinesisBatchInfo``, from a queue destination) is read back from
+its event as requestPayload. A stream batch that exhausted its retries (kinesis and
+destination modes) is in the failure archive bucket under aws/lambda/ with the whole batch as
+payload (--bucket; each object is deleted once its batch ran without error). A record
+with only the batch's position (KinesisBatchInfo, from a queue destination) is read back from
 the stream while the stream still holds it.
 """
 
@@ -298,7 +298,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser] | None = No
     p = subparsers.add_parser(
         "replay", parents=parents or [], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="re-drive failure records (queues or S3 archive) into the event processor",
-        description=DESCRIPTION.replace("``", ""))
+        description=DESCRIPTION)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--queue-url", metavar="URL",
                      help="the failure queue (stack output FailureQueueUrl) or Lambda's "

@@ -709,6 +709,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except RuleLoadError as e:
         print(f"trailwatch: {e}", file=sys.stderr)
         return EXIT_FAIL
+    except BrokenPipeError:   # the reader went away (`| head`): the CLI ends quietly
+        raise
     except OSError as e:
         print(f"trailwatch: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from setup.cli.commands import show_and_confirm
-from setup.errors import EXIT_OK, SetupError
+from setup.errors import EXIT_OK, SetupError, UsageError
 from setup.wiring.planner import Plan
 from setup.wiring.state import read_log_group
 from setup.wiring.subscription import plan_subscription, read_filters
@@ -20,34 +20,31 @@ from setup.wiring.target import resolve_target
 DESCRIPTION = """\
 Run in the account that owns the trail's log group (for an organization trail, the management
 account). It adds one subscription filter to the log group, in the trail's home region, pointing
-at the destination ARN the audit account's stack printed (output ``DestinationArn``), or at a
-same-account Lambda function, Kinesis stream or Firehose stream:
-
-    trailwatch subscribe --trail org-trail --destination arn:aws:logs:us-east-1:999999999999:destination:tw-trail-events
-    trailwatch apply     --trail org-trail --destination ARN --yes     # wiring + subscription
-    trailwatch plan      --trail org-trail --destination ARN           # shows the step
-    trailwatch remove    --trail org-trail --yes                       # takes trailwatch's filter away
+at the destination ARN the audit account's stack printed (output DestinationArn), or at a
+same-account Lambda function, Kinesis stream or Firehose stream. `trailwatch apply --destination
+ARN` does the same as part of the wiring, and `trailwatch remove` takes trailwatch's filter away.
 
 Rules it follows:
 
-- A log group has at most **2** subscription filters (a hard limit). When both are taken by
+- A log group has at most 2 subscription filters (a hard limit). When both are taken by
   others, it refuses and lists them; it never replaces someone else's filter.
-- The filter is trailwatch's by name (``trailwatch-subscribe-<trail>``; subscription filters
+- The filter is trailwatch's by name (trailwatch-subscribe-<trail>; subscription filters
   cannot be tagged). Re-running converges: a filter that already sends everything to the same
   destination (whatever its name) means nothing to do; trailwatch's own filter pointing elsewhere
   is updated, and the plan says which destination it replaces.
 - The destination must be in the log group's Region. Cross-account, only a CloudWatch Logs
   destination works (Lambda, Kinesis and Firehose must be in the same account as the filter).
-  Kinesis and Firehose targets need ``--subscription-role`` (the role CloudWatch Logs assumes).
+  Kinesis and Firehose targets need --subscription-role (the role CloudWatch Logs assumes).
   So does a destination whose access policy grants a whole organization (the audit stack's
   SourceOrganizationId): a role in this account trusted by logs.amazonaws.com and allowed
   logs:PutLogEvents on the log group, which CloudWatch Logs assumes to check the sender.
 """
 
 
-def add_arguments(group: Any) -> None:
-    """--destination / --subscription-role for plan, apply and remove (the wiring options)."""
-    group.add_argument("--destination", metavar="ARN",
+def add_arguments(group: Any, required: bool = False) -> None:
+    """--destination / --subscription-role for plan, apply and remove (the wiring options);
+    ``required`` for ``subscribe`` itself."""
+    group.add_argument("--destination", metavar="ARN", required=required,
                        help="also subscribe the log group to this destination: the audit "
                             "stack's DestinationArn (cross-account), or a same-account Lambda, "
                             "Kinesis or Firehose ARN (see `trailwatch subscribe --help`)")
@@ -68,8 +65,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Argum
 def cmd_subscribe(clients: Any, args: argparse.Namespace, out: TextIO, stdin: TextIO,
                   executor_factory: Callable[[Any, float], Any]) -> int:
     if not args.destination:
-        raise SetupError("subscribe needs --destination ARN",
-                         "the DestinationArn output of the audit account's stack")
+        raise UsageError("subscribe needs --destination ARN (the DestinationArn output of the "
+                         "audit account's stack)", "trailwatch subscribe --destination "
+                         "arn:aws:logs:REGION:AUDIT_ACCOUNT:destination:NAME")
     target, who, notes = resolve_target(clients, args)
     current = read_filters(clients, target)
     if not current and read_log_group(clients, target) is None:

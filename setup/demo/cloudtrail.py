@@ -6,7 +6,6 @@ would send to the processor.
 from __future__ import annotations
 
 import base64
-import copy
 import gzip
 import json
 import time
@@ -19,7 +18,11 @@ from setup.demo.world import REGION, TRAIL, client
 from setup.policy_eval import evaluate
 from setup.wiring.state import _doc
 
-SOURCES = Path(__file__).resolve().parents[2] / "events" / "sources"
+# The demo's CloudTrail records ship with the package (an installed demo is the whole demo);
+# they are the plain records of four scenarios in the repository's events/sources, and a test
+# keeps the two equal (write_records() regenerates the file).
+RECORDS = Path(__file__).resolve().parent / "data" / "records.json"
+SCENARIOS = ("single-trail-cis", "org-trail-member", "delayed-delivery", "insights-event")
 BATCH = 25
 
 
@@ -29,18 +32,8 @@ def demo_records(world: dict[str, Any], now: float) -> dict[str, list[tuple[dict
     """Records per account, each with the delay CloudTrail takes to deliver it."""
     acct, members = world["account"], world["members"]
     out: dict[str, list[tuple[dict, float]]] = {acct: [], members[0]: [], members[1]: []}
-    sources = {p.stem: json.loads(p.read_text()) for p in SOURCES.glob("*.json")} \
-        if SOURCES.is_dir() else {}
-    picked: list[tuple[dict, float]] = []
-    for name in ("single-trail-cis", "org-trail-member", "delayed-delivery", "insights-event"):
-        for item in sources.get(name, {}).get("envelope", {}).get("logEvents", []):
-            if "record" in item and "pad_to_bytes" not in item:
-                picked.append((copy.deepcopy(item["record"]), float(item.get("delay_seconds", 300))))
-    if not picked:   # installed without the repo's events/: use the rule cases shipped in handlers
-        from handlers.detection.builtin import cis_rules
-        for rule in cis_rules():
-            for rec in rule.tests.get("match", [])[:1]:
-                picked.append((copy.deepcopy(rec), 300.0))
+    picked = [(item["record"], float(item["delay_seconds"]))
+              for item in json.loads(RECORDS.read_text(encoding="utf-8"))]
     start = now - 7200
     for i, (rec, delay) in enumerate(picked):
         event_time = start + i * 60
@@ -51,6 +44,25 @@ def demo_records(world: dict[str, Any], now: float) -> dict[str, list[tuple[dict
         rec["recipientAccountId"] = owner
         out[owner].append((rec, min(delay, now - event_time - 1)))
     return out
+
+
+def records_from_sources(sources: Path) -> list[dict[str, Any]]:
+    """The plain records (no padding) of the demo's scenarios in ``sources`` (events/sources),
+    each with the delay CloudTrail takes to deliver it."""
+    picked = []
+    for name in SCENARIOS:
+        doc = json.loads((sources / f"{name}.json").read_text(encoding="utf-8"))
+        for item in doc.get("envelope", {}).get("logEvents", []):
+            if "record" in item and "pad_to_bytes" not in item:
+                picked.append({"record": item["record"],
+                               "delay_seconds": float(item.get("delay_seconds", 300))})
+    return picked
+
+
+def write_records(sources: Path) -> None:
+    """Regenerate the shipped records from the repository's events/sources."""
+    RECORDS.write_text(json.dumps(records_from_sources(sources), indent=1) + "\n",
+                       encoding="utf-8")
 
 
 def stream_name(world: dict[str, Any], account: str) -> str:

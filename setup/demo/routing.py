@@ -1,7 +1,7 @@
 """Demo step: where each alert went.
 
 Runs the demo's invocations through a processor with every routing option on (SNS with the
-README's filter policies, EventBridge with the README's rule patterns, Security Hub, the chat
+documented filter policies, EventBridge with the documented rule patterns (docs/processor.md), Security Hub, the chat
 topic, DynamoDB idempotency), replays them once more as a redelivery, reads everything back and
 prints one finding as Security Hub stores it. ``run_isolated`` runs it on moto in-process (after the
 demo's embedded server has stopped: in-memory calls keep the demo fast); ``run`` takes any client
@@ -13,20 +13,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from setup.demo.world import drain_queue
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# The filter policies and rule patterns of docs/processor.md, shipped with the package so an
+# installed demo routes exactly as the checkout's (a test keeps the two equal).
+EXAMPLES = Path(__file__).resolve().parent / "data" / "routing-examples.json"
 
 
 def _examples(tag: str) -> dict[str, dict[str, Any]]:
-    text = README.read_text() if README.exists() else ""
-    found = re.findall(r"<!-- " + tag + r": ([\w-]+) -->\s*```json\n(.*?)```", text, re.S)
-    return {name: json.loads(body) for name, body in found}
+    return json.loads(EXAMPLES.read_text(encoding="utf-8"))[tag]
 
 
 def _queue(sqs: Any, name: str) -> tuple[str, str]:
@@ -44,7 +43,7 @@ def run(invocations: list[dict[str, Any]], client: Callable[[str], Any]) -> dict
     routes: dict[str, str] = {}
     account = client("sts").get_caller_identity()["Account"]
     for name, policy in _examples("filter-policy").items():
-        if "account" in policy:   # the README's example account -> the demo's account
+        if "account" in policy:   # the docs' example account -> the demo's account
             policy = dict(policy, account=[account])
             name = f"{name}: {account}"
         url, arn = _queue(sqs, f"routing-sns-{name.split(':')[0]}")

@@ -68,6 +68,14 @@ def _stderr(message: str) -> None:
     print(f"trailwatch: {message}", file=sys.stderr, flush=True)
 
 
+def progress_for(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines while waiting go to stderr only when it is a terminal, and never with
+    --no-progress (logs and pipes get the result, not the ticks)."""
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        return lambda message: None
+    return _stderr
+
+
 # ----------------------------------------------------------------------------------- CLI flags
 
 def duration(value: str) -> float:
@@ -118,7 +126,8 @@ def extra_checks(clients: AwsClients, target: Target, args: argparse.Namespace) 
     if not getattr(args, "canary", False):
         return []
     return Canary(clients, target, timeout=args.canary_timeout,
-                  member_role_arn=getattr(args, "canary_member_role", None)).run()
+                  member_role_arn=getattr(args, "canary_member_role", None),
+                  progress=progress_for(args)).run()
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +33,14 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
         else:
             raise
     wanted = [t for t in trails if name_or_arn in (t.get("Name"), t.get("TrailARN"))]
+    visible: list[dict[str, Any]] | None = None
     if not wanted and not parsed:
         # A name matches only the caller's own trails whose home is this Region (DescribeTrails
         # trailNameList). An organization trail seen from a member account, or a multi-Region
         # trail from another Region, is found among every trail the caller sees here, shadow
         # trails included (the empty list with includeShadowTrails=true).
-        wanted = [t for t in _visible_trails(ct) if t.get("Name") == name_or_arn]
+        visible = _visible_trails(ct)
+        wanted = [t for t in visible if t.get("Name") == name_or_arn]
         arns = sorted({t["TrailARN"] for t in wanted})
         if len(arns) > 1:
             raise SetupError(f"{len(arns)} trails named {name_or_arn!r} are visible from "
@@ -45,10 +48,8 @@ def find_trail(clients: AwsClients, name_or_arn: str) -> Trail:
                              "pass the ARN of the one you mean (--trail ARN, or the template's "
                              "TrailName)", code="AmbiguousTrailName")
     if not wanted:
-        hint = ("pass the trail ARN, or --region with the trail's home region"
-                if not parsed else "check the ARN and that your credentials can see the trail")
-        raise SetupError(f"TrailNotFoundException: no trail {name_or_arn!r} is visible from "
-                         f"{region}", hint)
+        raise trail_not_found(name_or_arn, region,
+                              _visible_trails(ct) if visible is None else visible, bool(parsed))
     t = wanted[0]
     arn = t["TrailARN"]
     home = t.get("HomeRegion") or arn.split(":")[3]
@@ -66,6 +67,25 @@ def _visible_trails(ct: Any) -> list[dict[str, Any]]:
         if error_code(e) in ("TrailNotFoundException", "InvalidTrailNameException"):
             return []
         raise
+
+
+def trail_not_found(name_or_arn: str, region: str, trails: list[dict[str, Any]],
+                    is_arn: bool) -> SetupError:
+    """The error for a trail that is not there: the ``trails`` visible in that Region and, when
+    one is close, the same command line with its name (``retry_with``)."""
+    visible = sorted({t["Name"] for t in trails if t.get("Name")})
+    wanted = name_or_arn.rsplit("/", 1)[-1]
+    close = difflib.get_close_matches(wanted, visible, n=1, cutoff=0.6)
+    seen = (f"; trails visible there: {', '.join(visible[:10])}"
+            f"{' ...' if len(visible) > 10 else ''}" if visible else "; no trail is visible there")
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = ("check the ARN and that your credentials can see the trail" if is_arn else
+            "pass the trail's name or ARN, or --region with the trail's home region")
+    err = SetupError(f"TrailNotFoundException: no trail {name_or_arn!r} is visible from "
+                     f"{region}{seen}{guess}", hint)
+    if close and not is_arn:
+        err.retry_with = {"--trail": close[0]}
+    return err
 
 
 def caller(clients: AwsClients, region: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Routing, deduplication and aggregation: SNS attributes and the README's filter policies (moto
-SNS -> SQS), EventBridge detail-types/resources and the README's patterns (moto), FIFO ids,
+"""Routing, deduplication and aggregation: SNS attributes and the documented filter policies (moto
+SNS -> SQS), EventBridge detail-types/resources and the documented patterns (moto), FIFO ids,
 aggregation thresholds, and Powertools idempotency on (moto) DynamoDB."""
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from handlers.sinks.sns import SNS_MAX_BYTES, SnsSink
 from handlers.sinks.eventbridge import EventBridgeSink, eventbridge_entry_size
 from tests.conftest import ROOT, ListLogger, ListMetrics, drain_queue
 
-README = (ROOT / "README.md").read_text()
+DOCS = (ROOT / "docs" / "processor.md").read_text()   # the documented examples
 ENV = {"owner": "111122223333", "logGroup": "g", "logStream": "s"}
 CONTRACT_ATTRIBUTES = {"alert_id", "kind", "rule_id", "severity", "account", "region",
                        "event_name", "expected_change"}
 
 
 def readme_json(tag: str) -> dict[str, dict]:
-    """The README's JSON examples marked ``<!-- tag: name -->`` (the docs are what we test)."""
-    found = re.findall(r"<!-- " + tag + r": ([\w-]+) -->\s*```json\n(.*?)```", README, re.S)
+    """docs/processor.md's JSON examples marked ``<!-- tag: name -->`` (the docs are what we test)."""
+    found = re.findall(r"<!-- " + tag + r": ([\w-]+) -->\s*```json\n(.*?)```", DOCS, re.S)
     return {name: json.loads(body) for name, body in found}
 
 
@@ -96,7 +96,7 @@ def test_message_plus_attributes_fit_sns_limit(account, name, size):
     assert total <= SNS_MAX_BYTES
 
 
-# ------------------------------------------------------------------------------ README filter policies on moto
+# ------------------------------------------------------------------------------ documented filter policies on moto
 
 @pytest.fixture
 def sns_sqs():
