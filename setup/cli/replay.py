@@ -128,6 +128,10 @@ def stream_batch(kinesis: Any, info: dict[str, Any]) -> dict[str, Any]:
     if not records or records[0]["kinesis"]["sequenceNumber"] != start:
         raise BatchExpired(f"shard {shard} of {arn} no longer holds {start} (the stream's "
                            "retention has passed)")
+    if int(records[-1]["kinesis"]["sequenceNumber"]) != end and len(records) < size:
+        # Replaying part of the batch and deleting its record would lose the rest.
+        raise BatchExpired(f"read back only {len(records)} of the batch's {size} record(s) from "
+                           f"shard {shard} of {arn} (up to {end}); run replay again later")
     return {"Records": records}
 
 

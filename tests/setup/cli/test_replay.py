@@ -305,3 +305,27 @@ def test_a_kinesis_batch_past_the_streams_retention_is_reported_and_kept(stack):
         QueueUrl=stack["fail_q"], AttributeNames=["ApproximateNumberOfMessages",
                                                    "ApproximateNumberOfMessagesNotVisible"])
     assert sum(int(v) for v in attrs["Attributes"].values()) == 1     # kept (not deleted)
+
+
+def test_a_batch_read_back_only_in_part_is_kept_not_deleted():
+    """Observed (review): GetRecords pages that came back empty before the batch's last record
+    counted as the whole batch; the record was replayed in part and deleted, the rest lost."""
+    from setup.cli.replay import BatchExpired, stream_batch
+
+    class Kinesis:
+        def __init__(self):
+            self.pages = [{"Records": [{"SequenceNumber": "100", "Data": b"x", "PartitionKey": "k"}],
+                           "NextShardIterator": "it", "MillisBehindLatest": 5000}] + \
+                [{"Records": [], "NextShardIterator": "it", "MillisBehindLatest": 5000}] * 200
+
+        def get_shard_iterator(self, **kw):
+            return {"ShardIterator": "it"}
+
+        def get_records(self, **kw):
+            return self.pages.pop(0)
+
+    info = {"shardId": "shardId-000000000000", "startSequenceNumber": "100",
+            "endSequenceNumber": "300", "batchSize": 3,
+            "streamArn": "arn:aws:kinesis:us-east-1:111122223333:stream/trail"}
+    with pytest.raises(BatchExpired, match="only 1 of the batch's 3"):
+        stream_batch(Kinesis(), info)
