@@ -39,14 +39,33 @@ from setup.verify.flowlogs import MAX_DELIVERY_AGE, run_flowlog_checks
 from setup.wiring import flowlogs as fw
 from setup.wiring import flowlogs_aws as fa
 from setup.wiring.models import RETENTION_DAYS, partition_for_region
-from setup.wiring.planner import Step
-from setup.wiring.plans import check_permissions
+from setup.wiring.plans import (
+    PlanFileKind,
+    check_permissions,
+    check_recomputed,
+    plan_file_digest,
+    read_plan_file,
+)
 from setup.wiring.state import resolve_kms_key
 
 PLAN_FORMAT = "trailwatch-flowlogs-plan/1"
 _SAVED = ("vpc", "subnet", "eni", "all_vpcs", "to", "fields", "file_format",
           "hive_compatible_prefixes", "per_hour_partition", "traffic_type",
           "max_aggregation_interval", "kms_key_policy", "retention_days", "role_name", "kms_key")
+_STR, _OPT_STR = (str,), (str, type(None))
+# A saved plan's options, checked as the parser checks them (plus the Region it was made in).
+SAVED_PLANS = PlanFileKind(
+    PLAN_FORMAT,
+    {"vpc": (list,), "subnet": (list,), "eni": (list,), "all_vpcs": (bool,), "to": _STR,
+     "fields": _OPT_STR, "file_format": _STR, "hive_compatible_prefixes": (bool,),
+     "per_hour_partition": (bool,), "traffic_type": _STR, "max_aggregation_interval": (int,),
+     "kms_key_policy": _STR, "retention_days": (int, type(None)), "role_name": _OPT_STR,
+     "kms_key": _OPT_STR, "region": _STR},
+    ("to", "region"), "trailwatch flow-logs plan",
+    item_types={"vpc": _STR, "subnet": _STR, "eni": _STR},
+    choices={"file_format": ("plain-text", "parquet"), "traffic_type": ("ALL", "ACCEPT", "REJECT"),
+             "max_aggregation_interval": (60, 600), "kms_key_policy": ("print", "apply"),
+             "retention_days": RETENTION_DAYS})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -311,38 +330,29 @@ def save_plan(plan: fw.FlowPlan, args: argparse.Namespace, path: str) -> None:
     options["eni"] = [i for k, i in plan.target.resources if k == "NetworkInterface"]
     doc = {"format": PLAN_FORMAT, "trailwatch": __version__, "options": options,
            "state_digest": plan.state_digest, "plan": plan.to_json()}
+    doc["plan_digest"] = plan_file_digest(doc)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
 
 
 def load_plan(inv: Any) -> tuple[fw.FlowPlan, fw.FlowTarget]:
+    """The plan a saved file describes, recomputed for the account as it is now, as for the
+    trail commands (setup.wiring.plans): a malformed file is ``PlanFileInvalid`` (exit 2); one
+    that does not match its plan_digest, or whose steps are not the ones trailwatch plans now
+    for its options, is ``PlanEdited``; a changed account is ``PlanStale`` (exit 1). What runs
+    are the recomputed steps, never the file's."""
     args = inv.args
-    try:
-        with open(args.plan_file, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read plan file {args.plan_file}: {e}",
-                         "pass a file written by `trailwatch flow-logs plan --out`",
-                         code="PlanFileInvalid") from None
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise UsageError(f"{args.plan_file} is not a flow-logs plan ({PLAN_FORMAT})",
-                         "pass a file written by `trailwatch flow-logs plan --out`",
-                         code="PlanFileInvalid")
+    saved = read_plan_file(args.plan_file, SAVED_PLANS)
+    region = saved["options"]["region"]
+    if inv.clients.default_region != region:
+        raise UsageError(f"the plan is for {region}", f"pass --region {region}")
     merged = argparse.Namespace(**vars(args))
     for k, v in saved["options"].items():
         if k != "region":
             setattr(merged, k, v)
-    if saved["options"].get("region") and inv.clients.default_region != saved["options"]["region"]:
-        raise UsageError(f"the plan is for {saved['options']['region']}",
-                         f"pass --region {saved['options']['region']}")
     plan, target = make_plan(inv.clients, merged)
-    if plan.state_digest != saved.get("state_digest"):
-        raise SetupError(f"the account changed since {args.plan_file} was made (state digest "
-                         f"{saved.get('state_digest')} -> {plan.state_digest}); refusing to "
-                         "apply a stale plan", "run `trailwatch flow-logs plan --out FILE` "
-                         "again, review it, then apply it", code="PlanStale")
-    plan.steps = [Step.from_json(s) for s in saved["plan"]["steps"]]
+    check_recomputed(args.plan_file, saved, plan.state_digest, plan.steps, SAVED_PLANS)
     return plan, target
 
 

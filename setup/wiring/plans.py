@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -217,46 +217,116 @@ _STEP_KEYS: dict[str, tuple[type, ...]] = {
     "iam_actions": (list,), "resource": (str,), "destructive": (bool,)}
 
 
-def _invalid(path: str, why: str) -> UsageError:
-    return UsageError(f"{path} is not a complete trailwatch plan ({PLAN_FORMAT}): {why}",
-                      "pass a file written by `trailwatch plan --out`, unchanged; or make a new "
+@dataclass(frozen=True)
+class PlanFileKind:
+    """What a saved plan of one command family looks like: its format marker, the options it
+    carries (key -> the types it may hold; ``required`` ones must be non-empty strings; a list
+    option's items must be of ``item_types[key]``; ``choices[key]`` restricts the value as the
+    CLI's own parser does) and the command that writes it (for the hints)."""
+    format: str
+    option_types: dict[str, tuple[type, ...]]
+    required: tuple[str, ...]
+    command: str                                  # e.g. "trailwatch plan"
+    item_types: dict[str, tuple[type, ...]] = field(default_factory=dict)
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+TRAIL_PLANS = PlanFileKind(PLAN_FORMAT, _OPTION_TYPES, ("trail",), "trailwatch plan")
+
+
+def _invalid(path: str, why: str, kind: PlanFileKind = TRAIL_PLANS) -> UsageError:
+    return UsageError(f"{path} is not a complete trailwatch plan ({kind.format}): {why}",
+                      f"pass a file written by `{kind.command} --out`, unchanged; or make a new "
                       "one", code="PlanFileInvalid")
 
 
-def _check_plan_file(saved: Any, path: str) -> None:
+def check_plan_file(saved: Any, path: str, kind: PlanFileKind = TRAIL_PLANS) -> None:
     """Shape checks of a saved plan, before anything in it is used."""
-    if not isinstance(saved, dict) or saved.get("format") != PLAN_FORMAT:
-        raise _invalid(path, "no format marker")
+    if not isinstance(saved, dict) or saved.get("format") != kind.format:
+        raise _invalid(path, "no format marker", kind)
     options, plan = saved.get("options"), saved.get("plan")
     if not isinstance(options, dict):
-        raise _invalid(path, "no options")
+        raise _invalid(path, "no options", kind)
     for key, value in options.items():
-        if key not in _OPTION_TYPES:
-            raise _invalid(path, f"option {key!r} is not one a plan carries")
-        if not isinstance(value, _OPTION_TYPES[key]) or (
-                isinstance(value, bool) and bool not in _OPTION_TYPES[key]):
-            raise _invalid(path, f"option {key!r} has a {type(value).__name__} value")
-    if not isinstance(options.get("trail"), str) or not options["trail"]:
-        raise _invalid(path, "no trail")
+        if key not in kind.option_types:
+            raise _invalid(path, f"option {key!r} is not one a plan carries", kind)
+        types = kind.option_types[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise _invalid(path, f"option {key!r} has a {type(value).__name__} value", kind)
+        items = kind.item_types.get(key)
+        if items is not None and isinstance(value, list) and not all(
+                isinstance(v, items) and not (isinstance(v, bool) and bool not in items)
+                for v in value):
+            raise _invalid(path, f"option {key!r} holds a value that is not "
+                           f"{' or '.join(t.__name__ for t in items)}", kind)
+        if key in kind.choices and value is not None and (
+                isinstance(value, bool) or value not in kind.choices[key]):
+            raise _invalid(path, f"option {key!r} is not one of "
+                           f"{', '.join(map(str, kind.choices[key]))}", kind)
+    for key in kind.required:
+        if not isinstance(options.get(key), str) or not options[key]:
+            raise _invalid(path, f"no {key}", kind)
     if not isinstance(plan, dict) or not isinstance(plan.get("steps"), list):
-        raise _invalid(path, "no steps")
+        raise _invalid(path, "no steps", kind)
     for n, step in enumerate(plan["steps"]):
         if not isinstance(step, dict):
-            raise _invalid(path, f"step {n + 1} is not an object")
+            raise _invalid(path, f"step {n + 1} is not an object", kind)
         for key, types in _STEP_KEYS.items():
             if key in ("resource", "destructive") and key not in step:
                 continue
             if not isinstance(step.get(key), types):
-                raise _invalid(path, f"step {n + 1} has no valid {key!r}")
+                raise _invalid(path, f"step {n + 1} has no valid {key!r}", kind)
         if ":" not in step["api"]:
-            raise _invalid(path, f"step {n + 1}: {step['api']!r} is not service:Operation")
+            raise _invalid(path, f"step {n + 1}: {step['api']!r} is not service:Operation", kind)
     for key in ("state_digest", "plan_digest"):
         if not isinstance(saved.get(key), str):
-            raise _invalid(path, f"no {key}")
+            raise _invalid(path, f"no {key}", kind)
 
 
 def _comparable(steps: list[dict[str, Any]]) -> str:
     return json.dumps(steps, sort_keys=True, default=str)
+
+
+def _edited_hint(kind: PlanFileKind) -> str:
+    return (f"make a new plan with `{kind.command} --out FILE`, review it, and apply it "
+            "unchanged")
+
+
+def read_plan_file(path: str, kind: PlanFileKind = TRAIL_PLANS) -> dict[str, Any]:
+    """A saved plan file, shape-checked (``PlanFileInvalid``, exit 2) and matching its own
+    plan_digest (else ``PlanEdited``, exit 1). Its steps are never run as they are: recompute
+    the plan from its options, then :func:`check_recomputed`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read plan file {path}: {e}",
+                         f"pass a file written by `{kind.command} --out`",
+                         code="PlanFileInvalid") from None
+    check_plan_file(saved, path, kind)
+    if saved["plan_digest"] != plan_file_digest(saved):
+        raise SetupError(f"{path} was edited after `{kind.command}` wrote it (its steps or "
+                         "options no longer match its plan_digest); refusing to apply it",
+                         _edited_hint(kind), code="PlanEdited")
+    return saved
+
+
+def check_recomputed(path: str, saved: dict[str, Any], state_digest_now: str | None,
+                     steps_now: list[Step], kind: PlanFileKind = TRAIL_PLANS) -> None:
+    """Refuse a saved plan whose account changed since (``PlanStale``) or whose steps are not
+    the steps trailwatch plans now for its options (``PlanEdited``): the digest is not a
+    secret, so what runs must be what trailwatch computes, which is also what apply displays."""
+    if state_digest_now != saved["state_digest"]:
+        raise SetupError(
+            f"the account changed since {path} was made (state digest "
+            f"{saved['state_digest']} -> {state_digest_now}); refusing to apply a stale "
+            "plan", f"run `{kind.command} --out FILE` again, review it, then apply it",
+            code="PlanStale")
+    now = [s.to_json() for s in steps_now]
+    if _comparable(now) != _comparable(saved["plan"]["steps"]):
+        raise SetupError(f"the steps in {path} are not the steps trailwatch plans for its "
+                         "options and this account; refusing to apply them",
+                         _edited_hint(kind), code="PlanEdited")
 
 
 def load_saved_plan(clients: AwsClients, args: argparse.Namespace
@@ -269,19 +339,7 @@ def load_saved_plan(clients: AwsClients, args: argparse.Namespace
     (``PlanStale``) when the account changed since. A file that is not a whole plan is a usage
     error (exit 2, ``PlanFileInvalid``)."""
     path = args.plan_file
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read plan file {path}: {e}",
-                         "pass a file written by `trailwatch plan --out`", code="PlanFileInvalid")
-    _check_plan_file(saved, path)
-    edited_hint = ("make a new plan with `trailwatch plan --out FILE`, review it, and apply it "
-                   "unchanged")
-    if saved["plan_digest"] != plan_file_digest(saved):
-        raise SetupError(f"{path} was edited after `trailwatch plan` wrote it (its steps or "
-                         "options no longer match its plan_digest); refusing to apply it",
-                         edited_hint, code="PlanEdited")
+    saved = read_plan_file(path, TRAIL_PLANS)
     trail = saved["options"]["trail"]
     if args.trail and args.trail not in (trail, trail.rsplit("/", 1)[-1]):
         raise UsageError(f"--trail {args.trail} is not the plan's trail {trail}",
@@ -290,17 +348,7 @@ def load_saved_plan(clients: AwsClients, args: argparse.Namespace
     for k, v in saved["options"].items():
         setattr(merged, k, v)
     plan, target, who = make_plan(clients, merged)
-    if plan.state_digest != saved["state_digest"]:
-        raise SetupError(
-            f"the account changed since {path} was made (state digest "
-            f"{saved['state_digest']} -> {plan.state_digest}); refusing to apply a stale "
-            "plan", "run `trailwatch plan --out FILE` again, review it, then apply it",
-            code="PlanStale")
-    now = [s.to_json() for s in plan.steps]
-    if _comparable(now) != _comparable(saved["plan"]["steps"]):
-        raise SetupError(f"the steps in {path} are not the steps trailwatch plans for its "
-                         "options and this account; refusing to apply them", edited_hint,
-                         code="PlanEdited")
+    check_recomputed(path, saved, plan.state_digest, plan.steps, TRAIL_PLANS)
     return plan, target, who
 
 
