@@ -51,6 +51,10 @@ RETRYABLE = frozenset(("ProvisionedThroughputExceededException", "ThrottlingExce
                        "TransactionConflictException"))
 TTL_MARGIN_SECONDS = 3600
 STATE_BUDGET_SECONDS = 3.0            # per invocation, waiting on the table
+# An eventTime further ahead than this, or before CloudTrail existed, is not the behaviour's time
+# (a forged or corrupt record): it is windowed at the processor's clock instead.
+MAX_FUTURE_SECONDS = 86_400
+MIN_EVENT_SECONDS = 1_356_998_400.0   # 2013-01-01T00:00:00Z
 _UTC = UTC
 
 
@@ -198,18 +202,25 @@ def _count(out: dict[str, Any] | None) -> int:
 # ----------------------------------------------------------------------------------- windows
 
 def event_seconds(event: Any, now: float) -> float:
+    """The record's eventTime in epoch seconds; ``now`` when it has none, cannot be read, or is
+    implausible (more than a day ahead of ``now``, or before CloudTrail existed)."""
     et = event.get("eventTime") if isinstance(event, dict) else None
     if isinstance(et, str):
         try:
             dt = datetime.fromisoformat(et)
-            return (dt if dt.tzinfo else dt.replace(tzinfo=_UTC)).timestamp()
-        except ValueError:
-            pass
+            seconds = (dt if dt.tzinfo else dt.replace(tzinfo=_UTC)).timestamp()
+        except (ValueError, OverflowError):
+            return now
+        if MIN_EVENT_SECONDS <= seconds <= now + MAX_FUTURE_SECONDS:
+            return seconds
     return now
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return "-"
 
 
 class Windows:
@@ -316,11 +327,13 @@ class Windows:
             alert["window"] = self._block(rule, key, bucket, count, previous)
             stats["deduplicated"] += len(group) - 1
             return [alert]
-        except StateError as e:
+        except Exception as e:  # noqa: BLE001 - a duplicate beats a loss
             stats["state_errors"] += 1
             if self.log is not None:
-                self.log.error("alert state table unavailable: alerts pass without "
-                               "cross-invocation windows", extra={"error": str(e)[:300]})
+                what = "alert state table unavailable" if isinstance(e, StateError) else \
+                    f"alert window failed ({type(e).__name__})"
+                self.log.error(f"{what}: alerts pass without cross-invocation windows",
+                               extra={"error": str(e)[:300]})
             if rule.threshold:      # the invocation's own count, as without a table
                 batch = sum(int((a.get("threshold") or {}).get("count") or 1) for a in group)
                 return group if batch >= rule.threshold else []

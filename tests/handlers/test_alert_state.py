@@ -365,3 +365,31 @@ def test_a_slow_table_stops_being_waited_on_within_the_invocation():
     assert fake.calls <= 3                                  # not 20 calls of 2 s each
     store.begin()                                           # the next invocation tries again
     assert len(w.apply([alert_for(rule, record(0, "user0"))])) in (0, 1) and fake.calls > 3
+
+
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+23:59",
+                                  "2099-01-01T00:00:00Z", "1970-01-01T00:00:00Z"])
+def test_an_implausible_event_time_is_windowed_at_now_and_loses_no_alert(table, tmp_path, when):
+    """Review F1: eventTime in year 9999 (or year 0 after its offset) made _iso raise
+    ValueError: the whole payload's alerts were lost and Lambda retried it forever."""
+    a = app({ENV_TABLE: TABLE}, tmp_path)
+    bad = record(2)
+    bad["eventTime"] = when
+    out = a.handle(payload([record(1, principal="bob"), bad], int((T0 + 100) * 1000)))
+    once = [x for x in a.sinks[0].alerts if x["rule"]["id"] == "once"]
+    assert len(once) == 2 and out["state_errors"] == 0
+    (forged,) = [x for x in once if x["event"]["eventTime"] == when]
+    assert forged["window"]["start"] == "2025-11-20T10:00:00Z"      # the processor's clock
+
+
+def test_an_unexpected_error_in_a_window_passes_the_group_and_is_counted():
+    class Broken(MemoryStore):
+        def claim(self, *a, **kw):
+            raise KeyError("bug")
+
+    (rule,) = rules(window_minutes=60)
+    log = ListLogger()
+    w = Windows([rule], Broken(), log=log, clock=lambda: T0)
+    batch = [alert_for(rule, record(i)) for i in range(3)]
+    assert w.apply(batch) == batch and w.stats["state_errors"] == 1
+    assert any("alert window failed (KeyError)" in m for _, m, _ in log.records)
