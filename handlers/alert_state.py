@@ -8,7 +8,7 @@ A rule says what it wants as data (:class:`handlers.detection.rules.Rule`):
 ``threshold``       N > 0: alert when one key reaches N matches within W minutes
 ``dedup_key``       what names "one key": ``principal`` (default: userIdentity.arn, else
                     principalId, ...), or record fields (``recipientAccountId``, ``userIdentity.arn``)
-``window_group``    rules that share one window per key (the CIS compliance signals)
+``window_group``    rules that report the same behaviour and share one window per key
 
 Windows are epoch-aligned buckets of W minutes of ``eventTime`` (the time of the behaviour,
 which CloudTrail sets; the processor's clock only when a record has none), so replaying records

@@ -20,23 +20,21 @@ CIS_CASES_FILE = Path(__file__).with_name("cis_cases.json")
 PACK_FILE = Path(__file__).with_name("pack.json")
 
 # How a CIS match becomes an alert (issue 20; the metric filters stay verbatim). The controls are
-# compliance signals: one alert per account per UTC day for all of them together (the first
-# match, then a count), except root usage (4.3), which keeps a window of its own. The behaviours
-# worth an alert of their own are pack rules (admin policy attached, trail stopped, security
-# group open to the world, console login without MFA, ...).
+# compliance signals: one alert per control and principal per UTC day (the first match, then a
+# count). The window is never shared across controls or principals: several controls can be
+# triggered by anyone (4.6 a failed console sign-in needs no credentials, 4.1 AccessDenied any
+# principal), and a window opened by an outsider must not silence another principal's or another
+# control's matches (review F2). The behaviours worth an alert of their own are pack rules (admin
+# policy attached, trail stopped, security group open to the world, console login without MFA, ...).
 CIS_WINDOW_MINUTES = 1440
-CIS_DEDUP_KEY = ("recipientAccountId",)
-CIS_GROUP = "cis-compliance"
-CIS_OWN_WINDOW = frozenset(("cis-4.3",))
-
+CIS_DEDUP_KEY = ("principal",)
 
 def cis_rules() -> list[Rule]:
     cases = orjson.loads(CIS_CASES_FILE.read_bytes()) if CIS_CASES_FILE.exists() else {}
     return [Rule(id=c.rule_id, title=c.title, severity=c.severity,
                  pattern=compile_pattern(c.pattern), cis=c.cis, securityhub=c.securityhub,
                  tests=cases.get(c.rule_id, {}), source="cis",
-                 window_minutes=CIS_WINDOW_MINUTES, dedup_key=CIS_DEDUP_KEY,
-                 window_group="" if c.rule_id in CIS_OWN_WINDOW else CIS_GROUP)
+                 window_minutes=CIS_WINDOW_MINUTES, dedup_key=CIS_DEDUP_KEY)
             for c in CIS_CONTROLS]
 
 

@@ -269,10 +269,20 @@ def test_processor_without_a_table_says_so_and_works_per_invocation(tmp_path):
     assert ids.count("once") == 12 and ids.count("reads") == 2
 
 
-def test_cis_matches_are_one_compliance_signal_per_account_and_day(table):
+def cis_app(batch, clock=T0 + 90_000):
+    a = App.from_env({ENV_TABLE: TABLE}, clock=lambda: clock, sleep=lambda s: None,
+                     metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None,
+                     client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
+    a.sinks = [Collect()]
+    a.handle(payload(batch, int(clock * 1000)))
+    return a.sinks[0].alerts
+
+
+def test_cis_matches_are_one_signal_per_control_and_principal_and_day(table):
     """Issue 20: CIS controls ran as alerting rules (88 % of the alerts on ordinary traffic).
-    Their matches now open one signal per account per UTC day, then count; root usage keeps a
-    window of its own; the metric filters are untouched (test_tuning)."""
+    Their matches open one signal per control, principal and UTC day, then count (review F2: a
+    window shared by every control of an account let anyone silence them all); the metric
+    filters are untouched (test_tuning)."""
     def rec(n, name, minutes, **over):
         return {**record(n, seconds=minutes * 60), "eventName": name,
                 "eventSource": "ec2.amazonaws.com", **over}
@@ -282,16 +292,57 @@ def test_cis_matches_are_one_compliance_signal_per_account_and_day(table):
                userIdentity={"type": "Root", "accountId": "111122223333",
                              "arn": "arn:aws:iam::111122223333:root"})
     got = []
-    for batch in (day, [root, rec(4, "CreateRoute", 50)], [rec(5, "CreateVpc", 24 * 60 + 1)]):
-        a = App.from_env({ENV_TABLE: TABLE}, clock=lambda: T0 + 90_000, sleep=lambda s: None,
-                         metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None,
-                         client_factory=lambda s: boto3.client(s, region_name="us-east-1"))
-        a.sinks = [Collect()]
-        a.handle(payload(batch, int((T0 + 90_000) * 1000)))
-        got.append([(x["rule"]["id"], x.get("window", {}).get("group")) for x in a.sinks[0].alerts
-                    if x["rule"].get("cis")])
-    assert got == [[("cis-4.10", "cis-compliance")], [("cis-4.3", None)],
-                   [("cis-4.14", "cis-compliance")]]
+    for batch in (day, [root, rec(4, "CreateRoute", 50), rec(6, "CreateSecurityGroup", 55)],
+                  [rec(7, "AuthorizeSecurityGroupEgress", 60, userIdentity=dict(
+                      record(0)["userIdentity"], arn="arn:aws:iam::111122223333:user/bob"))],
+                  [rec(5, "CreateVpc", 24 * 60 + 1)]):
+        got.append(sorted((x["rule"]["id"], x["window"]["key"], x["window"]["matches"])
+                          for x in cis_app(batch) if x["rule"].get("cis")))
+    alice = "arn:aws:sts::111122223333:assumed-role/app/alice"
+    bob = "arn:aws:iam::111122223333:user/bob"
+    assert got == [[("cis-4.10", alice, 2), ("cis-4.5", alice, 1)],
+                   [("cis-4.13", alice, 1), ("cis-4.3", "arn:aws:iam::111122223333:root", 1)],
+                   [("cis-4.10", bob, 1)],            # another principal: its own window
+                   [("cis-4.14", alice, 1)]]
+
+
+def test_an_outsider_cannot_silence_cis_alerts(table):
+    """Review F2 (exp4): a failed console sign-in (no credentials needed) opened the account's
+    shared CIS window for 24 h and every later CIS alert of the day was dropped."""
+    def rec(n, name, src, params, **over):
+        return {**record(n, seconds=60), "eventName": name, "eventSource": src,
+                "requestParameters": params, **over}
+    outsider = rec(1, "ConsoleLogin", "signin.amazonaws.com", {},
+                   userIdentity={"type": "IAMUser", "accountId": "111122223333",
+                                 "principalId": "", "userName": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+                   responseElements={"ConsoleLogin": "Failure"},
+                   errorMessage="Failed authentication", additionalEventData={"MFAUsed": "No"})
+    denied = rec(9, "ListBuckets", "s3.amazonaws.com", {}, errorCode="AccessDenied",
+                 userIdentity={"type": "AWSAccount", "accountId": "444455556666",
+                               "principalId": "AIDAOUTSIDER"})
+    later = [rec(2, "ScheduleKeyDeletion", "kms.amazonaws.com", {"keyId": "k"}),
+             rec(3, "PutBucketPolicy", "s3.amazonaws.com", {"bucketName": "b"}),
+             rec(4, "CreateNetworkAclEntry", "ec2.amazonaws.com", {"networkAclId": "acl-1"})]
+    first = {x["rule"]["id"] for x in cis_app([outsider, denied], clock=T0 + 120)}
+    assert "cis-4.6" in first
+    got = {x["rule"]["id"] for x in cis_app(later, clock=T0 + 120) if x["rule"].get("cis")}
+    assert {"cis-4.7", "cis-4.8", "cis-4.11"} <= got
+
+
+def test_console_sign_ins_without_mfa_are_windowed_per_user(table):
+    """Review F2: tw-console-login-without-mfa was one window per account: a user signing in
+    without MFA every morning hid another user's (e.g. a stolen password's) sign-in."""
+    def login(n, user):
+        return {**record(n, seconds=60), "eventName": "ConsoleLogin",
+                "eventSource": "signin.amazonaws.com", "responseElements": {"ConsoleLogin": "Success"},
+                "additionalEventData": {"MFAUsed": "No"},
+                "userIdentity": {"type": "IAMUser", "accountId": "111122223333",
+                                 "arn": f"arn:aws:iam::111122223333:user/{user}"}}
+    rule = "tw-console-login-without-mfa"
+    assert [x["window"]["key"] for x in cis_app([login(1, "ann")], clock=T0 + 120)
+            if x["rule"]["id"] == rule] == ["arn:aws:iam::111122223333:user/ann"]
+    assert [x["window"]["key"] for x in cis_app([login(2, "ann"), login(3, "eve")], clock=T0 + 120)
+            if x["rule"]["id"] == rule] == ["arn:aws:iam::111122223333:user/eve"]
 
 
 def test_keys_from_hostile_records_are_bounded_and_never_rendered():
