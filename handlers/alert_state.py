@@ -26,8 +26,9 @@ in order (``trailwatch rules backtest``) gives the same alerts as delivering the
 State lives in DynamoDB when ``ALERT_STATE_TABLE_NAME`` names a table (key ``pk``, TTL on
 ``expires_at``; the template creates it on demand). Without one the processor works as before
 and logs so at cold start: every match alerts (no dedup windows) and thresholds count within one
-invocation (a :class:`MemoryStore` emptied per invocation). Every table call is bounded (a few attempts on throttling,
-short timeouts); when the table cannot be used, no alert is suppressed: dedup lets every match
+invocation (a :class:`MemoryStore` emptied per invocation). Every table call is bounded (one
+botocore attempt with 0.5 s connect and 1 s read timeouts, :func:`handlers.clients.state_table_config`;
+a few attempts on throttling here, never past the budget); when the table cannot be used, no alert is suppressed: dedup lets every match
 through and thresholds fall back to the invocation's own count, and the error is logged and
 counted (``StateErrors``). Only alerts reach this module: records that match no rule cost nothing.
 """
@@ -39,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from handlers.clients import for_state_table
 from handlers.detection.thresholds import key_of
 
 ENV_TABLE = "ALERT_STATE_TABLE_NAME"
@@ -149,7 +151,12 @@ class DynamoStore:
                 last = f"{code or type(e).__name__}: {e}"
                 if code not in RETRYABLE or attempt == MAX_ATTEMPTS - 1:
                     break
-                self.sleep(RETRY_BASE_SECONDS * (2 ** attempt))
+                delay = RETRY_BASE_SECONDS * (2 ** attempt)
+                if self.spent + delay >= self.budget:     # no retry the budget cannot pay for
+                    last += f" (no retry: {self.spent:.1f} s of the {self.budget:.1f} s budget spent)"
+                    break
+                self.sleep(delay)
+                self.spent += delay
         self.broken = last[:300]
         raise StateError(self.broken)
 
@@ -365,4 +372,5 @@ def store_from_env(env: Mapping[str, str], client_factory: Callable[[str], Any],
     table = env.get(ENV_TABLE)
     if not table:
         return None
-    return DynamoStore(table, lambda: client_factory("dynamodb"), sleep, log)
+    factory = for_state_table(client_factory)   # the default: one attempt, short timeouts
+    return DynamoStore(table, lambda: factory("dynamodb"), sleep, log)

@@ -444,3 +444,52 @@ def test_an_unexpected_error_in_a_window_passes_the_group_and_is_counted():
     batch = [alert_for(rule, record(i)) for i in range(3)]
     assert w.apply(batch) == batch and w.stats["state_errors"] == 1
     assert any("alert window failed (KeyError)" in m for _, m, _ in log.records)
+
+
+def test_a_hung_state_table_costs_about_a_second_not_botocores_retries(monkeypatch):
+    """Review F5 (exp2): the default client's retries and 5 s reads made a table that accepts
+    connections and never answers cost 10 s+ against the 3 s budget."""
+    import socket
+    import threading
+    import time
+
+    from handlers.alert_state import StateError, store_from_env
+    from handlers.clients import default_client_factory
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(50)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(50)],
+                     daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{srv.getsockname()[1]}")
+    for name, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    store = store_from_env({ENV_TABLE: "t"}, default_client_factory)
+    assert store.client is not None                  # made outside the timed call
+    store.begin()
+    started = time.monotonic()
+    with pytest.raises(StateError, match="Read timeout"):
+        store.claim("pk", "opener", "a1", 0, n=1)
+    took = time.monotonic() - started
+    srv.close()
+    assert took < 2.5 and len(held) == 1           # one attempt of a 1 s read
+
+
+def test_no_throttling_retry_once_the_budget_is_spent():
+    """Review F5: a retry (and its backoff) is not started when it would end past the budget."""
+    now = [0.0]
+
+    def throttle_slowly(op, request):
+        now[0] += 1.45
+        return ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, op)
+
+    fake = StrictDynamo(TABLE, fail=throttle_slowly)
+    sleeps = []
+    store = DynamoStore(TABLE, fake, sleep=sleeps.append, monotonic=lambda: now[0])
+    (rule,) = rules(window_minutes=60)
+    w = Windows([rule], store, clock=lambda: T0)
+    assert len(w.apply([alert_for(rule, record(0))])) == 1 and w.stats["state_errors"] == 1
+    # 1.45 s, a 0.05 s backoff, 1.45 s: 2.95 s spent, the next backoff (0.1 s) would pass 3 s
+    assert fake.calls == 2 and sleeps == [0.05]
