@@ -493,3 +493,19 @@ def test_no_throttling_retry_once_the_budget_is_spent():
     assert len(w.apply([alert_for(rule, record(0))])) == 1 and w.stats["state_errors"] == 1
     # 1.45 s, a 0.05 s backoff, 1.45 s: 2.95 s spent, the next backoff (0.1 s) would pass 3 s
     assert fake.calls == 2 and sleeps == [0.05]
+
+
+def test_threshold_burst_across_a_window_boundary_delivered_late_half_first(table):
+    """Review F3 (exp8): the burst's later half (next window) delivered first, then its earlier
+    half: the earlier window only looked back, and the burst never alerted."""
+    (rule,) = rules(threshold=10, window_minutes=10)
+    for store in stores(table):
+        w = Windows([rule], store, clock=lambda: T0)
+        p = f"p{id(store)}"
+        assert w.apply([alert_for(rule, record(6, p, seconds=605), threshold=6)]) == []
+        (hit,) = w.apply([alert_for(rule, record(0, p, seconds=590), threshold=6)])
+        assert hit["threshold"]["count"] == 12
+        assert hit["window"]["start"] == "2025-11-20T10:10:00Z"   # claimed in the later window
+        # the rest of the burst, in either window: the crossing alerted once
+        assert w.apply([alert_for(rule, record(20, p, seconds=606))]) == []
+        assert w.apply([alert_for(rule, record(21, p, seconds=591))]) == []
