@@ -9,11 +9,14 @@ events in batches, so a burst from one principal lands together, and no state is
 invocations (nothing an attacker can fill or reset).
 
 The principal is ``userIdentity.arn``, else ``principalId``, else ``type:accountId``, else
-``"unknown"`` (e.g. failed console sign-ins for users that do not exist).
+``"unknown"`` (e.g. failed console sign-ins for users that do not exist); an assumed-role session
+counts as its role (``sessionContext.sessionIssuer.arn``), so a fresh RoleSessionName per call
+does not evade the threshold.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +38,29 @@ def principal_of(event: dict[str, Any] | None) -> str:
     return "unknown"
 
 
+def role_principal_of(event: dict[str, Any] | None) -> str:
+    """Who a threshold counts (review F4): :func:`principal_of`, except that an assumed-role
+    session counts as its role (``sessionContext.sessionIssuer.arn``, else the role named in the
+    session's ARN), so fresh RoleSessionNames do not each start a count of their own."""
+    ui = event.get("userIdentity") if isinstance(event, dict) else None
+    if isinstance(ui, dict) and ui.get("type") == "AssumedRole":
+        ctx = ui.get("sessionContext")
+        issuer = ctx.get("sessionIssuer") if isinstance(ctx, dict) else None
+        if isinstance(issuer, dict):
+            arn = issuer.get("arn")
+            if isinstance(arn, str) and arn and issuer.get("type", "Role") == "Role":
+                return arn
+        arn = ui.get("arn")
+        m = _ASSUMED_ROLE.match(arn) if isinstance(arn, str) else None
+        if m:
+            return f"arn:{m['partition']}:iam::{m['account']}:role/{m['role']}"
+    return principal_of(event)
+
+
+_ASSUMED_ROLE = re.compile(r"arn:(?P<partition>aws[-a-z]*):sts::(?P<account>\d{12}):"
+                           r"assumed-role/(?P<role>[^/]+)/")
+
+
 def thresholds_of(rules: Iterable[Any]) -> dict[str, int]:
     return {r.id: r.threshold for r in rules if getattr(r, "threshold", 0)}
 
@@ -51,7 +77,7 @@ def apply_thresholds(alerts: list[dict[str, Any]], limits: dict[str, int]) -> li
         if rid not in limits or alert.get("kind") != "rule_match":
             out.append(alert)
             continue
-        key = (rid, principal_of(alert.get("event")))
+        key = (rid, role_principal_of(alert.get("event")))
         group = groups.get(key)
         if group is None:
             groups[key] = group = []
@@ -91,14 +117,16 @@ def _match_key(alert: dict[str, Any]) -> Any:
 
 def key_of(rule: Any, event: Any) -> str:
     """The value of a rule's ``dedup_key`` for a record (issue 20): ``principal`` is
-    :func:`principal_of`; other entries are record field paths (``-`` when missing)."""
+    :func:`principal_of` (for a threshold rule :func:`role_principal_of`: an assumed role's
+    sessions count together); other entries are record field paths (``-`` when missing)."""
     fields = getattr(rule, "dedup_key", None) or ("principal",)
+    who = role_principal_of if getattr(rule, "threshold", 0) else principal_of
     if fields == ("principal",):
-        return _bounded(principal_of(event if isinstance(event, dict) else None))
+        return _bounded(who(event if isinstance(event, dict) else None))
     parts: list[str] = []
     for f in fields:
         if f == "principal":
-            parts.append(principal_of(event if isinstance(event, dict) else None)[:MAX_KEY_CHARS])
+            parts.append(who(event if isinstance(event, dict) else None)[:MAX_KEY_CHARS])
             continue
         cur: Any = event
         for p in f.split("."):

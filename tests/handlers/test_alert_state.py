@@ -185,7 +185,8 @@ def test_an_unusable_table_never_suppresses_an_alert(error):
     w = Windows([dedup, burst], DynamoStore(TABLE, fake, sleep=lambda s: None, log=log), log=log,
                 clock=lambda: T0)
     batch = [alert_for(dedup, record(i)) for i in range(3)] + \
-        [alert_for(burst, record(9), threshold=3), alert_for(burst, record(8, "bob"), threshold=1)]
+        [alert_for(burst, record(9), threshold=3), alert_for(burst, dict(record(8, "bob"), userIdentity={
+            "type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/bob"}), threshold=1)]
     out = w.apply(batch)
     # every dedup match passes (a duplicate beats a loss); the threshold falls back to the
     # invocation's own count, as without a table
@@ -509,3 +510,29 @@ def test_threshold_burst_across_a_window_boundary_delivered_late_half_first(tabl
         # the rest of the burst, in either window: the crossing alerted once
         assert w.apply([alert_for(rule, record(20, p, seconds=606))]) == []
         assert w.apply([alert_for(rule, record(21, p, seconds=591))]) == []
+
+
+def test_a_threshold_counts_an_assumed_roles_sessions_together(table, tmp_path):
+    """Review F4 (exp5): thresholds keyed by userIdentity.arn were evaded with a fresh
+    RoleSessionName per call. Thresholds count per role; other rules keep the session."""
+    from handlers.detection.thresholds import key_of, role_principal_of
+    a = app({ENV_TABLE: TABLE}, tmp_path)
+    a.handle(payload([record(i, principal=f"s{i}", seconds=i) for i in range(8)],
+                     int((T0 + 100) * 1000)))
+    (reads,) = [x for x in a.sinks[0].alerts if x["rule"]["id"] == "reads"]
+    assert reads["threshold"]["count"] == 8
+    assert reads["threshold"]["principal"] == "arn:aws:iam::111122223333:role/app"
+    # the dedup rule's windows (and its alerts' contents) still name the session
+    once = [x for x in a.sinks[0].alerts if x["rule"]["id"] == "once"]
+    assert sorted(x["window"]["key"] for x in once) == [
+        f"arn:aws:sts::111122223333:assumed-role/app/s{i}" for i in range(8)]
+    # sessionContext.sessionIssuer (the role, with its path) when the record has it
+    rec = record(0, principal="x")
+    rec["userIdentity"]["sessionContext"] = {"sessionIssuer": {
+        "type": "Role", "arn": "arn:aws:iam::111122223333:role/svc/app"}}
+    (burst,) = rules(threshold=5, window_minutes=10)
+    (dedup,) = rules(window_minutes=60)
+    assert role_principal_of(rec) == key_of(burst, rec) == "arn:aws:iam::111122223333:role/svc/app"
+    assert key_of(dedup, rec) == "arn:aws:sts::111122223333:assumed-role/app/x"
+    user = dict(record(0), userIdentity={"type": "IAMUser", "arn": "arn:aws:iam::1:user/u"})
+    assert key_of(burst, user) == "arn:aws:iam::1:user/u"

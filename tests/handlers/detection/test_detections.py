@@ -175,7 +175,9 @@ def test_threshold_rule_alerts_once_per_principal_at_the_threshold():
     at = _windowed(pipe.process_envelope(_envelope(_secret_reads(12))).alerts)
     (alert,) = [a for a in at if a["rule"]["id"] == "tw-secrets-bulk-retrieval"]
     assert alert["threshold"]["count"] == 12 and alert["threshold"]["limit"] == 10
-    assert alert["threshold"]["principal"] == "arn:aws:sts::111122223333:assumed-role/app/i-1"
+    # an assumed role's sessions count as the role (review F4): its sessionIssuer
+    assert alert["threshold"]["principal"] == \
+        alert["event"]["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"]
     assert len(alert["threshold"]["event_keys"]) == 12
 
 
@@ -183,9 +185,20 @@ def test_threshold_counts_each_principal_separately():
     recs = _secret_reads(6, "arn:a") + _secret_reads(6, "arn:b")
     for i, r in enumerate(recs):
         r["eventID"] = f"e{i}"
+        r["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"] = r["userIdentity"]["arn"]
     res = Pipeline(builtin_rules()).process_envelope(_envelope(recs))
     assert [a for a in _windowed(res.alerts)
             if a["rule"]["id"] == "tw-secrets-bulk-retrieval"] == []
+
+
+def test_threshold_counts_an_assumed_roles_fresh_sessions_together():
+    """Review F4: a fresh RoleSessionName per read no longer starts a count of its own."""
+    recs = _secret_reads(12)
+    for i, r in enumerate(recs):
+        r["userIdentity"]["arn"] = f"arn:aws:sts::111122223333:assumed-role/ops-admin/s{i}"
+    res = Pipeline(builtin_rules()).process_envelope(_envelope(recs))
+    (alert,) = [a for a in _windowed(res.alerts) if a["rule"]["id"] == "tw-secrets-bulk-retrieval"]
+    assert alert["threshold"]["count"] == 12
 
 
 def test_apply_thresholds_keeps_other_alerts_in_order():
