@@ -153,6 +153,11 @@ def run_readiness_checks(env: Mapping[str, str], clients: Any = None) -> list[An
     except SetupError as e:
         return [_result("readiness.run", "WARN", f"readiness did not run: {e.message}",
                         e.remediation)]
+    except Exception as e:  # noqa: BLE001 - the watchdog's own checks must still report
+        return [_result("readiness.run", "WARN",
+                        f"readiness did not run: {type(e).__name__}: {str(e)[:200]}",
+                        "re-run `trailwatch readiness` to see the error; the watchdog's other "
+                        "checks ran")]
     for r in results:
         where = (r.details or {}).get("region", "global")
         r.id = f"readiness.{r.id}" + ("" if where == "global" else f".{where}")

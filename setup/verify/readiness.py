@@ -68,13 +68,14 @@ def cloudtrail(clients: Any, regions: list[str]) -> list[CheckResult]:
             trails[t["TrailARN"]] = t
             if t.get("IsMultiRegionTrail") or t.get("HomeRegion", region) == region:
                 covers[region].append(t["TrailARN"])
-    logging = []
+    logging: list[dict[str, Any]] = []
+    unknown: list[dict[str, Any]] = []
     for arn, t in trails.items():
         c = clients.client("cloudtrail", t.get("HomeRegion") or regions[0])
         try:
             on = bool(c.get_trail_status(Name=arn).get("IsLogging"))
-        except ClientError as e:
-            if t.get("IsOrganizationTrail"):
+        except (ClientError, BotoCoreError) as e:
+            if t.get("IsOrganizationTrail") and isinstance(e, ClientError):
                 # a member account sees the organization's trail but may not read its status
                 out.append(_r("cloudtrail.organization_trail", WARN,
                               f"organization trail {t['Name']} ({arn.split(':')[4]}) covers this "
@@ -84,14 +85,22 @@ def cloudtrail(clients: Any, regions: list[str]) -> list[CheckResult]:
                 logging.append(t)
                 continue
             out.append(_unreadable("cloudtrail.trail", None, e, "cloudtrail:GetTrailStatus"))
+            unknown.append(t)       # may be logging: what it covers is a WARN, not a FAIL
             continue
         if on:
             logging.append(t)
     on_arns = {t["TrailARN"] for t in logging}
+    unknown_arns = {t["TrailARN"] for t in unknown}
     multi = [t for t in logging if t.get("IsMultiRegionTrail")]
+    unknown_multi = [t for t in unknown if t.get("IsMultiRegionTrail")]
     if multi:
         out.append(_r("cloudtrail.multi_region", PASS,
                       f"multi-Region trail(s) logging: {_names([t['Name'] for t in multi])}"))
+    elif unknown_multi:
+        out.append(_r("cloudtrail.multi_region", WARN,
+                      "no multi-Region trail is known to be logging: the status of "
+                      f"{_names([t['Name'] for t in unknown_multi])} could not be read "
+                      "(cloudtrail.trail)", "see cloudtrail.trail, then re-run"))
     else:
         out.append(_r("cloudtrail.multi_region", FAIL,
                       "no multi-Region trail is logging: activity in other Regions is not "
@@ -100,34 +109,40 @@ def cloudtrail(clients: Any, regions: list[str]) -> list[CheckResult]:
                       "--is-multi-region-trail --enable-log-file-validation && aws cloudtrail "
                       "start-logging --name audit"))
     for region, arns in covers.items():
-        if not any(a in on_arns for a in arns):
+        if not any(a in on_arns for a in arns) and any(a in unknown_arns for a in arns):
+            out.append(_r("cloudtrail.region", WARN, "no trail covering this Region is known to "
+                          "be logging: a covering trail's status could not be read",
+                          "see cloudtrail.trail, then re-run", region))
+        elif not any(a in on_arns for a in arns):
             out.append(_r("cloudtrail.region", FAIL, "no logging trail covers this Region",
                           "create a multi-Region trail (see cloudtrail.multi_region)", region))
     if not logging:
         return out
     best = multi or logging
     mgmt, lfv, cwl = [], [], []
+    unread: list[CheckResult] = []
     for t in best:
         c = clients.client("cloudtrail", t.get("HomeRegion") or regions[0])
         try:
-            sel = c.get_event_selectors(TrailName=t["TrailARN"])
-        except ClientError as e:
-            out.append(_unreadable("cloudtrail.management_events", None, e,
-                                   "cloudtrail:GetEventSelectors"))
-            continue
-        if _management(sel):
-            mgmt.append(t["Name"])
+            if _management(c.get_event_selectors(TrailName=t["TrailARN"])):
+                mgmt.append(t["Name"])
+        except (ClientError, BotoCoreError) as e:
+            unread.append(_unreadable("cloudtrail.management_events", None, e,
+                                      "cloudtrail:GetEventSelectors"))
         if t.get("LogFileValidationEnabled"):
             lfv.append(t["Name"])
         if t.get("CloudWatchLogsLogGroupArn"):
             cwl.append(t["Name"])
     names = [t["Name"] for t in best]
-    out.append(_r("cloudtrail.management_events", PASS if mgmt else FAIL,
-                  f"management events (read and write) recorded by {_names(mgmt)}" if mgmt else
-                  f"no logging trail records all management events ({_names(names)})",
-                  "" if mgmt else f"aws cloudtrail put-event-selectors --trail-name {names[0]} "
-                  "--event-selectors '[{\"ReadWriteType\":\"All\",\"IncludeManagementEvents\":"
-                  "true}]'"))
+    if unread and not mgmt:         # unknown, not a FAIL: one WARN under the check's id
+        out.append(unread[0])
+    else:
+        out.append(_r("cloudtrail.management_events", PASS if mgmt else FAIL,
+                      f"management events (read and write) recorded by {_names(mgmt)}" if mgmt
+                      else f"no logging trail records all management events ({_names(names)})",
+                      "" if mgmt else f"aws cloudtrail put-event-selectors --trail-name "
+                      f"{names[0]} --event-selectors '[{{\"ReadWriteType\":\"All\","
+                      "\"IncludeManagementEvents\":true}]'"))
     out.append(_r("cloudtrail.log_file_validation", PASS if lfv else WARN,
                   f"log file validation on for {_names(lfv)}" if lfv else
                   "log file validation is off: tampering with delivered log files would go "
@@ -262,8 +277,8 @@ def waf(clients: Any, region: str) -> list[CheckResult]:
     for acl in acls:
         try:
             w.get_logging_configuration(ResourceArn=acl["ARN"])
-        except ClientError as e:
-            if error_code(e) == "WAFNonexistentItemException":
+        except (ClientError, BotoCoreError) as e:
+            if isinstance(e, ClientError) and error_code(e) == "WAFNonexistentItemException":
                 unlogged.append(acl["Name"])
                 continue
             return [_unreadable("waf.logging", region, e, "wafv2:GetLoggingConfiguration")]

@@ -64,3 +64,18 @@ def test_a_region_switched_on_recovers_once(aws):
 def test_readiness_is_off_unless_asked():
     assert from_env({}).verify is run_verify
     assert from_env({"READINESS_REGIONS": "all"}).verify is verify_and_readiness
+
+
+def test_an_unexpected_readiness_error_is_a_warn_and_the_run_completes(aws, monkeypatch):
+    """Review F6: any exception out of readiness failed the whole watchdog run."""
+    import setup.verify.readiness as R
+
+    def boom(*a, **kw):
+        raise RuntimeError("unexpected")
+    monkeypatch.setattr(R, "run_readiness", boom)
+    (r,) = run_readiness_checks({"AWS_REGION": REGION, "READINESS_REGIONS": REGION},
+                                AwsClients(region=REGION))
+    assert r.id == "readiness.run" and r.status == "WARN" and "RuntimeError" in r.message
+    dog = Watchdog({"AWS_REGION": REGION}, MemoryState(), [].append, lambda line: None,
+                   verify=lambda e: ("trail", run_readiness_checks(e, AwsClients(region=REGION))))
+    assert dog.run({"time": "t1"})["checks"] == {"readiness.run": "WARN"}

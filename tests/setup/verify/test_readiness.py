@@ -192,3 +192,30 @@ def test_throttled_buckets_are_a_warn_and_the_rest_are_still_judged(aws, monkeyp
     assert results["s3.access_logging"].details["buckets"] == ["calm-1", "calm-2"]
     assert results["s3.access_logging_unreadable"].status == "WARN"
     assert "busy-1" in results["s3.access_logging_unreadable"].message
+
+
+@pytest.mark.parametrize("call", ["get_trail_status", "get_event_selectors",
+                                  "get_logging_configuration"])
+def test_a_timed_out_read_is_a_warn_not_a_crash(aws, monkeypatch, call):
+    """Review F6 (exp6): a BotoCoreError (ReadTimeoutError) from GetTrailStatus,
+    GetEventSelectors or GetLoggingConfiguration escaped and failed the whole watchdog run."""
+    from botocore.exceptions import ReadTimeoutError
+    make_ready()
+    c("wafv2").create_web_acl(Name="shop", Scope="REGIONAL", DefaultAction={"Allow": {}},
+                              VisibilityConfig={"SampledRequestsEnabled": False,
+                                                "CloudWatchMetricsEnabled": False,
+                                                "MetricName": "shop"})
+    clients = AwsClients(region=REGION)
+    service = "wafv2" if call == "get_logging_configuration" else "cloudtrail"
+
+    def timeout(**_):
+        raise ReadTimeoutError(endpoint_url=f"https://{service}.{REGION}.amazonaws.com")
+    monkeypatch.setattr(clients.client(service, REGION), call, timeout)
+    results = {r.id + "." + r.details["region"]: r for r in run_readiness(clients, [REGION])}
+    check = {"get_trail_status": "cloudtrail.trail.global",
+             "get_event_selectors": "cloudtrail.management_events.global",
+             "get_logging_configuration": f"waf.logging.{REGION}"}[call]
+    assert results[check].status == "WARN" and "ReadTimeoutError" in results[check].message
+    if call == "get_trail_status":      # unknown status: a WARN, not a FAIL alert
+        assert results["cloudtrail.multi_region.global"].status == "WARN"
+        assert results[f"cloudtrail.region.{REGION}"].status == "WARN"
