@@ -113,12 +113,17 @@ NUMBERS: dict[str, float] = {
 }
 
 
+# sizes and concurrency (whole numbers): 0 would reject every payload or publish nothing (review F8)
+POSITIVE = frozenset(("MAX_DECOMPRESSED_BYTES", "EVENTBRIDGE_MAX_ENTRY_BYTES",
+                      "FAILURE_QUEUE_MAX_BYTES", "PUBLISH_CONCURRENCY"))
+
+
 def read_numbers(env: Mapping[str, str]) -> tuple[dict[str, float], dict[str, str]]:
     """(value of each of :data:`NUMBERS`, {name: error} for the values that were ignored).
 
-    A value that is not a finite, non-negative number never stops the processor: its default is
-    used, and the error is logged (``setting ignored``) and counted (``ConfigErrors``, alarmed)
-    on every invocation until the environment is fixed."""
+    A value that is not a finite, non-negative number (for :data:`POSITIVE`, at least 1) never
+    stops the processor: its default is used, and the error is logged (``setting ignored``) and
+    counted (``ConfigErrors``, alarmed) on every invocation until the environment is fixed."""
     import math
     values: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -133,6 +138,10 @@ def read_numbers(env: Mapping[str, str]) -> tuple[dict[str, float], dict[str, st
             value = math.nan
         if not math.isfinite(value) or value < 0:
             errors[key] = f"{key}={str(raw)[:64]!r} is not a non-negative number; using {default}"
+            continue
+        if value < 1 and key in POSITIVE:      # used as int(): 0.5 would be 0
+            errors[key] = f"{key}={str(raw)[:64]!r}: a size or concurrency must be at least 1; " \
+                          f"using {default}"
             continue
         values[key] = value
     return values, errors

@@ -43,6 +43,7 @@ SCHEMA = "trailwatch.watchdog/1"
 SERVICE = "trailwatch-watchdog"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
 STATUS_VALUE = {"PASS": 0, "WARN": 1, "FAIL": 2}
+MAX_DELIVERY_AGE_LIMIT = 365 * 86400.0   # MAX_DELIVERY_AGE_SECONDS is capped here (review F7)
 
 
 class SsmState:
@@ -136,6 +137,12 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
             notes.append(_result("watchdog.config", "WARN",
                                  f"MAX_DELIVERY_AGE_SECONDS={raw_age[:64]!r} is not a number of "
                                  "seconds; using 7200", "fix the function's environment"))
+        elif max_age > MAX_DELIVERY_AGE_LIMIT:     # a timedelta overflows past ~8.6e13 s
+            max_age = MAX_DELIVERY_AGE_LIMIT
+            notes.append(_result("watchdog.config", "WARN",
+                                 f"MAX_DELIVERY_AGE_SECONDS={raw_age[:64]!r} is more than a year; "
+                                 f"using {MAX_DELIVERY_AGE_LIMIT:.0f}",
+                                 "fix the function's environment"))
     ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=max_age))
     return trail.arn, notes + run_checks(ctx, checks)
 

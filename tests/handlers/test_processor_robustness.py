@@ -521,6 +521,10 @@ def test_error_logs_carry_the_lambda_request_id(monkeypatch):
     ("MAX_DECOMPRESSED_BYTES", "16MiB"), ("EVENTBRIDGE_MAX_ENTRY_BYTES", "nan"),
     ("FAILURE_QUEUE_MAX_BYTES", "1 MB"), ("PUBLISH_CONCURRENCY", "many"),
     ("ALERT_AGGREGATION_THRESHOLD", "twenty"), ("IDEMPOTENCY_WINDOW_SECONDS", "1d"),
+    # review F8: 0 is no size or concurrency (every payload rejected, nothing published)
+    ("MAX_DECOMPRESSED_BYTES", "0"), ("EVENTBRIDGE_MAX_ENTRY_BYTES", "0"),
+    ("FAILURE_QUEUE_MAX_BYTES", "0.0"), ("PUBLISH_CONCURRENCY", "0"),
+    ("PUBLISH_CONCURRENCY", "0.5"),
 ])
 def test_a_malformed_number_in_the_environment_is_ignored_logged_and_counted(key, value):
     """Observed on 5bb8a96: App.from_env raised ValueError on every invocation (a crash loop

@@ -176,6 +176,17 @@ def test_a_malformed_max_delivery_age_is_a_warn_result_not_a_crash(aws):
     assert "trail.logging" in {r.id for r in results}
 
 
+@pytest.mark.parametrize("value", ["1e14", "1e300"])
+def test_a_huge_max_delivery_age_is_capped_with_a_warn_not_an_overflow(aws, value):
+    """Review F7: 1e14 passed 0 < x < inf, then timedelta raised OverflowError on every run."""
+    from handlers.watchdog import MAX_DELIVERY_AGE_LIMIT
+    _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION,
+                             "MAX_DELIVERY_AGE_SECONDS": value})
+    (cfg,) = [r for r in results if r.id == "watchdog.config"]
+    assert cfg.status == "WARN" and f"using {MAX_DELIVERY_AGE_LIMIT:.0f}" in cfg.message
+    assert "trail.logging" in {r.id for r in results}
+
+
 def test_an_empty_trail_name_says_so():
     """TrailName's AllowedPattern accepts an empty value: the watchdog says what is missing
     instead of looking up a trail named ''."""
