@@ -14,10 +14,12 @@ A rules file (``RULES_FILE``, ``trailwatch rules backtest --rules-file``) may ca
 ``window_group`` (built-in rules included); the filter pattern never changes, so the CIS metric
 filters stay exactly as Security Hub checks them.
 
-A suppression drops the matches of the named rules (``"*"``: every rule) whose record has ALL the
+A suppression drops the matches of the named rules (``rules`` is required; ``"*"``: every rule)
+whose record has ALL the
 given values, and only fields CloudTrail sets from the caller's credentials or the service, which
 the caller cannot write: ``principal_arn`` (``userIdentity.arn``, or the role ARN of an assumed
-role's session issuer; a trailing ``*`` matches a prefix), ``account`` (``userIdentity.accountId``),
+role's session issuer; an IAM or STS ARN naming its account, where a trailing ``*`` matches a
+prefix), ``account`` (``userIdentity.accountId``),
 ``invoked_by`` (``userIdentity.invokedBy``, an AWS service) and ``recipient_account``
 (``recipientAccountId``). User agents, source IPs and request parameters are written by the caller
 and are refused. Every suppression needs a ``reason`` and an ``expires`` date (at most
@@ -42,6 +44,8 @@ FIELDS = {
 }
 OVERRIDABLE = ("severity", "window_minutes", "threshold", "dedup_key", "window_group")
 _ACCOUNT = re.compile(r"^\d{12}$")
+# an IAM or STS ARN with its partition and account, then a resource; '*' only at the end
+_PRINCIPAL_ARN = re.compile(r"^arn:aws[-a-z]*:(iam|sts)::\d{12}:[^*]*\*?$")
 
 
 class TuningError(ValueError):
@@ -107,7 +111,10 @@ def parse_suppressions(items: Any, source: str, today: date | None = None) -> li
             raise TuningError(f"{where}: needs 'expires' as YYYY-MM-DD") from None
         if (expires - today).days > MAX_DAYS:
             raise TuningError(f"{where}: expires more than {MAX_DAYS} days from now")
-        rules = item.get("rules", "*")
+        if "rules" not in item:     # review F8: no silent default to every rule
+            raise TuningError(f"{where}: needs 'rules' (a list of rule ids, or \"*\" for every "
+                              "rule)")
+        rules = item["rules"]
         rules = ("*",) if rules == "*" else rules
         if not isinstance(rules, (list, tuple)) or not rules or \
                 not all(isinstance(r, str) and r for r in rules):
@@ -120,6 +127,11 @@ def parse_suppressions(items: Any, source: str, today: date | None = None) -> li
                     raise TuningError(f"{where}: {name} must be a non-empty value")
                 if name != "principal_arn" and "*" in v:
                     raise TuningError(f"{where}: only principal_arn takes a trailing '*'")
+                if name == "principal_arn" and not _PRINCIPAL_ARN.match(v):
+                    raise TuningError(
+                        f"{where}: principal_arn must be an IAM or STS ARN naming its account "
+                        "(arn:aws:iam::123456789012:... or arn:aws:sts::123456789012:...) "
+                        "before any trailing '*'")
                 if name in ("account", "recipient_account") and not _ACCOUNT.match(v):
                     raise TuningError(f"{where}: {name} must be a 12-digit account id")
                 values.append((name, v))

@@ -64,6 +64,25 @@ def test_a_suppression_needs_a_reason_an_expiry_and_a_field(fields, message):
         sup(**fields)
 
 
+@pytest.mark.parametrize("arn", [
+    "arn*", "arn:*", "arn:aws:*", "arn:aws:iam::*", "arn:aws:iam::1111222233*",
+    "arn:aws:s3:::bucket", "arn:aws:iam::111122223333:role/*/x", "role/patching",
+])
+def test_a_principal_arn_names_its_account_before_any_star(arn):
+    """Review F8: "arn*" suppressed every principal of every account."""
+    with pytest.raises(TuningError, match="IAM or STS ARN naming its account"):
+        sup(principal_arn=arn)
+
+
+def test_a_suppression_names_its_rules():
+    """Review F8: without 'rules' a suppression applied to every rule."""
+    with pytest.raises(TuningError, match="needs 'rules'"):
+        parse_suppressions([{"principal_arn": "arn:aws:iam::111122223333:role/patching",
+                             "expires": "2027-03-31", "reason": "r"}], "rules.json", TODAY)
+    (every,) = sup(rules="*", principal_arn="arn:aws-us-gov:sts::111122223333:assumed-role/p/*")
+    assert every.rules == ("*",)
+
+
 def test_suppression_matches_principal_session_issuer_invoked_by_and_accounts():
     (role,) = sup(principal_arn="arn:aws:iam::111122223333:role/patching")
     assert role.matches("tw-ssm-send-command", event(), NOW)                # session issuer ARN
