@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TextIO
+from typing import Any, TextIO
 
 from setup.aws import AwsClients
 from setup.errors import EXIT_FAIL, EXIT_OK, UsageError
@@ -95,6 +95,14 @@ def show_and_confirm(plan: Plan, target: Target, who: dict, args: argparse.Names
     if args.output == "text":
         describe_target(target, who, out)
         print_plan(plan, out)
+    return ask_consent(plan, args, verb, out, stdin)
+
+
+def ask_consent(plan: Any, args: argparse.Namespace, verb: str, out: TextIO,
+                stdin: TextIO) -> int | None:
+    """Consent for a plan already shown: None to go on (nothing to do, --yes, or "y"); an exit
+    code to stop (a declined prompt is not success); no terminal and no --yes is a usage error
+    whose fix is the same command line with --yes."""
     if not plan.steps or args.yes:
         return None
     answer = confirm(f"{verb.capitalize()} these {len(plan.steps)} change(s)?", stdin, out)

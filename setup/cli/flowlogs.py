@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from setup import __version__
-from setup.cli.commands import confirm, print_checks
+from setup.cli.commands import ask_consent, print_checks
 from setup.errors import EXIT_FAIL, EXIT_OK, SetupError, UsageError
 from setup.verify import summary
 from setup.verify.checks import FAIL
@@ -240,16 +240,7 @@ def _confirm(plan: fw.FlowPlan, args: argparse.Namespace, verb: str, out: TextIO
              stdin: TextIO) -> int | None:
     if args.output == "text":
         print_plan(plan, out)
-    if not plan.steps or args.yes:
-        return None
-    answer = confirm(f"{verb.capitalize()} these {len(plan.steps)} change(s)?", stdin, out)
-    if answer is None:
-        raise UsageError(f"refusing to {verb} without confirmation: input is not a terminal",
-                         "review `trailwatch flow-logs plan` and pass --yes", code="NotConfirmed")
-    if not answer:
-        print(f"Nothing to {verb}: not confirmed.", file=out)
-        return EXIT_OK
-    return None
+    return ask_consent(plan, args, verb, out, stdin)
 
 
 def _executor(inv: Any) -> fa.FlowExecutor:

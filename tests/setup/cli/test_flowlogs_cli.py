@@ -558,3 +558,22 @@ def test_verify_evaluates_managed_policies_and_the_boundary_of_the_role(aws):
     iam.put_role_permissions_boundary(RoleName="by-hand-role", PermissionsBoundary=boundary)
     checks = {x["id"]: x for x in json.loads(tw(*argv)[1])["checks"]}
     assert checks["destination.policy"]["status"] == "FAIL"
+
+
+def test_a_declined_prompt_changes_nothing_and_is_not_success(aws):
+    """As for the trail commands: declining exits 1; no terminal and no --yes is a usage error
+    (exit 2) whose fix is the same command with --yes. Observed: flow-logs exited 0 on "n"."""
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    the_vpc = vpc()
+    out = io.StringIO()
+    clients = AwsClients(region=REGION)
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["--region", REGION, "flow-logs", "apply", "--vpc", the_vpc, "--to",
+                     f"s3://{BUCKET}"], out=out, stdin=Tty("n\n"), clients=clients,
+                    executor_factory=quiet)
+    assert code == 1 and "not confirmed" in out.getvalue()
+    assert writes(clients) == [] and policy() is None
+    code, _, err, clients = tw("flow-logs", "apply", "--vpc", the_vpc, "--to", f"s3://{BUCKET}")
+    assert code == 2 and "--yes" in err and writes(clients) == []
