@@ -312,7 +312,8 @@ def read_plan_file(path: str, kind: PlanFileKind = TRAIL_PLANS) -> dict[str, Any
 
 
 def check_recomputed(path: str, saved: dict[str, Any], state_digest_now: str | None,
-                     steps_now: list[Step], kind: PlanFileKind = TRAIL_PLANS) -> None:
+                     steps_now: list[Step], kind: PlanFileKind = TRAIL_PLANS,
+                     replan: str | None = None) -> None:
     """Refuse a saved plan whose account changed since (``PlanStale``) or whose steps are not
     the steps trailwatch plans now for its options (``PlanEdited``): the digest is not a
     secret, so what runs must be what trailwatch computes, which is also what apply displays."""
@@ -320,8 +321,8 @@ def check_recomputed(path: str, saved: dict[str, Any], state_digest_now: str | N
         raise SetupError(
             f"the account changed since {path} was made (state digest "
             f"{saved['state_digest']} -> {state_digest_now}); refusing to apply a stale "
-            "plan", f"run `{kind.command} --out FILE` again, review it, then apply it",
-            code="PlanStale")
+            "plan", f"run `{replan or kind.command + ' --out FILE'}` again, review it, then "
+            "apply it", code="PlanStale")
     now = [s.to_json() for s in steps_now]
     if _comparable(now) != _comparable(saved["plan"]["steps"]):
         raise SetupError(f"the steps in {path} are not the steps trailwatch plans for its "
@@ -348,7 +349,8 @@ def load_saved_plan(clients: AwsClients, args: argparse.Namespace
     for k, v in saved["options"].items():
         setattr(merged, k, v)
     plan, target, who = make_plan(clients, merged)
-    check_recomputed(path, saved, plan.state_digest, plan.steps, TRAIL_PLANS)
+    check_recomputed(path, saved, plan.state_digest, plan.steps, TRAIL_PLANS,
+                     replan=f"{TRAIL_PLANS.command} --trail {trail} --out {path}")
     return plan, target, who
 
 

@@ -494,6 +494,10 @@ def test_saved_plan_is_refused_after_a_change(server, tmp_path):
                         clients=clients)
     assert code == 1 and json.loads(out)["error"]["code"] == "PlanStale"
     assert "changed" in err and clients.mutating_calls() == []
+    # the fix is a command to paste: the plan's own trail and file
+    remediation = json.loads(out)["error"]["remediation"]
+    assert f"trailwatch plan --trail arn:aws:cloudtrail:{REGION}:" in remediation
+    assert f"--out {path}" in remediation
 
 
 # ----------------------------------------------------------------------------------- CLI contract
