@@ -26,6 +26,7 @@ from handlers.detection.patterns import lint_pattern
 from handlers.detection.rules import Rule, RuleLoadError, build_index, load_rules_file
 from handlers.detection.thresholds import apply_thresholds, key_of, thresholds_of
 from handlers.detection.tuning import TuningError, load_tuning
+from setup.errors import SetupError, UsageError
 
 DESCRIPTION = """\
 Works offline, on the same built-in rules the processor loads (the CIS controls and the
@@ -523,17 +524,14 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
 
 def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
     if args.batch_size < 1:
-        print("trailwatch: --batch-size must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--batch-size must be at least 1")
     missing = [f for f in args.files if not Path(f).exists()]
     if missing:
-        print(f"trailwatch: no such file or directory: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
     try:
         rules = [] if args.only_rules_file else builtin_rules(tamper_env(args))
     except ValueError as e:            # a name the tamper rules refuse
-        print(f"trailwatch: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"{e}")
     suppressions: list[Any] = []
     if args.rules_file:
         tuning: dict[str, Any] = {}
@@ -541,11 +539,9 @@ def cmd_backtest(args: argparse.Namespace, out: TextIO) -> int:
         try:
             rules, suppressions = load_tuning(rules, tuning)
         except TuningError as e:
-            print(f"trailwatch: {e}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"{e}")
     elif args.only_rules_file:
-        print("trailwatch: --only-rules-file needs --rules-file", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--only-rules-file needs --rules-file")
     if args.source:
         rules = [r for r in rules if r.source == args.source]
     report = backtest(rules, args.files, args.batch_size, args.progress,
@@ -645,8 +641,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         known = {r.id for r in rules}
         unknown = [i for i in args.rule_ids if i not in known]
         if unknown:
-            print(f"trailwatch: unknown rule id(s): {', '.join(unknown)}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"unknown rule id(s): {', '.join(unknown)}")
         rules = [r for r in rules if r.id in set(args.rule_ids)]
     elif args.source:
         rules = [r for r in rules if r.source == args.source]
@@ -670,8 +665,7 @@ def cmd_import_sigma(args: argparse.Namespace, out: TextIO) -> int:
     from setup.sigma import convert_paths
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
-        print(f"trailwatch: no such file or directory: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
     try:
         results = convert_paths(args.paths)
     except RuntimeError as e:
@@ -706,14 +700,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                "export": cmd_export, "import-sigma": cmd_import_sigma}[args.rules_command]
     try:
         return handler(args, out)
-    except RuleLoadError as e:
-        print(f"trailwatch: {e}", file=sys.stderr)
-        return EXIT_FAIL
+    except RuleLoadError as e:   # the CLI's one error handler prints it (JSON with --output json)
+        raise SetupError(str(e), "check the file with `trailwatch rules lint FILE`",
+                         code="RulesFileInvalid") from None
     except BrokenPipeError:   # the reader went away (`| head`): the CLI ends quietly
         raise
     except OSError as e:
-        print(f"trailwatch: {e}", file=sys.stderr)
-        return EXIT_FAIL
+        raise SetupError(str(e), code="CannotRead") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

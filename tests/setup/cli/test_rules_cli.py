@@ -319,3 +319,20 @@ def test_backtest_by_day(tmp_path):
     assert "days" not in json.loads(run("backtest", str(f), "--output", "json")[1])
     code, out = run("backtest", str(f), "--by-day")
     assert code == 0 and "DAY" in out and "2026-12-07  3" in out
+
+
+def test_rules_errors_go_through_the_clis_one_error_handler(tmp_path):
+    """`rules` printed its own errors: with --output json there was no JSON error object."""
+    import contextlib
+    import io
+    import json as _json
+    out = io.StringIO()
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["--output", "json", "rules", "test", str(tmp_path / "missing.json")], out=out)
+    assert code == 1
+    assert _json.loads(out.getvalue())["error"]["code"] == "RulesFileInvalid"
+    out = io.StringIO()
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = main(["--output", "json", "rules", "backtest", "--batch-size", "0",
+                     str(tmp_path)], out=out)
+    assert code == 2 and _json.loads(out.getvalue())["error"]["code"] == "UsageError"
