@@ -44,7 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -164,6 +166,36 @@ class Quiet:
     warning = info = error
 
 
+class CountingStore:
+    """The alert-state table as a local fake: the backtest's MemoryStore, kept across
+    invocations as the table is, with every call counted per window item (``pk``)."""
+
+    name = "bench"
+
+    def __init__(self) -> None:
+        from handlers.alert_state import MemoryStore
+        self.store = MemoryStore()
+        self.calls: Counter = Counter()       # pk -> calls since reset()
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    def begin(self) -> None:
+        self.store.begin()
+
+    def add(self, pk: str, *a: Any, **k: Any) -> int:
+        self.calls[pk] += 1
+        return self.store.add(pk, *a, **k)
+
+    def claim(self, pk: str, *a: Any, **k: Any) -> tuple[bool, int]:
+        self.calls[pk] += 1
+        return self.store.claim(pk, *a, **k)
+
+    def count(self, pk: str) -> int:
+        self.calls[pk] += 1
+        return self.store.count(pk)
+
+
 def make_handler():
     """(run(event) -> log events, alerts(event) -> alerts published) for the deployed handler."""
     from aws_lambda_powertools import Metrics
@@ -174,6 +206,12 @@ def make_handler():
     written: list[bytes] = []   # EMF documents are serialised, not printed
     app = App.from_env(HANDLER_ENV, client_factory=lambda service: client, metrics_sink=metrics,
                        log=Quiet(), emit=written.append)
+    # The deployed stack has the alert-state table (template default): its windows are in the
+    # measured path, on a local fake whose calls are counted (state_calls).
+    state = CountingStore()
+    if app.windows is not None:
+        app.windows.store, app.windows.dedup = state, True
+    make_handler.state = state
 
     def run(event: dict) -> int:
         out = app.handle(event)
@@ -479,6 +517,22 @@ def main(argv: list[str]) -> int:
         target_lines.append(f"  import with bytecode <= {TARGET_IMPORT_MS:.0f} ms, no boto3: "
                             f"{imp:.1f} ms, boto3 {'imported' if boto else 'not imported'}  "
                             f"{verdict(imp <= TARGET_IMPORT_MS and not boto)}")
+    state = make_handler.state
+    print("\nalert-state table calls (local fake; one invocation per payload, table kept):")
+    state_ok = True
+    for (w, n), event in payloads.items():
+        state.reset()
+        run(event)
+        per_key: Counter = Counter()          # pk = window|key|size|bucket -> (window, key)
+        for pk, c in state.calls.items():
+            per_key[pk.rsplit("|", 2)[0]] += c
+        calls, keys = sum(per_key.values()), len(per_key)
+        most = max(per_key.values(), default=0)
+        state_ok = state_ok and most <= 1
+        print(f"  {w:>9} {n:>4} events: {calls} call(s) = {calls * 1000 / n:.1f} per 1,000 "
+              f"events, {keys} (rule, key) pair(s), at most {most} call(s) per pair")
+    target_lines.append(f"  state calls: at most one per (rule, key) per invocation, none for "
+                        f"records that match nothing: {verdict(state_ok)}")
     print("\ntargets (printed, not asserted):")
     print("\n".join(target_lines))
     return 0
