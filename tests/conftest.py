@@ -126,3 +126,15 @@ class ListLogger:
     def info(self, msg, extra=None):
         self._log("info", msg, extra)
 
+
+class Collect:
+    """A sink that keeps what it is given (the processor's alerts, in order)."""
+
+    name = "collect"
+
+    def __init__(self):
+        self.alerts = []
+
+    def publish(self, alerts):
+        self.alerts += alerts
+        return []

@@ -208,7 +208,11 @@ def cmd_remove(clients: AwsClients, args: argparse.Namespace, out: TextIO, stdin
     stop = show_and_confirm(plan, target, who, args, "remove", out, stdin)
     if stop is not None:
         return stop
-    done = executor_factory(clients, 0).run(plan)
+    return print_removed(executor_factory(clients, 0).run(plan), plan, args, out)
+
+
+def print_removed(done: list[Any], plan: Any, args: argparse.Namespace, out: TextIO) -> int:
+    """What a remove did: the steps run and the plan's notes (JSON), or a count (text)."""
     if args.output == "json":
         print(json.dumps({"removed": [s.to_json() for s in done], "notes": plan.notes},
                          indent=2), file=out)

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from setup import __version__
-from setup.cli.commands import ask_consent, print_checks
+from setup.cli.commands import ask_consent, print_checks, print_removed
 from setup.errors import EXIT_FAIL, EXIT_OK, SetupError, UsageError
 from setup.verify import summary
 from setup.verify.checks import FAIL
@@ -392,11 +392,5 @@ def cmd_remove(inv: Any) -> int:
     stop = _confirm(plan, args, "remove", out, inv.stdin)
     if stop is not None:
         return stop
-    done = _executor(inv).run(plan)
-    if args.output == "json":
-        print(json.dumps({"removed": [s.to_json() for s in done], "notes": plan.notes},
-                         indent=2), file=out)
-    else:
-        print(f"\nRemoved: {len(done)} change(s).", file=out)
-    return EXIT_OK
+    return print_removed(_executor(inv).run(plan), plan, args, out)
 

@@ -28,7 +28,7 @@ from handlers.alert_state import (
 )
 from handlers.detection.rules import parse_rules
 from handlers.processor import App
-from tests.conftest import ListLogger, ListMetrics
+from tests.conftest import Collect, ListLogger, ListMetrics
 from tests.strict_fakes import StrictDynamo
 
 TABLE = "alert-state"
@@ -216,17 +216,6 @@ def payload(records, stamp_ms):
            "logEvents": [{"id": f"le-{r['eventID']}", "timestamp": stamp_ms,
                           "message": json.dumps(r)} for r in records]}
     return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(env).encode())).decode()}}
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self):
-        self.alerts = []
-
-    def publish(self, alerts):
-        self.alerts += alerts
-        return []
 
 
 def app(env, tmp_path, log=None):

@@ -19,7 +19,7 @@ from handlers.detection.tuning import (
     parse_suppressions,
 )
 from handlers.processor import App
-from tests.conftest import ListLogger, ListMetrics
+from tests.conftest import Collect, ListLogger, ListMetrics
 
 TODAY = date(2026, 12, 7)
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC).timestamp()
@@ -145,17 +145,6 @@ def _payload(records):
            "logEvents": [{"id": f"le-{n}", "timestamp": int(NOW * 1000), "message": json.dumps(r)}
                          for n, r in enumerate(records)]}
     return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(env).encode())).decode()}}
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self):
-        self.alerts = []
-
-    def publish(self, alerts):
-        self.alerts += alerts
-        return []
 
 
 def test_processor_applies_suppressions_from_the_rules_file(tmp_path):
