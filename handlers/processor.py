@@ -3,7 +3,8 @@
 A thin shell around the pure pipeline: it reads configuration from the environment once (cold
 start), routes what cannot be processed to the failure queue (whole; oversize records to the S3
 failure archive), publishes alerts to the configured sinks concurrently within the invocation's
-deadline, and records Powertools metrics (EMF). Environment (contract names):
+deadline, and writes its metrics as EMF documents (handlers/emf.py: the counters and the lag
+samples of an invocation in one log line up to 100 records). Environment (contract names):
 
 ``ALERT_TOPIC_ARN``                  SNS topic for alerts (optional)
 ``ALERT_BUS_NAME``                   EventBridge bus for alerts (optional; neither -> alerts are logged)
@@ -45,8 +46,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
 
 from handlers import canary as canary_mod
 from handlers import emf
@@ -83,7 +83,7 @@ from handlers.sinks.sns import SnsSink
 SERVICE = "trailwatch"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+COUNT = "Count"
 
 DEFAULT_CONCURRENCY = 16
 ALERT_CHUNK = 100            # alerts per publish task (a sink may set ``chunk_size``)
@@ -207,7 +207,9 @@ class App:
         self.pipeline = pipeline
         self.sinks = sinks
         self.failure_queue = failure_queue
-        self.metrics = metrics_sink if metrics_sink is not None else metrics
+        # Counters go out in the invocation's EMF document (handlers/emf.py); tests pass a sink
+        # with the same add_metric signature to read them.
+        self.metrics = metrics_sink if metrics_sink is not None else emf.Counters()
         self.log = log if log is not None else logger
         self.emit = emit if emit is not None else emf.stdout_writer()
         self.rule_errors = list(rule_errors)
@@ -551,7 +553,7 @@ class App:
     def _record_metrics(self, counts: dict[str, int], delivery_lags: list[float],
                         receipt_lags: list[float]) -> None:
         m = self.metrics
-        count = MetricUnit.Count
+        count = COUNT
         counts = dict(counts, rule_errors=len(self.rule_errors),
                       config_errors=len(self.config_errors))
         for name, key in (("Payloads", "payloads"), ("PayloadErrors", "payload_errors"),
@@ -571,8 +573,10 @@ class App:
         # One sample per record so CloudWatch can compute p50/p95 (DeliveryLag = CloudTrail's
         # delivery time - eventTime; ReceiptLag = our receive time - delivery time).
         now_ms = int(self.pipeline.clock() * 1000)
+        take = m.take if m.__class__ is emf.Counters else None
         for doc in emf.documents({"DeliveryLag": delivery_lags, "ReceiptLag": receipt_lags},
-                                 "Seconds", NAMESPACE, SERVICE, now_ms):
+                                 "Seconds", NAMESPACE, SERVICE, now_ms,
+                                 counters=take() if take is not None else ()):
             self.emit(doc)
 
 
@@ -586,7 +590,6 @@ def get_app() -> App:
     return _APP
 
 
-@metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return get_app().handle(event, context)

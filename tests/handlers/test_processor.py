@@ -130,6 +130,41 @@ def test_lag_arrays_are_chunked_at_the_emf_limit():
     assert documents({"DeliveryLag": []}, "Seconds", "N", "s") == []
 
 
+def test_counters_travel_in_the_first_emf_document_with_the_samples():
+    from handlers.emf import Counters, documents
+    c = Counters()
+    c.add_metric(name="LogEvents", unit="Count", value=3)
+    c.add_metric(name="Alerts", unit="Count", value=1)
+    c.add_metric(name="Alerts", unit="Count", value=2)
+    docs = [json.loads(d) for d in documents({"DeliveryLag": list(range(150))}, "Seconds", "N",
+                                             "s", 5, counters=c.take())]
+    assert len(docs) == 2 and c.take() == []            # taken once: the next invocation starts at 0
+    first = docs[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+    assert first == [{"Name": "DeliveryLag", "Unit": "Seconds"}, {"Name": "LogEvents", "Unit": "Count"},
+                     {"Name": "Alerts", "Unit": "Count"}]
+    assert (docs[0]["LogEvents"], docs[0]["Alerts"]) == (3, 3)
+    assert [m["Name"] for m in docs[1]["_aws"]["CloudWatchMetrics"][0]["Metrics"]] == ["DeliveryLag"]
+    # counters without samples still make one document
+    only = [json.loads(d) for d in documents({"DeliveryLag": []}, "Seconds", "N", "s", 5,
+                                             counters=[("Payloads", "Count", 1)])]
+    assert len(only) == 1 and only[0]["Payloads"] == 1 and "DeliveryLag" not in only[0]
+
+
+def test_the_default_metrics_are_one_emf_line_per_invocation_and_reset():
+    lines: list[dict] = []
+    app = App.from_env({}, clock=lambda: NOW, sleep=lambda s: None, log=ListLogger(),
+                       emit=lambda line: lines.append(json.loads(line)))
+    app.handle(load_event("delayed-delivery"))
+    assert len(lines) == 1
+    doc = lines[0]
+    declared = {m["Name"]: m["Unit"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert declared["LogEvents"] == "Count" and declared["DeliveryLag"] == "Seconds"
+    assert doc["LogEvents"] == 3 and doc["Payloads"] == 1 and set(declared) <= set(doc)
+    lines.clear()
+    app.handle(load_event("delayed-delivery"))
+    assert lines[0]["LogEvents"] == 3                   # not 6: counters are per invocation
+
+
 def test_response_carries_counts_and_the_max_lag(aws):
     app = make_app(aws["env"])
     result = app.handle(load_event("delayed-delivery"))
