@@ -193,7 +193,7 @@ class BatchResult:
 
     __slots__ = ("log_group", "log_stream", "log_events", "records", "oversize", "malformed",
                  "skewed", "no_event_time", "delivery_lags", "receipt_lags", "delayed", "alerts",
-                 "failures", "canaries")
+                 "failures", "canaries", "pending")
 
     def __init__(self, log_group: str | None = None, log_stream: str | None = None) -> None:
         self.log_group = log_group
@@ -206,6 +206,8 @@ class BatchResult:
         self.alerts: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.canaries: list[dict[str, Any]] = []   # trailwatch's own canary
+        # process_envelope(lazy=True): alert id -> what its rule-match alert is built from
+        self.pending: dict[str, tuple[Any, ...]] = {}
 
 
 # The canary's event names, filed in the pipeline's rule dispatcher as one more (first) key: a
@@ -250,8 +252,12 @@ class Pipeline:
             doc["log_event"] = ev                  # not an object: the whole value
         result.failures.append(doc)
 
-    def process_envelope(self, env: dict[str, Any]) -> BatchResult:
-        """Process one DATA_MESSAGE envelope (the hot loop: locals only, no attribute writes)."""
+    def process_envelope(self, env: dict[str, Any], lazy: bool = False) -> BatchResult:
+        """Process one DATA_MESSAGE envelope (the hot loop: locals only, no attribute writes).
+
+        ``lazy``: rule matches become placeholders (:func:`placeholder`) and ``result.pending``
+        says how to build each; :func:`build_alerts` builds those that survive the windows stage,
+        so a match that is deduplicated, suppressed or below its threshold is never built."""
         s = self.settings
         limit = s.max_event_bytes
         quick = limit // 4          # a str of <= limit/4 chars is <= limit UTF-8 bytes
@@ -278,6 +284,7 @@ class Pipeline:
         max_ts = MAX_TIMESTAMP_MS
         lg_text = _text(result.log_group)
         ls_text = _text(result.log_stream)
+        pending = result.pending if lazy else None
 
         for ev in events:
             try:
@@ -373,23 +380,30 @@ class Pipeline:
                             alerts.append(gkey)   # the group's place: where its first match was
                         group.append((rule, rec, ev, lag, key, expected))
                         continue
+                    ident = alert_id("rule", rule.id, key)
+                    if pending is not None:
+                        if facts is None:
+                            facts = [None]      # built once for all the record's alerts
+                        pending[ident] = (rule, rec, env, ev, lag, expected, facts)
+                        alerts.append(placeholder(rule, rec, ident))
+                        continue
                     if facts is None:
                         facts = RecordFacts(rec, env, ev, lag)
-                    alerts.append(rule_alert(rule, rec, env, ev, lag,
-                                             ident=alert_id("rule", rule.id, key),
+                    alerts.append(rule_alert(rule, rec, env, ev, lag, ident=ident,
                                              expected_change=expected, facts=facts))
         result.log_events = len(events)
         result.oversize = n_oversize
         result.records = result.log_events - n_oversize - result.malformed
         result.skewed = n_skewed
         result.no_event_time = n_no_time
-        result.alerts = self._collapse(alerts, groups, env) if groups else alerts
+        result.alerts = self._collapse(alerts, groups, env, pending) if groups else alerts
         return result
 
 
     @staticmethod
     def _collapse(alerts: list[Any], groups: dict[tuple[str, str], list[tuple[Any, ...]]],
-                  env: dict[str, Any]) -> list[dict[str, Any]]:
+                  env: dict[str, Any], pending: dict[str, tuple[Any, ...]] | None = None
+                  ) -> list[dict[str, Any]]:
         """Threshold rules (:mod:`handlers.detection.thresholds`): each (rule, principal) group with at
         least N matches becomes one alert, in the place of its first match; smaller groups are
         dropped, except for rules with a window (``window_minutes``): :mod:`handlers.alert_state`
@@ -403,13 +417,54 @@ class Pipeline:
             rule, rec, ev, lag, key, expected = group[0]
             if len(group) < rule.threshold and not rule.window_minutes:
                 continue
-            alert = A.rule_alert(rule, rec, env, ev, lag, ident=A.alert_id("rule", rule.id, key),
-                                 expected_change=expected)
+            ident = A.alert_id("rule", rule.id, key)
+            if pending is not None:
+                pending[ident] = (rule, rec, env, ev, lag, expected, [None])
+                alert = placeholder(rule, rec, ident)
+            else:
+                alert = A.rule_alert(rule, rec, env, ev, lag, ident=ident, expected_change=expected)
             alert["threshold"] = threshold_block(
                 [match_key(g[1].get("eventID"), g[2].get("id")) for g in group], rule.threshold,
                 item[1])
             out.append(alert)
         return out
+
+
+def placeholder(rule: Rule, record: dict[str, Any], ident: str) -> dict[str, Any]:
+    """A rule match before its alert is built: what the windows stage reads (kind, id, rule and
+    the record itself as ``event``: suppressions, keys and times are read from the record, as the
+    pipeline's own threshold groups read them). Never published: :func:`build_alerts` replaces it."""
+    return {"kind": "rule_match", "alert_id": ident, "rule": rule.doc, "event": record}
+
+
+# What the windows stage adds to an alert, carried from a placeholder to the alert built from it.
+_CARRIED = ("threshold", "window")
+
+
+def build_alerts(alerts: list[dict[str, Any]], pending: dict[str, tuple[Any, ...]]
+                 ) -> list[dict[str, Any]]:
+    """The alerts to publish: each placeholder in ``alerts`` (an id in ``pending``) replaced by
+    its rule-match alert (what :func:`handlers.alerts.rule_alert` builds, plus the ``threshold``
+    and ``window`` blocks given to the placeholder); other alerts as they are."""
+    if not pending:
+        return alerts
+    out: list[dict[str, Any]] = []
+    for a in alerts:
+        p = pending.get(a["alert_id"]) if a.get("kind") == "rule_match" else None
+        if p is None:
+            out.append(a)
+            continue
+        rule, rec, env, ev, lag, expected, shared = p
+        facts = shared[0]
+        if facts is None:
+            facts = shared[0] = A.RecordFacts(rec, env, ev, lag)
+        full = A.rule_alert(rule, rec, env, ev, lag, ident=a["alert_id"],
+                            expected_change=expected, facts=facts)
+        for k in _CARRIED:
+            if k in a:
+                full[k] = a[k]
+        out.append(full)
+    return out
 
 
 def iter_cases(rules: list[Rule]) -> Iterator[tuple[Rule, str, dict[str, Any]]]:

@@ -69,6 +69,7 @@ from handlers.pipeline import (
     PayloadError,
     Pipeline,
     Settings,
+    build_alerts,
     decode_subscription_data,
     iter_sources,
     source_data,
@@ -312,6 +313,7 @@ class App:
         delivery_lags: list[float] = []
         receipt_lags: list[float] = []
         canaries: list[dict[str, Any]] = []
+        pending: dict[str, tuple[Any, ...]] = {}      # rule matches: built after the windows
         kinesis = mode == "kinesis"
 
         def payload_failure(source_id: str, reason: str, detail: str, data: Any) -> None:
@@ -351,7 +353,10 @@ class App:
                                 f"messageType {message_type[:64]!r} is neither DATA_MESSAGE nor "
                                 f"CONTROL_MESSAGE", data)
                 continue
-            res = self.pipeline.process_envelope(env)
+            res = self.pipeline.process_envelope(env, lazy=True)
+            if res.pending:
+                for ident, how in res.pending.items():
+                    pending.setdefault(ident, how)
             counts["log_events"] += res.log_events
             counts["records"] += res.records
             counts["oversize"] += res.oversize
@@ -385,6 +390,17 @@ class App:
 
         canary_mod.report(canaries, self.log, self.emit, NAMESPACE, SERVICE,
                           int(self.pipeline.clock() * 1000))
+        if self.windows is not None and alerts:
+            # Suppressions, dedup windows and thresholds across invocations: only matches get
+            # here (records that match nothing cost nothing), and only those kept are built.
+            kept = self.windows.apply(list(alerts.values()))
+            st = self.windows.stats
+            counts["alerts_windowed"] = st["suppressed"] + st["deduplicated"] + \
+                st["below_threshold"]
+            counts["state_errors"] = st["state_errors"]
+        else:
+            kept = list(alerts.values())
+        alerts = {a["alert_id"]: a for a in build_alerts(kept, pending)}
         if request_id is not None:
             for alert in alerts.values():
                 delivery = alert.get("delivery")
@@ -392,16 +408,6 @@ class App:
                     delivery["request_id"] = request_id
                 else:
                     alert["delivery"] = {"request_id": request_id}
-
-        if self.windows is not None and alerts:
-            # Suppressions, dedup windows and thresholds across invocations (issue 20): only
-            # alerts get here, so records that match nothing cost nothing.
-            kept = self.windows.apply(list(alerts.values()))
-            st = self.windows.stats
-            counts["alerts_windowed"] = st["suppressed"] + st["deduplicated"] + \
-                st["below_threshold"]
-            counts["state_errors"] = st["state_errors"]
-            alerts = {a["alert_id"]: a for a in kept}
         counts["alerts"] = len(alerts)
         counts["failures_routed"] = len(failures)
         undelivered: set[str] = set()

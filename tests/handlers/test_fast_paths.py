@@ -100,6 +100,49 @@ def test_pipeline_alerts_equal_building_every_alert_then_applying_thresholds(rec
     assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_batches())
+def test_placeholders_built_later_equal_the_alerts_built_at_once(records):
+    from handlers.pipeline import build_alerts
+    env = _envelope(records)
+    eager = Pipeline(RULES, clock=lambda: 1_763_633_000.0).process_envelope(env).alerts
+    res = Pipeline(RULES, clock=lambda: 1_763_633_000.0).process_envelope(env, lazy=True)
+    assert all(a["alert_id"] in res.pending for a in res.alerts if a["kind"] == "rule_match")
+    assert json.dumps(build_alerts(res.alerts, res.pending)) == json.dumps(eager)
+
+
+def test_matches_the_windows_drop_are_never_built(monkeypatch):
+    from handlers.alert_state import MemoryStore
+    from handlers.processor import App
+    from tests.conftest import ListLogger, ListMetrics
+
+    built = []
+    real = A.rule_alert
+
+    def counting(rule, *a, **k):
+        built.append(rule.id)
+        return real(rule, *a, **k)
+
+    monkeypatch.setattr(A, "rule_alert", counting)
+    windowed = Rule(id="denied-daily", title="Denied", severity="LOW",
+                    pattern=compile_pattern('{ $.errorCode = "AccessDenied*" }'),
+                    window_minutes=1440, description="denied", source="user")
+    app = App(Pipeline([windowed], clock=lambda: 1_763_633_000.0), [], None,
+              metrics_sink=ListMetrics(), log=ListLogger(), emit=lambda line: None)
+    from handlers.alert_state import Windows
+    app.windows = Windows([windowed], MemoryStore(), clock=lambda: 1_763_633_000.0)
+    denied = [{"eventVersion": "1.08", "eventID": f"e{i}", "eventName": "GetObject",
+               "eventTime": "2025-11-20T10:00:00Z", "errorCode": "AccessDenied",
+               "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/u"}}
+              for i in range(6)]
+    import base64
+    import gzip
+    data = base64.b64encode(gzip.compress(json.dumps(_envelope(denied)).encode())).decode()
+    out = app.handle({"awslogs": {"data": data}})
+    assert out["alerts"] == 1 and out["alerts_windowed"] == 5
+    assert built == ["denied-daily"]        # one built: the window's first; five counted only
+
+
 def test_threshold_alerts_below_n_are_never_built(monkeypatch):
     built = []
     real = A.rule_alert
