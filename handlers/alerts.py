@@ -367,6 +367,26 @@ def _marker(value: Any, size: int) -> dict[str, Any]:
     return {"trailwatch_truncated": True, "original_bytes": size, "preview": text[:PREVIEW_CHARS]}
 
 
+# Each alert's serialised form while one publish is in flight, shared by the sinks that fit it
+# (SNS and EventBridge serialise the same alert: once is enough). Filled and emptied by
+# :func:`shared_bodies`; keyed by id() and kept with the alert, so a reused id cannot match.
+_BODIES: dict[int, tuple[dict[str, Any], bytes]] = {}
+
+
+class shared_bodies:  # noqa: N801 - used as a context manager
+    """``with shared_bodies(alerts):`` :func:`fit` serialises each of ``alerts`` once."""
+
+    def __init__(self, alerts: Iterable[dict[str, Any]]) -> None:
+        for a in alerts:
+            _BODIES[id(a)] = (a, _dumps(a))
+
+    def __enter__(self) -> shared_bodies:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _BODIES.clear()
+
+
 def fit(alert: dict[str, Any], budget: int) -> bytes:
     """Serialise ``alert`` to at most ``budget`` bytes.
 
@@ -375,7 +395,8 @@ def fit(alert: dict[str, Any], budget: int) -> bytes:
     truncated fields are recorded in the serialised alert's ``truncated_fields``; ``alert`` itself is
     never modified (each sink fits the same alert to its own limit).
     """
-    body = _dumps(alert)
+    hit = _BODIES.get(id(alert))
+    body = hit[1] if hit is not None and hit[0] is alert else _dumps(alert)
     if len(body) <= budget:
         return body
     alert = dict(alert)

@@ -50,6 +50,7 @@ from aws_lambda_powertools import Logger
 
 from handlers import canary as canary_mod
 from handlers import emf
+from handlers import alerts as A
 from handlers.alert_state import MemoryStore, Windows, store_from_env
 from handlers.alerts import (
     DEFAULT_AGGREGATION_THRESHOLD,
@@ -531,8 +532,9 @@ class App:
         for sink in self.sinks:
             size = max(1, int(getattr(sink, "chunk_size", ALERT_CHUNK) or ALERT_CHUNK))
             tasks += [(sink, alerts[i:i + size]) for i in range(0, len(alerts), size)]
-        results = self._run([lambda s=sink, c=chunk: self._call(s.publish, c, deadline)
-                             for sink, chunk in tasks], deadline)
+        with A.shared_bodies(alerts if len(self.sinks) > 1 else ()):
+            results = self._run([lambda s=sink, c=chunk: self._call(s.publish, c, deadline)
+                                 for sink, chunk in tasks], deadline)
         failed: set[str] = set()
         for (sink, chunk), (status, value) in zip(tasks, results, strict=True):
             name = getattr(sink, "name", type(sink).__name__)

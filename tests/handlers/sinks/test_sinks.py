@@ -249,3 +249,33 @@ def test_failure_queue_without_archive_reports_an_oversize_record_undelivered():
     assert bad["id"] == "f0" and "FAILURE_ARCHIVE_BUCKET" in bad["error"]
     (msg,) = sqs.receive_message(QueueUrl=q)["Messages"]
     assert json.loads(msg["Body"])["log_event_id"] == "10"
+
+
+def test_sns_and_eventbridge_serialise_each_alert_once_and_send_the_same_bytes(monkeypatch):
+    from handlers.pipeline import Pipeline
+    from handlers.processor import App
+    from tests.conftest import ListLogger, ListMetrics
+
+    sent: dict[str, list[str]] = {"sns": [], "events": []}
+
+    class Client:
+        def publish_batch(self, TopicArn, PublishBatchRequestEntries):  # noqa: N803
+            sent["sns"] += [e["Message"] for e in PublishBatchRequestEntries]
+            return {"Successful": [], "Failed": []}
+
+        def put_events(self, Entries):  # noqa: N803
+            sent["events"] += [e["Detail"] for e in Entries]
+            return {"FailedEntryCount": 0, "Entries": [{} for _ in Entries]}
+
+    calls = []
+    real = A._dumps
+    monkeypatch.setattr(A, "_dumps", lambda doc: calls.append(doc.get("alert_id")) or real(doc))
+    sinks = [SnsSink("arn:aws:sns:us-east-1:111122223333:t", lambda s: Client(), sleep=lambda s: None),
+             EventBridgeSink("bus", lambda s: Client(), sleep=lambda s: None)]
+    app = App(Pipeline([]), sinks, None, metrics_sink=ListMetrics(), log=ListLogger(),
+              emit=lambda line: None)
+    alerts = [make_alert(i) for i in range(3)]
+    assert app._publish(alerts, None) == set()
+    assert sorted(calls) == sorted(a["alert_id"] for a in alerts)     # once each, not twice
+    assert sent["sns"] == sent["events"] == [real(a).decode() for a in alerts]
+    assert A._BODIES == {}                                             # nothing kept afterwards
