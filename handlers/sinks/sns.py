@@ -60,6 +60,29 @@ def _attribute(name: str, value: str) -> tuple[dict[str, str], int]:
     return hit
 
 
+_STR = {str}
+# _fast_key(alert) -> the same (attributes, size) as _ATTRIBUTE_SETS holds for it; bounded alike
+_FAST_SETS: dict[tuple[Any, ...], tuple[dict[str, dict[str, str]], int]] = {}
+
+
+def _fast_key(alert: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The key :meth:`SnsSink.attributes_with_size` looks shared attributes up by: the raw
+    routing values (kind, rule id, severity, account, Region, event name) and expected_change,
+    when all are strings of at most :data:`SNS_ATTRIBUTE_CHARS`; else None (the attributes are
+    then built from the routing keys each time, their caches keyed on capped values)."""
+    rule, event, delivery = alert.get("rule"), alert.get("event"), alert.get("delivery")
+    if rule.__class__ is not dict or event.__class__ is not dict:
+        return None
+    account = event.get("recipientAccountId")
+    if not (account.__class__ is str and account):
+        account = delivery.get("owner") if delivery.__class__ is dict else None
+    values = (alert.get("kind"), rule.get("id"), rule.get("severity"), account,
+              event.get("awsRegion"), event.get("eventName"))
+    if set(map(type, values)) != _STR or max(map(len, values)) > SNS_ATTRIBUTE_CHARS:
+        return None
+    return values, bool(alert.get("expected_change"))
+
+
 def _group_id(alert: dict[str, Any]) -> str:
     """FIFO ``MessageGroupId``: the event's account (ordering per account), max 128 chars."""
     gid = _GROUP_ID_CHARS.sub("_", routing_keys(alert).get("account", ""))[:128]
@@ -89,6 +112,28 @@ class SnsSink(_RetryingSink):
     def attributes_with_size(alert: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
         """(attributes, their size in bytes). Keys without a value are left out (SNS rejects
         empty values); values are cleaned of characters SNS refuses and capped."""
+        # The common case first: an alert whose routing values are short strings finds its
+        # shared attributes by those values (:func:`_fast_key`) without building routing keys.
+        rule, event, delivery = alert.get("rule"), alert.get("event"), alert.get("delivery")
+        if rule.__class__ is dict and event.__class__ is dict:
+            account = event.get("recipientAccountId")
+            if not (account.__class__ is str and account):
+                account = delivery.get("owner") if delivery.__class__ is dict else None
+            values = (alert.get("kind"), rule.get("id"), rule.get("severity"), account,
+                      event.get("awsRegion"), event.get("eventName"))
+            if set(map(type, values)) == _STR and max(map(len, values)) <= SNS_ATTRIBUTE_CHARS:
+                hit = _FAST_SETS.get((values, bool(alert.get("expected_change"))))
+                ident = alert.get("alert_id")
+                if hit is not None and ident.__class__ is str and ident and \
+                        len(ident) <= SNS_ATTRIBUTE_CHARS and ident.isascii() and \
+                        ident.isprintable():
+                    attrs = {"alert_id": {"DataType": "String", "StringValue": ident}}
+                    attrs.update(hit[0])
+                    return attrs, hit[1] + 14 + len(ident)   # 14: "alert_id" + "String"
+        return SnsSink._attributes_with_size(alert)
+
+    @staticmethod
+    def _attributes_with_size(alert: dict[str, Any]) -> tuple[dict[str, dict[str, str]], int]:
         keys = routing_keys(alert)
         ident = keys.pop("alert_id", None)
         # Everything but the alert id repeats from alert to alert: built once per combination.
@@ -113,6 +158,11 @@ class SnsSink(_RetryingSink):
             if len(_ATTRIBUTE_SETS) >= _ATTRIBUTES_MAX:
                 _ATTRIBUTE_SETS.clear()
             _ATTRIBUTE_SETS[shared] = hit
+            fast = _fast_key(alert)
+            if fast is not None:
+                if len(_FAST_SETS) >= _ATTRIBUTES_MAX:
+                    _FAST_SETS.clear()
+                _FAST_SETS[fast] = hit
         rest, size = hit
         attrs: dict[str, dict[str, str]] = {}
         if ident is not None:      # unique per alert: not worth a cache entry

@@ -209,6 +209,7 @@ def test_attribute_caches_stay_bounded_under_attacker_chosen_values():
         S.SnsSink.attributes_with_size(alert)
     assert len(S._ATTRIBUTES) <= S._ATTRIBUTES_MAX
     assert len(S._ATTRIBUTE_SETS) <= S._ATTRIBUTES_MAX
+    assert len(S._FAST_SETS) <= S._ATTRIBUTES_MAX
     assert not any(name == "alert_id" for name, _ in S._ATTRIBUTES)   # unique: never cached
 
 
@@ -221,7 +222,8 @@ def test_attribute_caches_keep_only_capped_values_of_huge_record_fields():
                              ENV, {"id": "le"}, None)
         attrs, _ = S.SnsSink.attributes_with_size(alert)
         assert attrs["region"]["StringValue"] == (f"{i}" + "r" * 200)[:S.SNS_ATTRIBUTE_CHARS]
-    held = [v for _, v in S._ATTRIBUTES] + [v for pairs, _ in S._ATTRIBUTE_SETS for _, v in pairs]
+    held = [v for _, v in S._ATTRIBUTES] + [v for pairs, _ in S._ATTRIBUTE_SETS for _, v in pairs] \
+        + [v for values, _ in S._FAST_SETS for v in values]
     assert max(map(len, held)) <= S.SNS_ATTRIBUTE_CHARS
 
 
