@@ -318,3 +318,46 @@ def test_the_watchdog_finds_the_trail_the_template_names_from_the_audit_account(
         arn, results = run_verify(env, clients)
     assert arn == f"arn:aws:cloudtrail:{region}:{MGMT}:trail/{name}"
     assert "watchdog.trail" not in {r.id for r in results}
+
+
+# ------------------------------------------------------------------ the destination role's trust
+ORG = "o-abc1234567"
+MEMBER = "444455556666"        # an organization account that is not in SourceAccountIds
+
+
+def _destination_trust(cfn, mode: str) -> dict:
+    e = Rendered(cfn, {"TrailName": "org-trail", **MODES[mode]})
+    return e.value(e.resources()["DestinationRole"]["Properties"])["AssumeRolePolicyDocument"]
+
+
+@pytest.mark.parametrize("mode", ["destination-accounts", "destination-org"])
+def test_the_destination_role_trusts_cloudwatch_logs_for_every_sender_the_access_policy_admits(
+        cfn, mode):
+    """Issue 24 item 3. Observed on d534756: with SourceOrganizationId the access policy admits
+    every account of the organization, but the role CloudWatch Logs assumes to put their records
+    into the stream still trusted only SourceAccountIds, so a member account's subscription
+    was accepted and its records were never delivered. The documented key for this role is
+    aws:SourceArn (CloudWatch Logs User Guide, "Step 1: Create a destination"); aws:SourceOrgID
+    is not confirmed for it, so the organization form narrows by it only when it is present."""
+    from setup.demo.topology import trust_admits
+    from tests.template.test_template_modes import ACCOUNT as RECIPIENT
+
+    trust = _destination_trust(cfn, mode)
+    (st,) = trust["Statement"]
+    assert st["Principal"] == {"Service": "logs.amazonaws.com"}
+    listed = f"arn:aws:logs:{REGION}:{MGMT}:log-group:CloudTrail/org-trail"
+    member = f"arn:aws:logs:{REGION}:{MEMBER}:log-group:CloudTrail/org-trail"
+    assert trust_admits(trust, listed)
+    assert trust_admits(trust, f"arn:aws:logs:{REGION}:{RECIPIENT}:destination:x")  # test message
+    assert not trust_admits(trust, f"arn:aws:logs:eu-west-1:{MGMT}:log-group:x")   # other Region
+    assert not trust_admits(trust, f"arn:aws-cn:logs:{REGION}:{MGMT}:log-group:x")
+    if mode == "destination-org":
+        assert trust_admits(trust, member)                       # aws:SourceOrgID not supplied
+        assert trust_admits(trust, member, source_org=ORG)
+        assert not trust_admits(trust, member, source_org="o-zzzzzzzzzz")
+        assert st["Condition"]["StringEqualsIfExists"] == {"aws:SourceOrgID": ORG}
+    else:                                                        # unchanged: the listed accounts
+        assert not trust_admits(trust, member)
+        assert st["Condition"]["StringLike"] == {"aws:SourceArn": [
+            f"arn:*:logs:*:{RECIPIENT}:*", f"arn:*:logs:*:{MGMT}:*"]}
+        assert st["Condition"]["ArnLike"] == {"aws:SourceArn": f"arn:aws:logs:{REGION}:*"}
