@@ -361,3 +361,61 @@ def test_the_destination_role_trusts_cloudwatch_logs_for_every_sender_the_access
         assert st["Condition"]["StringLike"] == {"aws:SourceArn": [
             f"arn:*:logs:*:{RECIPIENT}:*", f"arn:*:logs:*:{MGMT}:*"]}
         assert st["Condition"]["ArnLike"] == {"aws:SourceArn": f"arn:aws:logs:{REGION}:*"}
+
+
+# ------------------------------------------------------------------ the chat topic
+@pytest.mark.parametrize("value,ok", [
+    ("", True),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat", True),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:team_alerts-1", True),
+    (f"arn:aws-us-gov:sns:us-gov-west-1:{ACCOUNT}:chat", True),
+    # SNS FIFO topics deliver only to SQS queues (Amazon SNS Developer Guide, "Message delivery
+    # for FIFO topics"); chat applications subscribe an HTTPS endpoint.
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat.fifo", False),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat.FIFO", False),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat.x", False),
+])
+def test_the_chat_topic_parameter_refuses_a_fifo_topic_at_deploy_time(cfn, value, ok):
+    """Issue 24 item 7. Observed on d534756: ChatTopicArn accepted `...:chat.fifo`; the stack
+    deployed and no alert ever reached the channel."""
+    spec = cfn["Parameters"]["ChatTopicArn"]
+    assert bool(re.fullmatch(spec["AllowedPattern"], value)) is ok
+    if not ok:
+        assert "FIFO" in spec["ConstraintDescription"]
+
+
+def test_the_watchdog_gets_the_chat_topic_and_may_read_it(cfn):
+    """Issue 24 item 7: the watchdog checks the processor's chat topic (chat.topic); its role
+    allows each call the check makes, on that topic and this account's keys (resource level)."""
+    import boto3
+    from moto import mock_aws
+
+    from setup.aws import AwsClients
+    from setup.policy_eval import evaluate
+    from setup.verify.chat import chat_topic
+    from tests.template.test_template_modes import ACCOUNT as STACK_ACCOUNT
+
+    topic = f"arn:aws:sns:{REGION}:{STACK_ACCOUNT}:chat"
+    e = Rendered(cfn, {"ChatTopicArn": topic})
+    assert e.function_env("WatchdogFunction")["CHAT_TOPIC_ARN"] == topic
+    assert Rendered(cfn, {}).function_env("WatchdogFunction")["CHAT_TOPIC_ARN"] == ""
+    role = e.value(e.resources()["WatchdogFunctionRole"]["Properties"])
+    docs = [p["PolicyDocument"] for p in role["Policies"]]
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        clients = AwsClients(region=REGION)
+        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+        arn = boto3.client("sns", region_name=REGION).create_topic(
+            Name="chat", Attributes={"KmsMasterKeyId": key})["TopicArn"]
+        assert chat_topic(clients, arn).status == "FAIL"
+    calls = {f"{svc}:{op}" for svc, op, _ in clients.calls}
+    assert calls == {"sns:GetTopicAttributes", "kms:DescribeKey"}
+    assert evaluate(docs, "sns:GetTopicAttributes", topic).allowed
+    assert not evaluate(docs, "sns:GetTopicAttributes",
+                        f"arn:aws:sns:{REGION}:{STACK_ACCOUNT}:other").allowed
+    assert evaluate(docs, "kms:DescribeKey",
+                    f"arn:aws:kms:{REGION}:{STACK_ACCOUNT}:key/{key}").allowed
+    without = Rendered(cfn, {})
+    role = without.value(without.resources()["WatchdogFunctionRole"]["Properties"])
+    assert not any(s.get("Sid") == "ReadChatTopic" for p in role["Policies"]
+                   for s in p["PolicyDocument"]["Statement"])
