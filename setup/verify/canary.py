@@ -47,7 +47,17 @@ from setup.wiring.models import Target
 CANARY_TAG = "trailwatch:canary"        # the processor recognises this key (handlers/canary.py)
 CANARY_EVENTS = ("TagResource", "TagLogGroup")
 OBSERVED = "canary_observed"            # the processor's log message for a canary record
+# CloudTrail "typically delivers events to your log group within an average of about 5 minutes of
+# an API call. This time is not guaranteed" (CloudTrail User Guide, "Sending events to CloudWatch
+# Logs"): the canary waits 15 minutes for its record by default.
 DEFAULT_TIMEOUT = 900.0
+# Then the subscription: "Log events are sent to the receiving resource soon after being ingested,
+# usually less than three minutes" (CloudWatch Logs User Guide, "Real-time processing of log data
+# with subscriptions", https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/Subscriptions.html).
+# After the record is found the processor gets those 3 minutes plus 2 for its own run and for its
+# canary_observed line to be ingested and searchable (--canary-processor-wait).
+SUBSCRIPTION_DELIVERY_SECONDS = 180
+DEFAULT_PROCESSOR_WAIT = SUBSCRIPTION_DELIVERY_SECONDS + 120.0
 DEFAULT_WAIT_TIMEOUT = 900.0
 DEFAULT_MAX_AGE = 7200.0
 FIRST_INTERVAL, MAX_INTERVAL, BACKOFF = 5.0, 30.0, 1.5
@@ -100,6 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser, apply: bool = False) -> None:
     g.add_argument("--canary-timeout", type=duration, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="how long to wait for the canary record (default 900; CloudTrail "
                         "delivers in about 5 min on average, not guaranteed)")
+    g.add_argument("--canary-processor-wait", type=duration, default=DEFAULT_PROCESSOR_WAIT,
+                   metavar="SECONDS", help="after the record arrived, how long to wait for the "
+                   f"processor's {OBSERVED} line (default {DEFAULT_PROCESSOR_WAIT:.0f}; CloudWatch "
+                   "Logs sends subscribed events usually in less than 3 min)")
     g.add_argument("--canary-member-role", metavar="ARN",
                    help="organization trails: also make a canary call from a member account "
                         "through this role (proves the o-<orgid>_* member streams)")
@@ -127,6 +141,7 @@ def extra_checks(clients: AwsClients, target: Target, args: argparse.Namespace) 
         return []
     return Canary(clients, target, timeout=args.canary_timeout,
                   member_role_arn=getattr(args, "canary_member_role", None),
+                  processor_wait=getattr(args, "canary_processor_wait", DEFAULT_PROCESSOR_WAIT),
                   progress=progress_for(args)).run()
 
 
@@ -196,8 +211,10 @@ class Canary:
                  clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] | None = None,
                  progress: Callable[[str], None] | None = None, nonce: str | None = None,
-                 member_role_arn: str | None = None) -> None:
+                 member_role_arn: str | None = None,
+                 processor_wait: float = DEFAULT_PROCESSOR_WAIT) -> None:
         self.clients = clients
+        self.processor_wait = processor_wait
         self.target = target
         self.timeout = timeout
         self.clock = clock or _now
@@ -413,8 +430,9 @@ class Canary:
                                details={"not_checked": skipped})
         _, function = lambdas[0]
         group = self._function_log_group(function)
-        # The processor runs after delivery: give it at least 2 minutes past the record's arrival.
-        deadline = max(deadline, probe.found.found + 120)
+        # The processor runs after the subscription delivers the record (usually < 3 min): give
+        # it processor_wait past the record's arrival, however little of the timeout is left.
+        deadline = max(deadline, probe.found.found + self.processor_wait)
         seen: list[tuple[dict[str, Any], dict]] = []
 
         def attempt() -> bool:
@@ -429,11 +447,13 @@ class Canary:
         self._wait(f"the processor's {OBSERVED} line in {group}", deadline, attempt)
         details: dict[str, Any] = {"function": function, "function_log_group": group}
         if not seen:
+            waited = deadline - probe.found.found
             return CheckResult(cid, FAIL, f"{function} did not log {OBSERVED} for nonce "
-                               f"{probe.nonce} in {group} although the record was delivered",
+                               f"{probe.nonce} in {group} within {waited:.0f} s of the record's "
+                               "arrival although it was delivered",
                                "check subscription.filters (the filter and the function's invoke "
-                               "permission), the function's errors and its failure queue",
-                               details=details)
+                               "permission), the function's errors and its failure queue; or "
+                               "raise --canary-processor-wait", details=details)
         doc, ev = seen[0]
         logged = ev.get("timestamp", 0) / 1000.0
         details.update({

@@ -292,3 +292,76 @@ def test_cli_apply_without_wait_keeps_exit_0(aws):
                 out=out, clients=AwsClients(region=REGION))
     assert code == 0
     assert "delivery.after_apply" not in out.getvalue()
+
+
+# ----------------------------------------------------------------------------------- processor wait
+
+def _processor_line_after(nonce: str, fn_group: str, seconds: float, ft: FakeTime, found: dict):
+    """The processor logs canary_observed ``seconds`` after the canary found the record."""
+    def on_sleep(ft: FakeTime) -> None:
+        if "at" in found and ft.t - found["at"] >= seconds and "logged" not in found:
+            found["logged"] = True
+            put(fn_group, "2026/01/01/[$LATEST]abc", int(ft.t * 1000), json.dumps(
+                {"level": "INFO", "message": "canary_observed", "nonce": nonce,
+                 "receipt_lag_seconds": 2.0, "delivery_lag_seconds": 30.0}))
+    return on_sleep
+
+
+def test_the_processor_gets_the_documented_subscription_delivery_time(aws):
+    """Issue 24 item 7. Observed on d534756: after the record arrived the canary gave the
+    processor 120 s, while "Log events are sent to the receiving resource soon after being
+    ingested, usually less than three minutes" (CloudWatch Logs User Guide, "Real-time
+    processing of log data with subscriptions"): a processor line 170 s later was a FAIL."""
+    nonce = "tw-slow-subscription"
+    fn_group = "/aws/lambda/proc"
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=fn_group)
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    found: dict = {}
+    ft.on_sleep = _processor_line_after(nonce, fn_group, 170, ft, found)
+    c = Canary(AwsClients(region=REGION), target(), timeout=60, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce)
+    c._processors = lambda: ([("f", f"arn:aws:lambda:{REGION}:{ACCT}:function:proc")], [])
+    original = c.wait_delivered
+
+    def wait_delivered(probes, deadline):
+        original(probes, deadline)
+        found["at"] = probes[0].found.found
+    c.wait_delivered = wait_delivered
+    delivered, processed = c.run()
+    assert delivered.status == "PASS"
+    assert processed.status == "PASS", processed.message
+    assert canary.SUBSCRIPTION_DELIVERY_SECONDS == 180
+    assert canary.DEFAULT_PROCESSOR_WAIT >= canary.SUBSCRIPTION_DELIVERY_SECONDS
+
+
+@pytest.mark.parametrize("wait", [None, 240.0])
+def test_a_silent_processor_is_waited_for_exactly_the_processor_wait(aws, wait):
+    nonce = "tw-silent-bounded"
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    kw = {} if wait is None else {"processor_wait": wait}
+    c = Canary(AwsClients(region=REGION), target(), timeout=30, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce, **kw)
+    c._processors = lambda: ([("f", f"arn:aws:lambda:{REGION}:{ACCT}:function:proc")], [])
+    _, processed = c.run()
+    assert processed.status == "FAIL"
+    expected = canary.DEFAULT_PROCESSOR_WAIT if wait is None else wait
+    assert sum(ft.sleeps) == pytest.approx(expected)          # found at once, then the wait
+    assert f"{expected:.0f} s" in processed.message
+
+
+def test_cli_canary_processor_wait_flag(aws, monkeypatch):
+    seen = {}
+    original = canary.Canary.__init__
+
+    def init(self, *a, **kw):
+        seen.update(kw)
+        original(self, *a, **kw)
+    monkeypatch.setattr(canary.Canary, "__init__", init)
+    monkeypatch.setattr(canary.Canary, "run", lambda self: [])
+    for argv, value in ((["--canary"], canary.DEFAULT_PROCESSOR_WAIT),
+                        (["--canary", "--canary-processor-wait", "10m"], 600.0)):
+        main(["verify", "--trail", "main", "--log-group", GROUP, *argv, "--output", "json"],
+             out=io.StringIO(), clients=AwsClients(region=REGION))
+        assert seen["processor_wait"] == value
