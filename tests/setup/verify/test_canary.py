@@ -14,7 +14,8 @@ from moto import mock_aws
 
 from setup.verify import canary
 from setup.aws import AwsClients
-from setup.verify.canary import CANARY_TAG, Canary, wait_for_delivery
+from handlers.canary import canary_filter
+from setup.verify.canary import Canary, wait_for_delivery
 from setup.cli import main
 from setup.wiring.models import Target, Trail
 
@@ -63,11 +64,10 @@ def target() -> Target:
 
 def canary_record(nonce: str, event_time: float, account: str = ACCT) -> dict:
     return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com",
-            "eventName": "TagResource", "awsRegion": REGION, "eventID": f"ev-{nonce}",
+            "eventName": "PutMetricFilter", "awsRegion": REGION, "eventID": f"ev-{nonce}",
             "eventTime": dt.datetime.fromtimestamp(event_time, dt.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "requestParameters": {"resourceArn": f"arn:aws:logs:{REGION}:{account}:log-group:"
-                                                 f"{GROUP}", "tags": {CANARY_TAG: nonce}},
+            "requestParameters": {"logGroupName": GROUP, **canary_filter(nonce)},
             "recipientAccountId": account, "eventType": "AwsApiCall"}
 
 
@@ -81,7 +81,7 @@ def put(group: str, stream: str, ts_ms: int, message: str) -> None:
                         logEvents=[{"timestamp": ts_ms, "message": message}])
 
 
-def test_canary_delivered_after_polls_reports_timings_and_untags(aws):
+def test_canary_delivered_after_polls_reports_timings_and_cleans_up(aws):
     nonce = "tw-0123456789abcdef"
     called = {}
 
@@ -104,10 +104,10 @@ def test_canary_delivered_after_polls_reports_timings_and_untags(aws):
     assert probe["found_after_seconds"] >= 240
     assert ft.sleeps[0] == canary.FIRST_INTERVAL and max(ft.sleeps) <= canary.MAX_INTERVAL
     assert any("waiting for the canary" in m for m in msgs)
-    # the tag was removed again; no subscription filter -> processor part not checked, says why
-    tags = boto3.client("logs", region_name=REGION).list_tags_for_resource(
-        resourceArn=f"arn:aws:logs:{REGION}:{ACCT}:log-group:{GROUP}")["tags"]
-    assert CANARY_TAG not in tags
+    # the metric filter was deleted again; no subscription filter -> processor part not
+    # checked, says why
+    assert boto3.client("logs", region_name=REGION).describe_metric_filters(
+        logGroupName=GROUP)["metricFilters"] == []
     assert processed.status == "WARN" and "no subscription filter" in processed.message
 
 
@@ -365,3 +365,54 @@ def test_cli_canary_processor_wait_flag(aws, monkeypatch):
         main(["verify", "--trail", "main", "--log-group", GROUP, *argv, "--output", "json"],
              out=io.StringIO(), clients=AwsClients(region=REGION))
         assert seen["processor_wait"] == value
+
+
+# ----------------------------------------------------------------------------------- the call
+
+# "CloudWatch Logs supports logging the following actions as events in CloudTrail log files"
+# (CloudWatch Logs User Guide, "Logging Amazon CloudWatch Logs API calls in AWS CloudTrail";
+# awsdocs/amazon-cloudwatch-logs-user-guide doc_source/logging_cw_api_calls_cwl.md, last version).
+LOGGED_BY_CLOUDTRAIL = {
+    "CancelExportTask", "CreateExportTask", "CreateLogGroup", "CreateLogStream",
+    "DeleteDestination", "DeleteLogGroup", "DeleteLogStream", "DeleteMetricFilter",
+    "DeleteRetentionPolicy", "DeleteSubscriptionFilter", "PutDestination",
+    "PutDestinationPolicy", "PutMetricFilter", "PutRetentionPolicy", "PutSubscriptionFilter",
+    "StartQuery", "StopQuery", "TestMetricFilter"}
+
+
+def test_every_write_the_canary_makes_is_one_cloudtrail_documents_as_logged(aws):
+    """Issue 24 item 7. Observed on d534756: the canary tagged the log group (TagResource /
+    UntagResource), which that list does not name: a canary that may never be recorded. It now
+    puts and deletes a metric filter that matches nothing, and the processor recognises that."""
+    ft = FakeTime()
+    clients = AwsClients(region=REGION)
+    c = Canary(clients, target(), timeout=10, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce="tw-documented",
+               member_role_arn=f"arn:aws:iam::{ACCT}:role/OrganizationAccountAccessRole")
+    c.run()
+    writes = {op for svc, op, _ in clients.calls if svc == "logs"
+              and not op.startswith(("Describe", "Filter", "Get", "List"))}
+    assert writes == {"PutMetricFilter", "DeleteMetricFilter"}
+    assert writes <= LOGGED_BY_CLOUDTRAIL
+    assert set(canary.CANARY_EVENTS) <= LOGGED_BY_CLOUDTRAIL
+
+
+def test_the_canary_filter_can_never_match_a_cloudtrail_record():
+    """Its pattern asks for a top-level field no CloudTrail record has, so the filter never
+    publishes, even if its own PutMetricFilter record arrives while it still exists."""
+    from handlers.detection.patterns import compile_pattern
+    spec = canary_filter("tw-x")
+    pattern = compile_pattern(spec["filterPattern"])
+    record = canary_record("tw-x", time.time())
+    assert pattern.match({"trailwatchCanary": "tw-x"}) is True     # the pattern works ...
+    assert pattern.match(record) is False                          # ... and its record misses it
+    assert spec["metricTransformations"] == [{"metricName": "TrailwatchCanary",
+                                              "metricNamespace": "Trailwatch/Canary",
+                                              "metricValue": "1"}]
+
+
+def test_the_main_probe_does_not_take_the_member_probes_record(aws):
+    """The member nonce extends the main one; the main probe accepts only its own filter name."""
+    from setup.verify.canary import is_canary_record
+    assert is_canary_record(canary_record("tw-1", time.time()), "tw-1")
+    assert not is_canary_record(canary_record("tw-1-member", time.time()), "tw-1")
