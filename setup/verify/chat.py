@@ -1,27 +1,28 @@
 """``chat.topic``: can the processor's chat topic reach a chat channel?
 
 The processor publishes alerts to ``CHAT_TOPIC_ARN``, an SNS topic mapped to a Slack or Teams
-channel in Amazon Q Developer in chat applications (formerly AWS Chatbot), which subscribes to the
-topic with an HTTPS endpoint. The check reads the topic (``sns:GetTopicAttributes``) and, for an
-encrypted topic, who manages its key (``kms:DescribeKey``). What it encodes:
+channel in Amazon Q Developer in chat applications (formerly AWS Chatbot), which is not an SQS
+queue (that it subscribes with an HTTPS endpoint is commonly reported, not found in an AWS page;
+the FIFO verdict does not depend on it). The check reads the topic (``sns:GetTopicAttributes``)
+and, for an encrypted topic, who manages its key (``kms:DescribeKey``). What it encodes:
 
-* **FIFO topic: FAIL.** "SNS FIFO topics can't deliver messages to customer managed endpoints,
-  such as email addresses, mobile apps, phone numbers for text messaging (SMS), or HTTP(S)
-  endpoints" (Amazon SNS Developer Guide, "Message delivery for FIFO topics",
-  https://docs.aws.amazon.com/sns/latest/dg/fifo-message-delivery.html). The template's
-  ``ChatTopicArn`` refuses a ``.fifo`` ARN at deploy time; this catches a topic set elsewhere.
+* **FIFO topic: FAIL.** SNS FIFO topics deliver to SQS queues only; "SNS FIFO topics can't
+  deliver messages to customer managed endpoints, such as email addresses, mobile apps, phone
+  numbers for text messaging (SMS), or HTTP(S) endpoints" (Amazon SNS Developer Guide, "Message
+  delivery for FIFO topics", https://docs.aws.amazon.com/sns/latest/dg/fifo-message-delivery.html).
+  The template's ``ChatTopicArn`` refuses a ``.fifo`` ARN at deploy time; this catches a topic
+  set elsewhere (``verify --chat-topic``).
 * **Customer managed key: FAIL.** "Before you can use SSE, you must configure AWS KMS key policies
   to allow encryption of topics and encryption and decryption of messages" (Amazon SNS Developer
   Guide, "Key management", Configuring AWS KMS permissions,
   https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html): the publisher needs the key.
-  template.yaml grants the processor ``sns:Publish`` on the topic and no key, so every publish is
-  refused (``KMSAccessDenied``, which the chat sink counts as a rejected alert).
-* **AWS managed key (``alias/aws/sns``): WARN.** Its key policy lets principals of the account
-  use it through SNS, so publishing works. Whether chat applications deliver from an encrypted
-  topic is *not confirmed* by any AWS page found (the Amazon Q Developer in chat applications
-  guide says nothing either way; an older AWS Chatbot troubleshooting text, quoted in
-  nozaq/terraform-aws-secure-baseline#229, said encrypted topics do not appear in chat rooms), so
-  the check warns and asks for a test alert instead of passing.
+  template.yaml grants the processor ``sns:Publish`` on the topic and no key, so its publishes
+  are refused (``KMSAccessDenied``, which the chat sink counts as a rejected alert).
+* **AWS managed key (``alias/aws/sns``): WARN.** An AWS managed key is usable through its service
+  by the account's principals, so the processor can publish. Whether chat applications deliver
+  from an encrypted topic is *not confirmed*: no AWS page found says either way (an older AWS
+  Chatbot troubleshooting text, quoted in nozaq/terraform-aws-secure-baseline#229, said encrypted
+  topics do not appear in chat rooms), so the check warns and asks for a test message.
 * A key whose manager cannot be read (another account's key, DescribeKey denied): WARN.
 
 moto is lenient here (it subscribes an HTTPS endpoint to a FIFO topic and publishes to a topic
@@ -85,8 +86,8 @@ def chat_topic(clients: Any, topic_arn: str) -> CheckResult:
     if fifo:
         return CheckResult(
             CHECK_ID, FAIL, f"the chat topic {topic_arn} is a FIFO topic: SNS FIFO topics deliver "
-            "only to SQS queues, never to the HTTPS endpoint of Amazon Q Developer in chat "
-            "applications, so no alert reaches the channel",
+            "only to SQS queues, never to Amazon Q Developer in chat applications, so no alert "
+            "reaches the channel",
             f"aws sns create-topic --name {name.removesuffix('.fifo')}{where}  # a standard "
             "topic; map it to the channel and set the template's ChatTopicArn to its ARN",
             details=details)

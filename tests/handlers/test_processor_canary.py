@@ -104,7 +104,7 @@ def test_legacy_tag_log_group_and_star_arn():
     assert canary_nonce({"eventName": "TagResource"}, env) is None
 
 
-# ----------------------------------------------------------------------------------- PutMetricFilter
+# ------------------------------------------------------------------------------ PutMetricFilter
 # The canary's call since issue 24: PutMetricFilter is on the CloudWatch Logs User Guide's list of
 # actions CloudTrail logs; TagResource/TagLogGroup are not.
 
