@@ -283,9 +283,18 @@ def test_every_combination_boots_both_functions_and_names_the_right_things(cfn, 
     assert wenv["TRAIL_NAME"] == TRAIL_VALUES[trail]
     assert wenv["TRAIL_LOG_GROUP_NAME"] == e.params["TrailLogGroupName"]
     assert wenv["VERIFY_ROLE_ARN"] == params.get("VerifyRoleArn", "")
+    assert wenv["CHAT_TOPIC_ARN"] == params.get("ChatTopicArn", "")
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
     dog = watchdog_from_env(wenv)
     assert dog.env["TRAIL_NAME"] == TRAIL_VALUES[trail]
+
+    if params["SourceMode"] == "destination":       # who CloudWatch Logs may deliver for
+        from setup.demo.topology import trust_admits
+        trust = e.value(e.resources()["DestinationRole"]["Properties"])[
+            "AssumeRolePolicyDocument"]
+        member = f"arn:aws:logs:{REGION}:444455556666:log-group:CloudTrail/x"
+        assert trust_admits(trust, f"arn:aws:logs:{REGION}:{MGMT}:log-group:CloudTrail/x")
+        assert trust_admits(trust, member) is bool(params.get("SourceOrganizationId"))
 
 
 @pytest.mark.parametrize("trail", sorted(TRAIL_VALUES))
