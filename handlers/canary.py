@@ -1,12 +1,27 @@
 """Canary recognition in the processor (``trailwatch verify --canary``).
 
-The canary tags the trail's log group with ``trailwatch:canary=<nonce>``. A record is a canary only
-when *all* of these hold, so an attacker cannot hide anything behind the tag key:
+The canary's call must be one CloudTrail records for CloudWatch Logs. The CloudWatch Logs User
+Guide's page "Logging Amazon CloudWatch Logs API calls in AWS CloudTrail" lists the actions
+"logged as events in CloudTrail log files"; ``PutMetricFilter`` and ``DeleteMetricFilter`` are on
+it, ``TagResource``/``TagLogGroup`` are not (awsdocs/amazon-cloudwatch-logs-user-guide,
+``doc_source/logging_cw_api_calls_cwl.md``, last version; the live page's list could not be read
+in full). So the canary puts a metric filter on the trail's log group and deletes it again:
 
-* it is a successful CloudWatch Logs ``TagResource`` (or legacy ``TagLogGroup``) call,
-* the tags it sets are exactly one: the ``trailwatch:canary`` key with a string nonce,
-* the tagged resource is the log group this batch was delivered from (the group the processor is
-  subscribed to), in the account that owns it (the envelope's ``owner``).
+* named ``trailwatch-canary-<nonce>``,
+* with the pattern ``{ $.trailwatchCanary = "<nonce>" }``, which no CloudTrail record matches (no
+  record has a top-level ``trailwatchCanary`` field), so it never publishes a data point,
+* publishing to the ``Trailwatch/Canary`` metric ``TrailwatchCanary`` only.
+
+A record is a canary only when *all* of these hold, so an attacker cannot hide a real change
+behind the name:
+
+* it is a successful CloudWatch Logs ``PutMetricFilter`` with exactly that name, pattern and one
+  metric transformation to exactly that metric,
+* on the log group this batch was delivered from (the group the processor is subscribed to), in
+  the account that owns it (the envelope's ``owner``).
+
+Canaries of earlier trailwatch versions (a ``TagResource``, or legacy ``TagLogGroup``, setting
+exactly one tag ``trailwatch:canary=<nonce>`` on that group) are still recognised.
 
 A canary-shaped call on any other resource is an ordinary event (rules run on it as usual). For a
 canary the processor logs ``canary_observed`` with the nonce and its lags, emits a ``CanaryLag``
@@ -21,8 +36,20 @@ from typing import Any
 from handlers import emf
 
 CANARY_TAG = "trailwatch:canary"
-CANARY_EVENTS = ("TagResource", "TagLogGroup")   # tuple: `in` never hashes a JSON value
+CANARY_FILTER_PREFIX = "trailwatch-canary-"
+CANARY_METRIC = {"metricName": "TrailwatchCanary", "metricNamespace": "Trailwatch/Canary",
+                 "metricValue": "1"}
+LEGACY_EVENTS = ("TagResource", "TagLogGroup")
+# tuple: `in` never hashes a JSON value
+CANARY_EVENTS = ("PutMetricFilter",) + LEGACY_EVENTS
 OBSERVED = "canary_observed"
+
+
+def canary_filter(nonce: str) -> dict[str, Any]:
+    """The metric filter the canary puts (PutMetricFilter's parameters but the log group)."""
+    return {"filterName": CANARY_FILTER_PREFIX + nonce,
+            "filterPattern": f'{{ $.trailwatchCanary = "{nonce}" }}',
+            "metricTransformations": [dict(CANARY_METRIC)]}
 
 
 def _group_of_arn(arn: Any) -> tuple[str, str] | None:
@@ -38,6 +65,24 @@ def _group_of_arn(arn: Any) -> tuple[str, str] | None:
     return parts[4], name
 
 
+def _metric_filter_nonce(params: Mapping[str, Any]) -> str | None:
+    name = params.get("filterName")
+    if not isinstance(name, str) or not name.startswith(CANARY_FILTER_PREFIX):
+        return None
+    nonce = name[len(CANARY_FILTER_PREFIX):]
+    if not nonce:
+        return None
+    expected = canary_filter(nonce)
+    transforms = params.get("metricTransformations")
+    if params.get("filterPattern") != expected["filterPattern"] or \
+            not isinstance(transforms, list) or len(transforms) != 1 or \
+            not isinstance(transforms[0], dict) or \
+            any(transforms[0].get(k) != v for k, v in CANARY_METRIC.items()) or \
+            transforms[0].get("dimensions"):
+        return None
+    return nonce
+
+
 def canary_nonce(record: Mapping[str, Any], envelope: Mapping[str, Any]) -> str | None:
     """The nonce when ``record`` is trailwatch's canary on the envelope's own log group."""
     if record.get("eventName") not in CANARY_EVENTS or \
@@ -46,20 +91,24 @@ def canary_nonce(record: Mapping[str, Any], envelope: Mapping[str, Any]) -> str 
     params = record.get("requestParameters")
     if not isinstance(params, dict):
         return None
-    tags = params.get("tags")
-    if not isinstance(tags, dict) or len(tags) != 1:
-        return None
-    nonce = tags.get(CANARY_TAG)
+    if record["eventName"] == "PutMetricFilter":
+        nonce = _metric_filter_nonce(params)
+        account, name = record.get("recipientAccountId"), params.get("logGroupName")
+    else:
+        tags = params.get("tags")
+        if not isinstance(tags, dict) or len(tags) != 1:
+            return None
+        nonce = tags.get(CANARY_TAG)
+        if record["eventName"] == "TagResource":
+            where = _group_of_arn(params.get("resourceArn"))
+            if where is None:
+                return None
+            account, name = where
+        else:
+            account, name = record.get("recipientAccountId"), params.get("logGroupName")
     if not isinstance(nonce, str) or not nonce:
         return None
     group, owner = envelope.get("logGroup"), envelope.get("owner")
-    if record["eventName"] == "TagResource":
-        where = _group_of_arn(params.get("resourceArn"))
-        if where is None:
-            return None
-        account, name = where
-    else:
-        account, name = record.get("recipientAccountId"), params.get("logGroupName")
     if not group or name != group or (isinstance(owner, str) and account != owner):
         return None
     return nonce

@@ -21,6 +21,8 @@ Environment (contract names, set by template.yaml):
 ``READINESS_REGIONS``           optional: also run ``trailwatch readiness`` for these Regions
                                 ("all" or R,R,...); each finding is a check
                                 ``readiness.<id>[.<region>]`` with the same alerts and metrics
+``CHAT_TOPIC_ARN``              optional: the processor's chat topic, checked as ``chat.topic``
+                                (a FIFO or customer-KMS topic cannot reach a chat channel)
 
 The artifact bundles ``setup/`` beside ``handlers/`` (Makefile ``build-WatchdogFunction``).
 """
@@ -98,7 +100,7 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
                             "to verify", "set the template's TrailName (the trail's name or ARN)")]
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     clients = clients or AwsClients(region=region)
-    notes: list[Any] = []
+    notes: list[Any] = chat_checks(env, clients)      # the stack's own topic: its own account
     if env.get("VERIFY_ROLE_ARN"):
         from setup.aws import clients_for_role
         clients = clients_for_role(clients, env["VERIFY_ROLE_ARN"], clients.default_region)
@@ -109,7 +111,7 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
         org_id = env.get("ORG_ID") or (organization_id(clients, trail.home_region)
                                         if trail.is_org else None)
     except SetupError as e:
-        return trail_ref, [_result("watchdog.trail", "FAIL", e.message, e.remediation)]
+        return trail_ref, notes + [_result("watchdog.trail", "FAIL", e.message, e.remediation)]
     group_arn = trail.log_group_arn or ""
     parts = group_arn.split(":")
     group = env.get("TRAIL_LOG_GROUP_NAME") or (parts[6] if len(parts) > 6 else
@@ -145,6 +147,14 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
                                  "fix the function's environment"))
     ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=max_age))
     return trail.arn, notes + run_checks(ctx, checks)
+
+
+def chat_checks(env: Mapping[str, str], clients: Any) -> list[Any]:
+    """``chat.topic`` when ``CHAT_TOPIC_ARN`` is set (:mod:`setup.verify.chat`)."""
+    if not env.get("CHAT_TOPIC_ARN"):
+        return []
+    from setup.verify.chat import chat_topic
+    return [chat_topic(clients, env["CHAT_TOPIC_ARN"])]
 
 
 def run_readiness_checks(env: Mapping[str, str], clients: Any = None) -> list[Any]:

@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(evaluated locally against the exact stream names) and "
                                    "GetTrailStatus delivery. Exit 1 when any check FAILs."))
     canary_mod.add_arguments(v)   # --canary, --canary-timeout, --max-delivery-age
+    v.add_argument("--chat-topic", metavar="ARN",
+                   help="also check the template's ChatTopicArn (check chat.topic): a FIFO topic "
+                        "or one under a customer managed KMS key cannot reach a chat channel")
     v.set_defaults(handler=lambda inv: cmd_verify(inv.clients, inv.args, inv.out))
 
     r = sub.add_parser("remove", parents=[glob, the_trail, names], formatter_class=fmt,

@@ -183,6 +183,9 @@ def checks(clients: AwsClients, target: Target, args: argparse.Namespace,
     results = (first or []) + run_checks(Context(clients, target,
                                                  **canary_mod.context_options(args)))
     results += canary_mod.extra_checks(clients, target, args)
+    if getattr(args, "chat_topic", None):
+        from setup.verify.chat import chat_topic
+        results.append(chat_topic(clients, args.chat_topic))
     return [replace(r, remediation=runnable(r.remediation, args)) for r in results]
 
 

@@ -4,8 +4,8 @@ Runs inside :func:`setup.demo.run_demo` (embedded moto server, same process):
 
 * the processor is "deployed": a Lambda function on the local AWS, its invoke permission, its log
   group ``/aws/lambda/trailwatch-processor`` and a subscription filter on the trail's log group;
-* CloudTrail is simulated at the SDK level: every CloudWatch Logs ``TagResource`` /
-  ``UntagResource`` call the canary makes (in the management account and, through
+* CloudTrail is simulated at the SDK level: every CloudWatch Logs ``PutMetricFilter`` /
+  ``DeleteMetricFilter`` call the canary makes (in the management account and, through
   ``--canary-member-role``, in a member account) becomes a CloudTrail record, delivered to the
   stream CloudTrail would use only if the role's policy allows that exact stream (the same
   evaluation the demo's delivery uses), else reported through GetTrailStatus;
@@ -127,8 +127,8 @@ def lambda_runs_processor(world: dict[str, Any], log_group: str, role_name: str,
 
 def cloudtrail_hook(world: dict[str, Any], log_group: str, role_name: str,
                     delivered: list[dict[str, Any]]) -> Any:
-    """A ``session_hooks`` entry: CloudWatch Logs Tag/UntagResource calls made through a session
-    become CloudTrail records, delivered (or refused) as CloudTrail would."""
+    """A ``session_hooks`` entry: CloudWatch Logs Put/DeleteMetricFilter calls made through a
+    session become CloudTrail records, delivered (or refused) as CloudTrail would."""
 
     def install(session: Any) -> None:
         account = session.client("sts", region_name=REGION).get_caller_identity()["Account"]
@@ -169,7 +169,7 @@ def cloudtrail_hook(world: dict[str, Any], log_group: str, role_name: str,
                 {"timestamp": int(now * 1000), "message": json.dumps(rec)}])
             record_trail_status(world["account"], now, "")
 
-        for op in ("TagResource", "UntagResource"):
+        for op in ("PutMetricFilter", "DeleteMetricFilter"):
             session.events.register(f"before-parameter-build.cloudwatch-logs.{op}", before)
             session.events.register(f"after-call.cloudwatch-logs.{op}", after)
     return install

@@ -43,7 +43,28 @@ def destination_name(stack: str = STACK) -> str:
 
 
 def destination_role_trust(audit: str, sources: list[str], region: str = REGION,
-                           partition: str = "aws") -> dict[str, Any]:
+                           partition: str = "aws", org_id: str | None = None) -> dict[str, Any]:
+    """The trust template.yaml gives the role CloudWatch Logs assumes to put into the stream.
+
+    Accounts (AWS CloudWatch Logs User Guide, "Step 1: Create a destination"): logs.amazonaws.com
+    with ``aws:SourceArn`` on the sending accounts' log groups and this (recipient) account's, which
+    CloudWatch Logs uses for the test message it sends when the destination is created.
+
+    Organization (``org_id``): the senders are every account of the organization, which no
+    account list names. The guide documents ``aws:SourceArn`` for this role and no organization
+    form of it; ``aws:SourceOrgID`` appears on its "Confused deputy prevention" page among the
+    recommended keys, but no page shows CloudWatch Logs supplying it when it assumes a destination
+    role. So: ``aws:SourceArn`` any account's log group in this partition and Region (the
+    destination's access policy, ``aws:PrincipalOrgID``, decides who may subscribe), narrowed by
+    ``aws:SourceOrgID`` only when the request carries it (``StringEqualsIfExists``), so delivery
+    never depends on a key that is not confirmed."""
+    if org_id:
+        return {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "logs.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": f"arn:{partition}:logs:{region}:*:*"},
+                "StringEqualsIfExists": {"aws:SourceOrgID": org_id}}}]}
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": "logs.amazonaws.com"},
         "Action": "sts:AssumeRole",
@@ -71,9 +92,13 @@ def destination_access_policy(destination_arn: str, org_id: str | None = None,
         "Action": "logs:PutSubscriptionFilter", "Resource": destination_arn}]}
 
 
-def trust_admits(trust: dict[str, Any], source_arn: str) -> bool:
-    """Would CloudWatch Logs, acting for ``source_arn``, be let in by this trust policy?
-    (Evaluates the ArnLike/StringLike aws:SourceArn conditions the template uses.)"""
+def trust_admits(trust: dict[str, Any], source_arn: str,
+                 source_org: str | None = None) -> bool:
+    """Would CloudWatch Logs, acting for ``source_arn`` (and, when it supplies one, an
+    ``aws:SourceOrgID`` of ``source_org``), be let in by this trust policy? (Evaluates the
+    ArnLike/StringLike aws:SourceArn and StringEquals[IfExists] aws:SourceOrgID conditions the
+    template uses; any other condition refuses.)"""
+    context = {"aws:sourcearn": source_arn, "aws:sourceorgid": source_org}
     for st in trust.get("Statement", []):
         if st.get("Effect") != "Allow" or "logs.amazonaws.com" not in as_list(
                 (st.get("Principal") or {}).get("Service")):
@@ -81,10 +106,17 @@ def trust_admits(trust: dict[str, Any], source_arn: str) -> bool:
         ok = True
         for op, block in (st.get("Condition") or {}).items():
             for key, values in block.items():
-                if key.lower() != "aws:sourcearn" or op not in ("ArnLike", "StringLike"):
+                actual = context.get(key.lower(), "")
+                if key.lower() == "aws:sourcearn" and op in ("ArnLike", "StringLike"):
+                    ok = ok and matches_any(as_list(values), source_arn)
+                elif key.lower() == "aws:sourceorgid" and op in ("StringEquals",
+                                                                 "StringEqualsIfExists"):
+                    if actual is None:
+                        ok = ok and op.endswith("IfExists")
+                    else:
+                        ok = ok and actual in as_list(values)
+                else:
                     ok = False          # a condition this helper does not evaluate: refuse
-                elif not matches_any(as_list(values), source_arn):
-                    ok = False
         if ok:
             return True
     return False
@@ -118,7 +150,7 @@ def create_audit_side(audit: Any, audit_account: str, management: str,
     stream = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
     role_name = f"{STACK}-DestinationRole"
     role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(
-        destination_role_trust(audit_account, [management])))["Role"]
+        destination_role_trust(audit_account, [management], org_id=org_id)))["Role"]
     iam.put_role_policy(RoleName=role_name, PolicyName="put-trail-events",
                         PolicyDocument=json.dumps(destination_role_policy(stream["StreamARN"],
                                                                           key["Arn"])))

@@ -1,8 +1,13 @@
 """``verify --canary`` / ``apply --canary`` / ``apply --wait``: prove delivery end to end.
 
-The canary makes one harmless, idempotent management *write* call on a resource trailwatch owns:
-it tags the trail's log group with ``trailwatch:canary=<nonce>`` and removes the tag again. CloudTrail
-records that call like any other; the canary then polls the log group in the home region
+The canary makes one harmless management *write* call on a resource trailwatch owns: it puts a
+metric filter ``trailwatch-canary-<nonce>`` on the trail's log group and deletes it again. The
+filter's pattern matches no CloudTrail record, so it never publishes a data point
+(:func:`handlers.canary.canary_filter`). The call must be one CloudTrail records:
+``PutMetricFilter`` and ``DeleteMetricFilter`` are on the CloudWatch Logs User Guide's list of
+actions "logged as events in CloudTrail log files" ("Logging Amazon CloudWatch Logs API calls in
+AWS CloudTrail"); ``TagResource``, the call of earlier versions, is not. The canary then polls
+the log group in the home region
 (``FilterLogEvents`` for the nonce, with backoff, up to ``--canary-timeout``) until the record
 arrives, and reports eventTime -> delivered -> found and the stream it arrived in
 (check ``canary.delivered``).
@@ -13,8 +18,8 @@ reports the processor's receipt lag (check ``canary.processed``). Kinesis, Fireh
 cross-account destinations are not followed (their consumer logs elsewhere): the check says so.
 
 ``--canary-member-role ARN`` (organization trails) also makes a canary call from a member account
-through that role: a ``TagResource`` on a log group that does not exist (nothing is created or
-changed; CloudTrail records the failed call), so the member-account stream ``o-<orgid>_...`` is
+through that role: a ``PutMetricFilter`` on a log group that does not exist (nothing is created
+or changed; CloudTrail records the failed call), so the member-account stream ``o-<orgid>_...`` is
 proven too.
 
 ``apply --wait`` polls ``GetTrailStatus`` after ``UpdateTrail`` until
@@ -39,15 +44,25 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from handlers.canary import CANARY_FILTER_PREFIX, canary_filter
 from setup.aws import AwsClients, clients_for_role
 from setup.errors import error_code, error_message
 from setup.verify import FAIL, PASS, WARN, CheckResult
 from setup.wiring.models import Target
 
-CANARY_TAG = "trailwatch:canary"        # the processor recognises this key (handlers/canary.py)
-CANARY_EVENTS = ("TagResource", "TagLogGroup")
+CANARY_EVENTS = ("PutMetricFilter",)    # the processor recognises it (handlers/canary.py)
 OBSERVED = "canary_observed"            # the processor's log message for a canary record
+# CloudTrail "typically delivers events to your log group within an average of about 5 minutes of
+# an API call. This time is not guaranteed" (CloudTrail User Guide, "Sending events to CloudWatch
+# Logs"): the canary waits 15 minutes for its record by default.
 DEFAULT_TIMEOUT = 900.0
+# Then the subscription: "Log events are sent to the receiving resource soon after being ingested,
+# usually less than three minutes" (CloudWatch Logs User Guide, "Real-time processing of log data
+# with subscriptions", https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/Subscriptions.html).
+# After the record is found the processor gets those 3 minutes plus 2 for its own run and for its
+# canary_observed line to be ingested and searchable (--canary-processor-wait).
+SUBSCRIPTION_DELIVERY_SECONDS = 180
+DEFAULT_PROCESSOR_WAIT = SUBSCRIPTION_DELIVERY_SECONDS + 120.0
 DEFAULT_WAIT_TIMEOUT = 900.0
 DEFAULT_MAX_AGE = 7200.0
 FIRST_INTERVAL, MAX_INTERVAL, BACKOFF = 5.0, 30.0, 1.5
@@ -93,13 +108,18 @@ def add_arguments(parser: argparse.ArgumentParser, apply: bool = False) -> None:
     """The canary/freshness flags of ``verify`` and ``apply`` (contract names)."""
     g = parser.add_argument_group("end-to-end proof")
     g.add_argument("--canary", action="store_true",
-                   help=f"make one harmless write call (tag the log group with {CANARY_TAG}="
-                        "<nonce>, then untag it), wait for its CloudTrail record to arrive in the "
+                   help=f"make one harmless write call (put a metric filter {CANARY_FILTER_PREFIX}"
+                        "<nonce> that matches nothing on the log group, then delete it), wait for "
+                        "its CloudTrail record to arrive in the "
                         "log group and for the processor to log it (checks canary.delivered, "
                         "canary.processed)")
     g.add_argument("--canary-timeout", type=duration, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="how long to wait for the canary record (default 900; CloudTrail "
                         "delivers in about 5 min on average, not guaranteed)")
+    g.add_argument("--canary-processor-wait", type=duration, default=DEFAULT_PROCESSOR_WAIT,
+                   metavar="SECONDS", help="after the record arrived, how long to wait for the "
+                   f"processor's {OBSERVED} line (default {DEFAULT_PROCESSOR_WAIT:.0f}; CloudWatch "
+                   "Logs sends subscribed events usually in less than 3 min)")
     g.add_argument("--canary-member-role", metavar="ARN",
                    help="organization trails: also make a canary call from a member account "
                         "through this role (proves the o-<orgid>_* member streams)")
@@ -127,6 +147,7 @@ def extra_checks(clients: AwsClients, target: Target, args: argparse.Namespace) 
         return []
     return Canary(clients, target, timeout=args.canary_timeout,
                   member_role_arn=getattr(args, "canary_member_role", None),
+                  processor_wait=getattr(args, "canary_processor_wait", DEFAULT_PROCESSOR_WAIT),
                   progress=progress_for(args)).run()
 
 
@@ -165,9 +186,12 @@ def new_nonce() -> str:
 
 
 def is_canary_record(record: dict[str, Any], nonce: str) -> bool:
+    """CloudTrail's record of this canary's call: its metric filter, by exact name (a member
+    probe's nonce extends the main one, so a substring would not do)."""
     if record.get("eventName") not in CANARY_EVENTS:
         return False
-    return nonce in json.dumps(record.get("requestParameters") or {})
+    params = record.get("requestParameters")
+    return isinstance(params, dict) and params.get("filterName") == CANARY_FILTER_PREFIX + nonce
 
 
 @dataclass
@@ -196,8 +220,10 @@ class Canary:
                  clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] | None = None,
                  progress: Callable[[str], None] | None = None, nonce: str | None = None,
-                 member_role_arn: str | None = None) -> None:
+                 member_role_arn: str | None = None,
+                 processor_wait: float = DEFAULT_PROCESSOR_WAIT) -> None:
         self.clients = clients
+        self.processor_wait = processor_wait
         self.target = target
         self.timeout = timeout
         self.clock = clock or _now
@@ -209,18 +235,21 @@ class Canary:
 
     # -------------------------------------------------------------- the call
     def call(self) -> Probe:
-        arn = self.target.log_group_arn_bare
+        group = self.target.log_group
         probe = Probe(f"account {self.target.account}", self.nonce, self.clock())
+        spec = canary_filter(self.nonce)
         try:
-            self.logs.tag_resource(resourceArn=arn, tags={CANARY_TAG: self.nonce})
+            self.logs.put_metric_filter(logGroupName=group, **spec)
         except ClientError as e:
             probe.call_error = f"{error_code(e)}: {error_message(e)}"
             return probe
         try:
-            self.logs.untag_resource(resourceArn=arn, tagKeys=[CANARY_TAG])
+            self.logs.delete_metric_filter(logGroupName=group, filterName=spec["filterName"])
         except ClientError as e:
-            self.progress(f"canary: could not remove the {CANARY_TAG} tag from "
-                          f"{self.target.log_group} ({error_code(e)}); remove it by hand")
+            self.progress(f"canary: could not delete the metric filter {spec['filterName']} from "
+                          f"{group} ({error_code(e)}); delete it by hand: aws logs "
+                          f"delete-metric-filter --log-group-name {group} --filter-name "
+                          f"{spec['filterName']} --region {self.target.region}")
         return probe
 
     def member_call(self) -> Probe:
@@ -234,11 +263,10 @@ class Canary:
         except ClientError as e:
             probe.call_error = f"cannot assume {self.member_role_arn}: {error_code(e)}"
             return probe
-        part = self.target.partition
         # A log group that does not exist: nothing changes; CloudTrail records the call anyway.
-        arn = f"arn:{part}:logs:{region}:{member}:log-group:trailwatch-canary-{nonce}"
         try:
-            mc.client("logs", region).tag_resource(resourceArn=arn, tags={CANARY_TAG: nonce})
+            mc.client("logs", region).put_metric_filter(
+                logGroupName=f"{CANARY_FILTER_PREFIX}{nonce}", **canary_filter(nonce))
         except ClientError as e:
             if error_code(e) not in ("ResourceNotFoundException", "AccessDeniedException"):
                 probe.call_error = f"{error_code(e)}: {error_message(e)}"
@@ -296,8 +324,8 @@ class Canary:
 
     # -------------------------------------------------------------- checks
     def run(self) -> list[CheckResult]:
-        self.progress(f"canary: tagging {self.target.log_group} with {CANARY_TAG}={self.nonce} "
-                      "(and removing the tag)")
+        self.progress(f"canary: putting the metric filter {CANARY_FILTER_PREFIX}{self.nonce} on "
+                      f"{self.target.log_group} (and deleting it)")
         probes = [self.call()]
         if self.member_role_arn:
             probes.append(self.member_call())
@@ -335,9 +363,9 @@ class Canary:
         if bad_call:
             p = bad_call[0]
             return CheckResult("canary.delivered", FAIL, f"the canary call in {p.label} failed: "
-                               f"{p.call_error}", "allow logs:TagResource and logs:UntagResource "
-                               f"on {self.target.log_group_arn_bare} (and sts:AssumeRole for "
-                               "--canary-member-role)", details=details)
+                               f"{p.call_error}", "allow logs:PutMetricFilter and "
+                               f"logs:DeleteMetricFilter on {self.target.log_group_arn_bare} (and "
+                               "sts:AssumeRole for --canary-member-role)", details=details)
         missing = [p for p in probes if not p.found]
         if missing:
             err = self._delivery_error()
@@ -413,8 +441,9 @@ class Canary:
                                details={"not_checked": skipped})
         _, function = lambdas[0]
         group = self._function_log_group(function)
-        # The processor runs after delivery: give it at least 2 minutes past the record's arrival.
-        deadline = max(deadline, probe.found.found + 120)
+        # The processor runs after the subscription delivers the record (usually < 3 min): give
+        # it processor_wait past the record's arrival, however little of the timeout is left.
+        deadline = max(deadline, probe.found.found + self.processor_wait)
         seen: list[tuple[dict[str, Any], dict]] = []
 
         def attempt() -> bool:
@@ -429,11 +458,13 @@ class Canary:
         self._wait(f"the processor's {OBSERVED} line in {group}", deadline, attempt)
         details: dict[str, Any] = {"function": function, "function_log_group": group}
         if not seen:
+            waited = deadline - probe.found.found
             return CheckResult(cid, FAIL, f"{function} did not log {OBSERVED} for nonce "
-                               f"{probe.nonce} in {group} although the record was delivered",
+                               f"{probe.nonce} in {group} within {waited:.0f} s of the record's "
+                               "arrival although it was delivered",
                                "check subscription.filters (the filter and the function's invoke "
-                               "permission), the function's errors and its failure queue",
-                               details=details)
+                               "permission), the function's errors and its failure queue; or "
+                               "raise --canary-processor-wait", details=details)
         doc, ev = seen[0]
         logged = ev.get("timestamp", 0) / 1000.0
         details.update({

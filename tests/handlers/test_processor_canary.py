@@ -1,5 +1,7 @@
-"""The processor recognises trailwatch's canary (verify --canary): only a TagResource that sets
-exactly the trailwatch:canary tag on the very log group the batch came from."""
+"""The processor recognises trailwatch's canary (verify --canary): only the canary's own
+PutMetricFilter (exact name, pattern and metric) on the very log group the batch came from, or,
+from earlier trailwatch versions, a TagResource that sets exactly the trailwatch:canary tag
+there."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 
 import pytest
 
-from handlers.canary import CANARY_TAG, canary_nonce
+from handlers.canary import CANARY_TAG, canary_filter, canary_nonce
 from handlers.detection.patterns import compile_pattern
 from handlers.pipeline import Pipeline
 from handlers.processor import App
@@ -102,6 +104,59 @@ def test_legacy_tag_log_group_and_star_arn():
     assert canary_nonce({"eventName": "TagResource"}, env) is None
 
 
+# ------------------------------------------------------------------------------ PutMetricFilter
+# The canary's call since issue 24: PutMetricFilter is on the CloudWatch Logs User Guide's list of
+# actions CloudTrail logs; TagResource/TagLogGroup are not.
+
+def filter_record(group=GROUP, account=ACCT, nonce="tw-abc", **params):
+    p = {"logGroupName": group, **canary_filter(nonce), **params}
+    return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com",
+            "eventName": "PutMetricFilter", "eventTime": "2025-11-20T11:58:00Z", "eventID": "e2",
+            "awsRegion": "us-east-1", "recipientAccountId": account, "requestParameters": p}
+
+
+FILTER_RULE = Rule(id="metric-filters", title="metric filter changed", severity="LOW",
+                   pattern=compile_pattern("{ $.eventName = PutMetricFilter }"))
+
+
+def test_the_canarys_metric_filter_on_its_own_group_is_observed_not_alerted():
+    log = Log()
+    app = App(Pipeline([FILTER_RULE], clock=lambda: NOW), [], None, metrics_sink=ListMetrics(),
+              log=log, emit=lambda line: None)
+    out = app.handle(wrap(envelope([filter_record()])))
+    assert out["alerts"] == 0 and out["records"] == 1
+    (obs,) = [e for lvl, m, e in log.records if m == "canary_observed"]
+    assert obs["nonce"] == "tw-abc"
+
+
+@pytest.mark.parametrize("record", [
+    filter_record(group="CloudTrail/other"),                                  # another group
+    filter_record(account="999999999999"),                                    # another account
+    filter_record(filterPattern='{ $.eventName = "ConsoleLogin" }'),          # a real pattern
+    filter_record(filterName="cis-root-usage"),                               # not the name
+    filter_record(nonce=""),                                                  # no nonce
+    filter_record(metricTransformations=[{"metricName": "RootUsage",         # another metric
+                                          "metricNamespace": "CISBenchmark", "metricValue": "1"}]),
+    filter_record(metricTransformations=[                                     # two metrics
+        canary_filter("tw-abc")["metricTransformations"][0],
+        {"metricName": "x", "metricNamespace": "y", "metricValue": "1"}]),
+    filter_record(metricTransformations=[{**canary_filter("tw-abc")["metricTransformations"][0],
+                                          "dimensions": {"who": "$.userIdentity.arn"}}]),
+    dict(filter_record(), errorCode="LimitExceededException"),                # failed call
+    dict(filter_record(), eventName="DeleteMetricFilter"),                    # the clean-up
+])
+def test_metric_filter_calls_other_than_the_canarys_are_ordinary(record):
+    log = Log()
+    rule = Rule(id="metric-filters", title="metric filter changed", severity="LOW",
+                pattern=compile_pattern("{ $.eventName = PutMetricFilter || "
+                                        "$.eventName = DeleteMetricFilter }"))
+    app = App(Pipeline([rule], clock=lambda: NOW), [], None, metrics_sink=ListMetrics(),
+              log=log, emit=lambda line: None)
+    out = app.handle(wrap(envelope([record])))
+    assert out["alerts"] == 1
+    assert not [r for r in log.records if r[1] == "canary_observed"]
+
+
 # ----------------------------------------------------------------------------------- hostile input
 
 from hypothesis import given, settings  # noqa: E402
@@ -114,8 +169,18 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size
 
 
 @settings(max_examples=400, deadline=None)
-@given(event_name=st.sampled_from(["TagResource", "TagLogGroup", "UntagResource"]) | JSON,
-       params=JSON | st.fixed_dictionaries({"resourceArn": JSON, "tags": JSON}),
+@given(event_name=st.sampled_from(["TagResource", "TagLogGroup", "UntagResource",
+                                   "PutMetricFilter", "DeleteMetricFilter"]) | JSON,
+       params=JSON | st.fixed_dictionaries({"resourceArn": JSON, "tags": JSON})
+       | st.fixed_dictionaries({
+           "logGroupName": st.sampled_from([GROUP, "CloudTrail/other"]) | JSON,
+           "filterName": st.sampled_from(["trailwatch-canary-tw-1", "trailwatch-canary-",
+                                          "cis-root"]) | JSON,
+           "filterPattern": st.sampled_from([canary_filter("tw-1")["filterPattern"], ""]) | JSON,
+           "metricTransformations": st.sampled_from([
+               canary_filter("tw-1")["metricTransformations"],
+               [{**canary_filter("tw-1")["metricTransformations"][0], "dimensions": {"a": "$.b"}}],
+           ]) | JSON}),
        owner=JSON, group=JSON)
 def test_canary_recognition_never_raises_and_never_widens(event_name, params, owner, group):
     """Whatever the record holds, recognition does not crash, and a record is a canary only when
@@ -125,9 +190,15 @@ def test_canary_recognition_never_raises_and_never_widens(event_name, params, ow
     env = {"logGroup": group, "owner": owner}
     nonce = canary_nonce(rec, env)
     if nonce is not None:
-        assert isinstance(params, dict) and list(params["tags"]) == [CANARY_TAG]
-        assert params["tags"][CANARY_TAG] == nonce
         assert isinstance(group, str) and group
+        if event_name == "PutMetricFilter":
+            expected = canary_filter(nonce)
+            assert params["logGroupName"] == group
+            assert params["filterName"] == expected["filterName"]
+            assert params["filterPattern"] == expected["filterPattern"]
+        else:
+            assert isinstance(params, dict) and list(params["tags"]) == [CANARY_TAG]
+            assert params["tags"][CANARY_TAG] == nonce
 
 
 @settings(max_examples=200, deadline=None)

@@ -283,9 +283,18 @@ def test_every_combination_boots_both_functions_and_names_the_right_things(cfn, 
     assert wenv["TRAIL_NAME"] == TRAIL_VALUES[trail]
     assert wenv["TRAIL_LOG_GROUP_NAME"] == e.params["TrailLogGroupName"]
     assert wenv["VERIFY_ROLE_ARN"] == params.get("VerifyRoleArn", "")
+    assert wenv["CHAT_TOPIC_ARN"] == params.get("ChatTopicArn", "")
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
     dog = watchdog_from_env(wenv)
     assert dog.env["TRAIL_NAME"] == TRAIL_VALUES[trail]
+
+    if params["SourceMode"] == "destination":       # who CloudWatch Logs may deliver for
+        from setup.demo.topology import trust_admits
+        trust = e.value(e.resources()["DestinationRole"]["Properties"])[
+            "AssumeRolePolicyDocument"]
+        member = f"arn:aws:logs:{REGION}:444455556666:log-group:CloudTrail/x"
+        assert trust_admits(trust, f"arn:aws:logs:{REGION}:{MGMT}:log-group:CloudTrail/x")
+        assert trust_admits(trust, member) is bool(params.get("SourceOrganizationId"))
 
 
 @pytest.mark.parametrize("trail", sorted(TRAIL_VALUES))
@@ -318,3 +327,104 @@ def test_the_watchdog_finds_the_trail_the_template_names_from_the_audit_account(
         arn, results = run_verify(env, clients)
     assert arn == f"arn:aws:cloudtrail:{region}:{MGMT}:trail/{name}"
     assert "watchdog.trail" not in {r.id for r in results}
+
+
+# ------------------------------------------------------------------ the destination role's trust
+ORG = "o-abc1234567"
+MEMBER = "444455556666"        # an organization account that is not in SourceAccountIds
+
+
+def _destination_trust(cfn, mode: str) -> dict:
+    e = Rendered(cfn, {"TrailName": "org-trail", **MODES[mode]})
+    return e.value(e.resources()["DestinationRole"]["Properties"])["AssumeRolePolicyDocument"]
+
+
+@pytest.mark.parametrize("mode", ["destination-accounts", "destination-org"])
+def test_the_destination_role_trusts_cloudwatch_logs_for_every_sender_the_access_policy_admits(
+        cfn, mode):
+    """Issue 24 item 3. Observed on d534756: with SourceOrganizationId the access policy admits
+    every account of the organization, but the role CloudWatch Logs assumes to put their records
+    into the stream still trusted only SourceAccountIds, so a member account's subscription
+    was accepted and its records were never delivered. The documented key for this role is
+    aws:SourceArn (CloudWatch Logs User Guide, "Step 1: Create a destination"); aws:SourceOrgID
+    is not confirmed for it, so the organization form narrows by it only when it is present."""
+    from setup.demo.topology import trust_admits
+    from tests.template.test_template_modes import ACCOUNT as RECIPIENT
+
+    trust = _destination_trust(cfn, mode)
+    (st,) = trust["Statement"]
+    assert st["Principal"] == {"Service": "logs.amazonaws.com"}
+    listed = f"arn:aws:logs:{REGION}:{MGMT}:log-group:CloudTrail/org-trail"
+    member = f"arn:aws:logs:{REGION}:{MEMBER}:log-group:CloudTrail/org-trail"
+    assert trust_admits(trust, listed)
+    assert trust_admits(trust, f"arn:aws:logs:{REGION}:{RECIPIENT}:destination:x")  # test message
+    assert not trust_admits(trust, f"arn:aws:logs:eu-west-1:{MGMT}:log-group:x")   # other Region
+    assert not trust_admits(trust, f"arn:aws-cn:logs:{REGION}:{MGMT}:log-group:x")
+    if mode == "destination-org":
+        assert trust_admits(trust, member)                       # aws:SourceOrgID not supplied
+        assert trust_admits(trust, member, source_org=ORG)
+        assert not trust_admits(trust, member, source_org="o-zzzzzzzzzz")
+        assert st["Condition"]["StringEqualsIfExists"] == {"aws:SourceOrgID": ORG}
+    else:                                                        # unchanged: the listed accounts
+        assert not trust_admits(trust, member)
+        assert st["Condition"]["StringLike"] == {"aws:SourceArn": [
+            f"arn:*:logs:*:{RECIPIENT}:*", f"arn:*:logs:*:{MGMT}:*"]}
+        assert st["Condition"]["ArnLike"] == {"aws:SourceArn": f"arn:aws:logs:{REGION}:*"}
+
+
+# ------------------------------------------------------------------ the chat topic
+@pytest.mark.parametrize("value,ok", [
+    ("", True),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat", True),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:team_alerts-1", True),
+    (f"arn:aws-us-gov:sns:us-gov-west-1:{ACCOUNT}:chat", True),
+    # SNS FIFO topics deliver only to SQS queues (Amazon SNS Developer Guide, "Message delivery
+    # for FIFO topics"); chat applications subscribe an HTTPS endpoint.
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat.fifo", False),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat.FIFO", False),
+    (f"arn:aws:sns:{REGION}:{ACCOUNT}:chat.x", False),
+])
+def test_the_chat_topic_parameter_refuses_a_fifo_topic_at_deploy_time(cfn, value, ok):
+    """Issue 24 item 7. Observed on d534756: ChatTopicArn accepted `...:chat.fifo`; the stack
+    deployed and no alert ever reached the channel."""
+    spec = cfn["Parameters"]["ChatTopicArn"]
+    assert bool(re.fullmatch(spec["AllowedPattern"], value)) is ok
+    if not ok:
+        assert "FIFO" in spec["ConstraintDescription"]
+
+
+def test_the_watchdog_gets_the_chat_topic_and_may_read_it(cfn):
+    """Issue 24 item 7: the watchdog checks the processor's chat topic (chat.topic); its role
+    allows each call the check makes, on that topic and this account's keys (resource level)."""
+    import boto3
+    from moto import mock_aws
+
+    from setup.aws import AwsClients
+    from setup.policy_eval import evaluate
+    from setup.verify.chat import chat_topic
+    from tests.template.test_template_modes import ACCOUNT as STACK_ACCOUNT
+
+    topic = f"arn:aws:sns:{REGION}:{STACK_ACCOUNT}:chat"
+    e = Rendered(cfn, {"ChatTopicArn": topic})
+    assert e.function_env("WatchdogFunction")["CHAT_TOPIC_ARN"] == topic
+    assert Rendered(cfn, {}).function_env("WatchdogFunction")["CHAT_TOPIC_ARN"] == ""
+    role = e.value(e.resources()["WatchdogFunctionRole"]["Properties"])
+    docs = [p["PolicyDocument"] for p in role["Policies"]]
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        clients = AwsClients(region=REGION)
+        key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["KeyId"]
+        arn = boto3.client("sns", region_name=REGION).create_topic(
+            Name="chat", Attributes={"KmsMasterKeyId": key})["TopicArn"]
+        assert chat_topic(clients, arn).status == "FAIL"
+    calls = {f"{svc}:{op}" for svc, op, _ in clients.calls}
+    assert calls == {"sns:GetTopicAttributes", "kms:DescribeKey"}
+    assert evaluate(docs, "sns:GetTopicAttributes", topic).allowed
+    assert not evaluate(docs, "sns:GetTopicAttributes",
+                        f"arn:aws:sns:{REGION}:{STACK_ACCOUNT}:other").allowed
+    assert evaluate(docs, "kms:DescribeKey",
+                    f"arn:aws:kms:{REGION}:{STACK_ACCOUNT}:key/{key}").allowed
+    without = Rendered(cfn, {})
+    role = without.value(without.resources()["WatchdogFunctionRole"]["Properties"])
+    assert not any(s.get("Sid") == "ReadChatTopic" for p in role["Policies"]
+                   for s in p["PolicyDocument"]["Statement"])

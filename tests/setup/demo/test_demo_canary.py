@@ -45,4 +45,5 @@ def test_demo_broken_policy_canary_fails_for_the_member_stream():
     delivered = c["checks"]["canary.delivered"]
     assert delivered["status"] == "FAIL" and c["exit_code"] == 1
     assert "member account" in delivered["message"] and "o-" in delivered["message"]
-    assert [d["delivered"] for d in c["cloudtrail"] if d["event"] == "TagResource"] == [True, False]
+    assert [d["delivered"] for d in c["cloudtrail"]
+            if d["event"] == "PutMetricFilter"] == [True, False]

@@ -28,7 +28,8 @@ def resolved():
 
 def test_demo_builds_the_templates_documents(resolved):
     role = resolved["DestinationRole"]
-    assert role["AssumeRolePolicyDocument"] == topo.destination_role_trust(ACCOUNT, [MGMT])
+    assert role["AssumeRolePolicyDocument"] == topo.destination_role_trust(ACCOUNT, [MGMT],
+                                                                           org_id=ORG)
     policy = role["Policies"][0]["PolicyDocument"]
     assert policy == topo.destination_role_policy("<TrailStream.Arn>", "<TrailStreamKey.Arn>")
     dest_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:destination:{topo.destination_name(STACK)}"
@@ -42,6 +43,16 @@ def test_trust_admits_only_the_listed_accounts_in_the_region():
     assert topo.trust_admits(trust, f"arn:aws:logs:{REGION}:{MGMT}:log-group:CloudTrail/org")
     assert topo.trust_admits(trust, f"arn:aws:logs:{REGION}:{ACCOUNT}:*")   # creation test message
     assert not topo.trust_admits(trust, f"arn:aws:logs:{REGION}:444455556666:log-group:x")
+    assert not topo.trust_admits(trust, f"arn:aws:logs:eu-west-1:{MGMT}:log-group:x")
+
+
+def test_organization_trust_admits_every_member_in_the_region():
+    """Issue 24 item 3: with an organization the senders are its accounts, listed nowhere."""
+    trust = topo.destination_role_trust(ACCOUNT, [MGMT], org_id=ORG)
+    member = f"arn:aws:logs:{REGION}:444455556666:log-group:CloudTrail/org"
+    assert topo.trust_admits(trust, member)                  # aws:SourceOrgID not supplied
+    assert topo.trust_admits(trust, member, source_org=ORG)
+    assert not topo.trust_admits(trust, member, source_org="o-zzzzzzzzzz")
     assert not topo.trust_admits(trust, f"arn:aws:logs:eu-west-1:{MGMT}:log-group:x")
 
 

@@ -14,7 +14,8 @@ from moto import mock_aws
 
 from setup.verify import canary
 from setup.aws import AwsClients
-from setup.verify.canary import CANARY_TAG, Canary, wait_for_delivery
+from handlers.canary import canary_filter
+from setup.verify.canary import Canary, wait_for_delivery
 from setup.cli import main
 from setup.wiring.models import Target, Trail
 
@@ -63,11 +64,10 @@ def target() -> Target:
 
 def canary_record(nonce: str, event_time: float, account: str = ACCT) -> dict:
     return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com",
-            "eventName": "TagResource", "awsRegion": REGION, "eventID": f"ev-{nonce}",
+            "eventName": "PutMetricFilter", "awsRegion": REGION, "eventID": f"ev-{nonce}",
             "eventTime": dt.datetime.fromtimestamp(event_time, dt.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "requestParameters": {"resourceArn": f"arn:aws:logs:{REGION}:{account}:log-group:"
-                                                 f"{GROUP}", "tags": {CANARY_TAG: nonce}},
+            "requestParameters": {"logGroupName": GROUP, **canary_filter(nonce)},
             "recipientAccountId": account, "eventType": "AwsApiCall"}
 
 
@@ -81,7 +81,7 @@ def put(group: str, stream: str, ts_ms: int, message: str) -> None:
                         logEvents=[{"timestamp": ts_ms, "message": message}])
 
 
-def test_canary_delivered_after_polls_reports_timings_and_untags(aws):
+def test_canary_delivered_after_polls_reports_timings_and_cleans_up(aws):
     nonce = "tw-0123456789abcdef"
     called = {}
 
@@ -104,10 +104,10 @@ def test_canary_delivered_after_polls_reports_timings_and_untags(aws):
     assert probe["found_after_seconds"] >= 240
     assert ft.sleeps[0] == canary.FIRST_INTERVAL and max(ft.sleeps) <= canary.MAX_INTERVAL
     assert any("waiting for the canary" in m for m in msgs)
-    # the tag was removed again; no subscription filter -> processor part not checked, says why
-    tags = boto3.client("logs", region_name=REGION).list_tags_for_resource(
-        resourceArn=f"arn:aws:logs:{REGION}:{ACCT}:log-group:{GROUP}")["tags"]
-    assert CANARY_TAG not in tags
+    # the metric filter was deleted again; no subscription filter -> processor part not
+    # checked, says why
+    assert boto3.client("logs", region_name=REGION).describe_metric_filters(
+        logGroupName=GROUP)["metricFilters"] == []
     assert processed.status == "WARN" and "no subscription filter" in processed.message
 
 
@@ -292,3 +292,127 @@ def test_cli_apply_without_wait_keeps_exit_0(aws):
                 out=out, clients=AwsClients(region=REGION))
     assert code == 0
     assert "delivery.after_apply" not in out.getvalue()
+
+
+# ----------------------------------------------------------------------------------- processor wait
+
+def _processor_line_after(nonce: str, fn_group: str, seconds: float, ft: FakeTime, found: dict):
+    """The processor logs canary_observed ``seconds`` after the canary found the record."""
+    def on_sleep(ft: FakeTime) -> None:
+        if "at" in found and ft.t - found["at"] >= seconds and "logged" not in found:
+            found["logged"] = True
+            put(fn_group, "2026/01/01/[$LATEST]abc", int(ft.t * 1000), json.dumps(
+                {"level": "INFO", "message": "canary_observed", "nonce": nonce,
+                 "receipt_lag_seconds": 2.0, "delivery_lag_seconds": 30.0}))
+    return on_sleep
+
+
+def test_the_processor_gets_the_documented_subscription_delivery_time(aws):
+    """Issue 24 item 7. Observed on d534756: after the record arrived the canary gave the
+    processor 120 s, while "Log events are sent to the receiving resource soon after being
+    ingested, usually less than three minutes" (CloudWatch Logs User Guide, "Real-time
+    processing of log data with subscriptions"): a processor line 170 s later was a FAIL."""
+    nonce = "tw-slow-subscription"
+    fn_group = "/aws/lambda/proc"
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=fn_group)
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    found: dict = {}
+    ft.on_sleep = _processor_line_after(nonce, fn_group, 170, ft, found)
+    c = Canary(AwsClients(region=REGION), target(), timeout=60, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce)
+    c._processors = lambda: ([("f", f"arn:aws:lambda:{REGION}:{ACCT}:function:proc")], [])
+    original = c.wait_delivered
+
+    def wait_delivered(probes, deadline):
+        original(probes, deadline)
+        found["at"] = probes[0].found.found
+    c.wait_delivered = wait_delivered
+    delivered, processed = c.run()
+    assert delivered.status == "PASS"
+    assert processed.status == "PASS", processed.message
+    assert canary.SUBSCRIPTION_DELIVERY_SECONDS == 180
+    assert canary.DEFAULT_PROCESSOR_WAIT >= canary.SUBSCRIPTION_DELIVERY_SECONDS
+
+
+@pytest.mark.parametrize("wait", [None, 240.0])
+def test_a_silent_processor_is_waited_for_exactly_the_processor_wait(aws, wait):
+    nonce = "tw-silent-bounded"
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    kw = {} if wait is None else {"processor_wait": wait}
+    c = Canary(AwsClients(region=REGION), target(), timeout=30, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce, **kw)
+    c._processors = lambda: ([("f", f"arn:aws:lambda:{REGION}:{ACCT}:function:proc")], [])
+    _, processed = c.run()
+    assert processed.status == "FAIL"
+    expected = canary.DEFAULT_PROCESSOR_WAIT if wait is None else wait
+    assert sum(ft.sleeps) == pytest.approx(expected)          # found at once, then the wait
+    assert f"{expected:.0f} s" in processed.message
+
+
+def test_cli_canary_processor_wait_flag(aws, monkeypatch):
+    seen = {}
+    original = canary.Canary.__init__
+
+    def init(self, *a, **kw):
+        seen.update(kw)
+        original(self, *a, **kw)
+    monkeypatch.setattr(canary.Canary, "__init__", init)
+    monkeypatch.setattr(canary.Canary, "run", lambda self: [])
+    for argv, value in ((["--canary"], canary.DEFAULT_PROCESSOR_WAIT),
+                        (["--canary", "--canary-processor-wait", "10m"], 600.0)):
+        main(["verify", "--trail", "main", "--log-group", GROUP, *argv, "--output", "json"],
+             out=io.StringIO(), clients=AwsClients(region=REGION))
+        assert seen["processor_wait"] == value
+
+
+# ----------------------------------------------------------------------------------- the call
+
+# "CloudWatch Logs supports logging the following actions as events in CloudTrail log files"
+# (CloudWatch Logs User Guide, "Logging Amazon CloudWatch Logs API calls in AWS CloudTrail";
+# awsdocs/amazon-cloudwatch-logs-user-guide doc_source/logging_cw_api_calls_cwl.md, last version).
+LOGGED_BY_CLOUDTRAIL = {
+    "CancelExportTask", "CreateExportTask", "CreateLogGroup", "CreateLogStream",
+    "DeleteDestination", "DeleteLogGroup", "DeleteLogStream", "DeleteMetricFilter",
+    "DeleteRetentionPolicy", "DeleteSubscriptionFilter", "PutDestination",
+    "PutDestinationPolicy", "PutMetricFilter", "PutRetentionPolicy", "PutSubscriptionFilter",
+    "StartQuery", "StopQuery", "TestMetricFilter"}
+
+
+def test_every_write_the_canary_makes_is_one_cloudtrail_documents_as_logged(aws):
+    """Issue 24 item 7. Observed on d534756: the canary tagged the log group (TagResource /
+    UntagResource), which that list does not name: a canary that may never be recorded. It now
+    puts and deletes a metric filter that matches nothing, and the processor recognises that."""
+    ft = FakeTime()
+    clients = AwsClients(region=REGION)
+    c = Canary(clients, target(), timeout=10, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce="tw-documented",
+               member_role_arn=f"arn:aws:iam::{ACCT}:role/OrganizationAccountAccessRole")
+    c.run()
+    writes = {op for svc, op, _ in clients.calls if svc == "logs"
+              and not op.startswith(("Describe", "Filter", "Get", "List"))}
+    assert writes == {"PutMetricFilter", "DeleteMetricFilter"}
+    assert writes <= LOGGED_BY_CLOUDTRAIL
+    assert set(canary.CANARY_EVENTS) <= LOGGED_BY_CLOUDTRAIL
+
+
+def test_the_canary_filter_can_never_match_a_cloudtrail_record():
+    """Its pattern asks for a top-level field no CloudTrail record has, so the filter never
+    publishes, even if its own PutMetricFilter record arrives while it still exists."""
+    from handlers.detection.patterns import compile_pattern
+    spec = canary_filter("tw-x")
+    pattern = compile_pattern(spec["filterPattern"])
+    record = canary_record("tw-x", time.time())
+    assert pattern.match({"trailwatchCanary": "tw-x"}) is True     # the pattern works ...
+    assert pattern.match(record) is False                          # ... and its record misses it
+    assert spec["metricTransformations"] == [{"metricName": "TrailwatchCanary",
+                                              "metricNamespace": "Trailwatch/Canary",
+                                              "metricValue": "1"}]
+
+
+def test_the_main_probe_does_not_take_the_member_probes_record(aws):
+    """The member nonce extends the main one; the main probe accepts only its own filter name."""
+    from setup.verify.canary import is_canary_record
+    assert is_canary_record(canary_record("tw-1", time.time()), "tw-1")
+    assert not is_canary_record(canary_record("tw-1-member", time.time()), "tw-1")
