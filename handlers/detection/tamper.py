@@ -90,12 +90,14 @@ def names_of(config: Any) -> TamperNames:
 
 
 def _names(config: Any, errors: list[str] | None = None) -> dict[str, str]:
+    """The usable names, by field of :class:`TamperNames` (``trail``, ``log_group``,
+    ``delivery_role``, ``function``); each checked against its variable's :data:`_SAFE`."""
     given = names_of(config)
     out: dict[str, str] = {}
 
-    def take(key: str, value: str) -> None:
+    def take(field: str, key: str, value: str) -> None:
         if _SAFE[key].match(value):
-            out[key] = value
+            out[field] = value
             return
         msg = (f"{key}={value[:200]!r} is not a valid name for it: its tamper rule is not "
                "loaded")
@@ -109,16 +111,16 @@ def _names(config: Any, errors: list[str] | None = None) -> dict[str, str]:
     if arn:
         region, trail = arn.groups()
     if trail:
-        take("TRAIL_NAME", trail)
+        take("trail", "TRAIL_NAME", trail)
     if given.log_group:
-        take("TRAIL_LOG_GROUP_NAME", given.log_group)
+        take("log_group", "TRAIL_LOG_GROUP_NAME", given.log_group)
     if given.function:
-        take("AWS_LAMBDA_FUNCTION_NAME", given.function)
+        take("function", "AWS_LAMBDA_FUNCTION_NAME", given.function)
     role = given.delivery_role
-    if not role and "TRAIL_NAME" in out:
-        role = default_role_name(out["TRAIL_NAME"], region)
+    if not role and "trail" in out:
+        role = default_role_name(out["trail"], region)
     if role:
-        take("DELIVERY_ROLE_NAME", role)
+        take("delivery_role", "DELIVERY_ROLE_NAME", role)
     return out
 
 
@@ -283,14 +285,14 @@ def _function(fn: str) -> Spec:
 def specs(config: Any, errors: list[str] | None = None) -> list[Spec]:
     names = _names(config, errors)
     out: list[Spec] = []
-    if "TRAIL_NAME" in names:
-        out.append(_trail(names["TRAIL_NAME"]))
-    if "TRAIL_LOG_GROUP_NAME" in names:
-        out += _log_group(names["TRAIL_LOG_GROUP_NAME"])
-    if "DELIVERY_ROLE_NAME" in names:
-        out.append(_role(names["DELIVERY_ROLE_NAME"]))
-    if "AWS_LAMBDA_FUNCTION_NAME" in names:
-        out.append(_function(names["AWS_LAMBDA_FUNCTION_NAME"]))
+    if "trail" in names:
+        out.append(_trail(names["trail"]))
+    if "log_group" in names:
+        out += _log_group(names["log_group"])
+    if "delivery_role" in names:
+        out.append(_role(names["delivery_role"]))
+    if "function" in names:
+        out.append(_function(names["function"]))
     return out
 
 
