@@ -79,6 +79,7 @@ from handlers.pipeline import (
     source_data,
 )
 from handlers.settings import DEFAULT_CONCURRENCY, ProcessorSettings, metrics_namespace
+from handlers.settings import NUMBERS, POSITIVE, read_numbers  # noqa: F401 - moved there
 from handlers.sinks import routing_sinks
 from handlers.sinks.eventbridge import EventBridgeSink
 from handlers.sinks.failure_queue import FailureQueue

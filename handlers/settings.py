@@ -60,34 +60,35 @@ POSITIVE = frozenset(("MAX_DECOMPRESSED_BYTES", "EVENTBRIDGE_MAX_ENTRY_BYTES",
 
 # ------------------------------------------------------------------------------ shapes
 # Each follows what the API (botocore's service model) or the service's naming rules accept, as
-# narrowed by the template's AllowedPattern where the template passes the value.
+# narrowed by the template's AllowedPattern where the template passes the value. Kept as text:
+# re compiles (and caches) only the ones a set variable needs, not all of them at import.
 _PARTITION = r"arn:aws[a-z-]*"
 _REGION_RE = r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}"
 # SNS topic names: 1-256 of letters, digits, - and _, a FIFO topic's ending in .fifo (CreateTopic).
-SNS_TOPIC_ARN = re.compile(_PARTITION + r":sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?")
+SNS_TOPIC_ARN = _PARTITION + r":sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?"
 # PutEventsRequestEntry.EventBusName: NonPartnerEventBusNameOrArn (1-1600 characters),
 # (arn:aws[\w-]*:events:<region>:<account>:event-bus/)?[\.\-_A-Za-z0-9]+
-EVENT_BUS = re.compile(r"(?:arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus/)?"
-                       r"[.\-_A-Za-z0-9]{1,256}")
+EVENT_BUS = (r"(?:arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus/)?"
+             r"[.\-_A-Za-z0-9]{1,256}")
 # SQS queue URLs: <scheme>://<endpoint>/<account>/<queue name> (names: 1-80 of letters, digits,
 # - and _, a FIFO queue's ending in .fifo). A queue ARN or a bare name is not a URL.
-QUEUE_URL = re.compile(r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(?:\.fifo)?")
+QUEUE_URL = r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(?:\.fifo)?"
 # S3 general purpose bucket naming rules: 3-63 of lowercase letters, digits, . and -, beginning
 # and ending with a letter or digit (an s3:// URL or an ARN is not a bucket name).
-S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 # DynamoDB TableName: a name (3-255 of letters, digits, _ . -) or the table's ARN.
-DYNAMODB_TABLE = re.compile(r"(?:" + _PARTITION + r":dynamodb:[a-z0-9-]+:\d{12}:table/)?"
-                            r"[A-Za-z0-9_.-]{3,255}")
+DYNAMODB_TABLE = (r"(?:" + _PARTITION + r":dynamodb:[a-z0-9-]+:\d{12}:table/)?"
+                  r"[A-Za-z0-9_.-]{3,255}")
 # IAM role ARNs (optional path), as the template's ExpectedChangePrincipals and VerifyRoleArn.
-IAM_ROLE_ARN = re.compile(_PARTITION + r":iam::\d{12}:role/[\w+=,.@/-]{1,576}")
+IAM_ROLE_ARN = _PARTITION + r":iam::\d{12}:role/[\w+=,.@/-]{1,576}"
 # CloudWatch Logs log group names: 1-512 of [.-_/#A-Za-z0-9].
-LOG_GROUP = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
+LOG_GROUP = r"[.\-_/#A-Za-z0-9]{1,512}"
 # Organizations: o-<10 to 32 lowercase letters or digits>.
-ORG_ID = re.compile(r"o-[a-z0-9]{10,32}")
+ORG_ID = r"o-[a-z0-9]{10,32}"
 # SSM parameter names (letters, digits, _ . - and /; at most 2048) or the parameter's ARN.
-SSM_PARAMETER = re.compile(r"(?:" + _PARTITION + r":ssm:[a-z0-9-]+:\d{12}:parameter)?"
-                           r"[A-Za-z0-9_./-]{1,2048}")
-REGION = re.compile(_REGION_RE)
+SSM_PARAMETER = (r"(?:" + _PARTITION + r":ssm:[a-z0-9-]+:\d{12}:parameter)?"
+                 r"[A-Za-z0-9_./-]{1,2048}")
+REGION = _REGION_RE
 
 
 def _clip(raw: Any) -> str:
@@ -121,14 +122,14 @@ def read_numbers(env: Mapping[str, str]) -> tuple[dict[str, float], dict[str, st
     return values, errors
 
 
-def _shaped(env: Mapping[str, str], key: str, shape: re.Pattern[str], what: str,
+def _shaped(env: Mapping[str, str], key: str, shape: str, what: str,
             consequence: str, errors: dict[str, str]) -> str | None:
     """The value of ``key`` when set and of the right shape; None when unset (or empty); None
     and an error when it cannot be what it names."""
     raw = env.get(key)
     if not raw:
         return None
-    if isinstance(raw, str) and shape.fullmatch(raw):
+    if isinstance(raw, str) and re.fullmatch(shape, raw):
         return raw
     errors[key] = f"{key}={_clip(raw)} is not {what}; {consequence}"
     return None
@@ -279,7 +280,7 @@ def _principals(value: Any, errors: dict[str, str]) -> frozenset[str]:
         p = p.strip()
         if not p:
             continue
-        (out.add(p) if IAM_ROLE_ARN.fullmatch(p) else bad.append(p))
+        (out.add(p) if re.fullmatch(IAM_ROLE_ARN, p) else bad.append(p))
     if bad:
         errors["EXPECTED_CHANGE_PRINCIPALS"] = \
             f"EXPECTED_CHANGE_PRINCIPALS: {', '.join(_clip(b) for b in bad[:5])} " \
@@ -370,7 +371,7 @@ def _regions(value: Any, errors: dict[str, str]) -> str | None:
     for r in text.split(","):
         r = r.strip()
         if r:
-            (good.append(r) if REGION.fullmatch(r) else bad.append(r))
+            (good.append(r) if re.fullmatch(REGION, r) else bad.append(r))
     if bad:
         errors["READINESS_REGIONS"] = \
             f"READINESS_REGIONS: {', '.join(_clip(b) for b in bad[:5])} " \
