@@ -73,9 +73,10 @@ EVENT_BUS = (r"(?:arn:aws[\w-]*:events:[a-z]+-[a-z]+-[\w-]+:[0-9]{12}:event-bus/
 # SQS queue URLs: <scheme>://<endpoint>/<account>/<queue name> (names: 1-80 of letters, digits,
 # - and _, a FIFO queue's ending in .fifo). A queue ARN or a bare name is not a URL.
 QUEUE_URL = r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(?:\.fifo)?"
-# S3 general purpose bucket naming rules: 3-63 of lowercase letters, digits, . and -, beginning
-# and ending with a letter or digit (an s3:// URL or an ARN is not a bucket name).
-S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+# S3 bucket names as botocore accepts them before sending (its validate_bucket_name: letters,
+# digits, . - and _, up to 255: the general purpose naming rules plus the older us-east-1
+# names); an s3:// URL or an ARN is not a bucket name.
+S3_BUCKET = r"[A-Za-z0-9.\-_]{3,255}"
 # DynamoDB TableName: a name (3-255 of letters, digits, _ . -) or the table's ARN.
 DYNAMODB_TABLE = (r"(?:" + _PARTITION + r":dynamodb:[a-z0-9-]+:\d{12}:table/)?"
                   r"[A-Za-z0-9_.-]{3,255}")
@@ -278,9 +279,10 @@ def _principals(value: Any, errors: dict[str, str]) -> frozenset[str]:
     bad: list[str] = []
     for p in str(value or "").split(","):
         p = p.strip()
-        if not p:
-            continue
-        (out.add(p) if re.fullmatch(IAM_ROLE_ARN, p) else bad.append(p))
+        if re.fullmatch(IAM_ROLE_ARN, p):
+            out.add(p)
+        elif p:
+            bad.append(p)
     if bad:
         errors["EXPECTED_CHANGE_PRINCIPALS"] = \
             f"EXPECTED_CHANGE_PRINCIPALS: {', '.join(_clip(b) for b in bad[:5])} " \
@@ -370,8 +372,10 @@ def _regions(value: Any, errors: dict[str, str]) -> str | None:
     good, bad = [], []
     for r in text.split(","):
         r = r.strip()
-        if r:
-            (good.append(r) if re.fullmatch(REGION, r) else bad.append(r))
+        if re.fullmatch(REGION, r):
+            good.append(r)
+        elif r:
+            bad.append(r)
     if bad:
         errors["READINESS_REGIONS"] = \
             f"READINESS_REGIONS: {', '.join(_clip(b) for b in bad[:5])} " \

@@ -513,3 +513,30 @@ def test_settings_module_is_stdlib_only():
             for a in n.names} | {n.module.split(".")[0] for n in ast.walk(tree)
                                  if isinstance(n, ast.ImportFrom) and n.module}
     assert mods <= {"__future__", "math", "os", "re", "collections", "typing"}, mods
+
+
+def test_the_metrics_namespace_is_read_by_settings_too():
+    from handlers.settings import metrics_namespace
+    assert metrics_namespace({"POWERTOOLS_METRICS_NAMESPACE": "Trailwatch/stack"}) == \
+        "Trailwatch/stack"
+    assert metrics_namespace({}) == metrics_namespace({"POWERTOOLS_METRICS_NAMESPACE": ""}) == \
+        "Trailwatch"
+
+
+@pytest.mark.parametrize("url", [
+    f"https://sqs.us-east-1.amazonaws.com/{ACCT}/fail",
+    f"https://sqs.cn-north-1.amazonaws.com.cn/{ACCT}/fail.fifo",
+    f"http://localhost:4566/{ACCT}/fail",                        # a local endpoint (the demo)
+])
+def test_queue_urls_of_every_endpoint_are_accepted(url):
+    assert ProcessorSettings.from_env({"FAILURE_QUEUE_URL": url}).failure_queue_url == url
+
+
+@pytest.mark.parametrize("bucket,ok", [
+    ("fail-archive", True), ("Legacy_Bucket.1", True),        # what botocore sends
+    ("s3://fail-archive", False), ("arn:aws:s3:::fail-archive", False), ("ab", False),
+])
+def test_archive_bucket_names_as_botocore_takes_them(bucket, ok):
+    s = ProcessorSettings.from_env({"FAILURE_ARCHIVE_BUCKET": bucket})
+    assert (s.failure_archive_bucket == bucket) is ok
+    assert ("FAILURE_ARCHIVE_BUCKET" in s.errors) is not ok
