@@ -3,7 +3,9 @@
 An alert is marked ``expected_change`` only when all three hold:
 
 1. its principal is one the operator configured (``EXPECTED_CHANGE_PRINCIPALS``, contract name: a
-   comma-separated list of role ARNs that run trailwatch). The principal is CloudTrail's own
+   comma-separated list of role ARNs that run trailwatch, read and checked by
+   :mod:`handlers.settings`: an entry that is not a role ARN could never match and is reported
+   as a ``ConfigErrors`` setting). The principal is CloudTrail's own
    ``userIdentity`` (for an assumed role, ``sessionContext.sessionIssuer.arn``, else ``arn``),
    never a request field;
 2. its user agent carries ``trailwatch/`` (what ``setup/aws.py`` sends);
@@ -27,11 +29,6 @@ POLICY_NAME = "trailwatch-cloudtrail-delivery"
 IAM_CALLS = frozenset({"CreateRole", "UpdateAssumeRolePolicy", "PutRolePolicy", "TagRole",
                        "UpdateRole", "UpdateRoleDescription"})
 TRAIL_CALLS = frozenset({"CreateTrail", "UpdateTrail"})
-
-
-def parse_principals(value: str | None) -> frozenset[str]:
-    """``EXPECTED_CHANGE_PRINCIPALS`` -> the set of ARNs (blank entries ignored)."""
-    return frozenset(p.strip() for p in (value or "").split(",") if p.strip())
 
 
 def _principal(record: Mapping[str, Any]) -> str | None:

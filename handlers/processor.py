@@ -1,10 +1,12 @@
 """Lambda entry point: ``handlers/processor.py::lambda_handler``.
 
 A thin shell around the pure pipeline: it reads configuration from the environment once (cold
-start), routes what cannot be processed to the failure queue (whole; oversize records to the S3
-failure archive), publishes alerts to the configured sinks concurrently within the invocation's
-deadline, and writes its metrics as EMF documents (handlers/emf.py: the counters and the lag
-samples of an invocation in one log line up to 100 records). Environment (contract names):
+start: :class:`handlers.settings.ProcessorSettings`, the only reader; every component takes the
+typed fields it needs), routes what cannot be processed to the failure queue (whole; oversize
+records to the S3 failure archive), publishes alerts to the configured sinks concurrently within
+the invocation's deadline, and writes its metrics as EMF documents (handlers/emf.py: the counters
+and the lag samples of an invocation in one log line up to 100 records). Environment (contract
+names):
 
 ``ALERT_TOPIC_ARN``                  SNS topic for alerts (optional)
 ``ALERT_BUS_NAME``                   EventBridge bus for alerts (optional; neither -> alerts are logged)
@@ -22,6 +24,8 @@ samples of an invocation in one log line up to 100 records). Environment (contra
 ``TRAIL_LOG_GROUP_NAME``             tamper rules: the trail's log group and trailwatch's CIS resources on it
 ``DELIVERY_ROLE_NAME``               tamper rules: the role CloudTrail assumes to write the log group (empty: the one the CLI creates)
 ``AWS_LAMBDA_FUNCTION_NAME``         tamper rules: the processor itself (set by Lambda)
+``AWS_REGION``                       tamper rules: the default delivery role's Region when TRAIL_NAME
+                                     is a name (set by Lambda)
 ``SECURITY_HUB_FINDINGS``            ``enabled`` -> alerts also imported as ASFF findings (Security Hub)
 ``CHAT_TOPIC_ARN``                   SNS topic for Amazon Q Developer chat notifications (optional)
 ``ALERT_AGGREGATION_THRESHOLD``      > N matches of one rule by one principal per invocation -> one
@@ -35,13 +39,18 @@ The only ways an invocation fails: the failure destination cannot be written (di
 whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
 alerts could not be delivered before the deadline (same). Alert ids make both retries safe.
 Never a reason to fail (issue 24): a sink that refuses an alert for good (``AlertsRejected``), a
-rule that cannot be configured (``RuleErrors``), a number in the environment that is not one
-(``ConfigErrors``); each is logged and alarmed instead.
+rule that cannot be configured (``RuleErrors``: a bad rule or RULES_FILE, a tamper name above
+that is not a valid name for its resource), a value in the environment that cannot be used
+(``ConfigErrors``: a number that is not one, or below 1 for a size or concurrency, falls back to
+its default; an ARN, URL or name above of the wrong shape leaves its component out: the SNS or
+EventBridge sink, the failure queue or its archive, chat, idempotency or the alert-state table;
+an ``EXPECTED_CHANGE_PRINCIPALS`` entry that is not a role ARN is dropped; a
+``SECURITY_HUB_FINDINGS`` other than enabled/disabled leaves Security Hub off); each is logged
+(``rule skipped`` / ``setting ignored``) and alarmed instead, on every invocation.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -51,6 +60,7 @@ from aws_lambda_powertools import Logger
 from handlers import canary as canary_mod
 from handlers import emf
 from handlers import alerts as A
+from handlers.alert_state import ENV_TABLE as STATE_TABLE
 from handlers.alert_state import MemoryStore, Windows, store_from_env
 from handlers.alerts import (
     DEFAULT_AGGREGATION_THRESHOLD,
@@ -61,12 +71,8 @@ from handlers.clients import default_client_factory
 from handlers.detection.builtin import builtin_rules
 from handlers.detection.rules import load_rules_file
 from handlers.detection.tuning import load_tuning
-from handlers.expected import parse_principals
 from handlers.jsonsafe import dumps as safe_dumps
 from handlers.pipeline import (
-    DEFAULT_LAG_THRESHOLD,
-    DEFAULT_MAX_DECOMPRESSED,
-    DEFAULT_SKEW_TOLERANCE,
     PayloadError,
     Pipeline,
     Settings,
@@ -75,19 +81,19 @@ from handlers.pipeline import (
     iter_sources,
     source_data,
 )
+from handlers.settings import DEFAULT_CONCURRENCY, ProcessorSettings, metrics_namespace
+from handlers.settings import NUMBERS, POSITIVE, read_numbers  # noqa: F401 - moved there
 from handlers.sinks import routing_sinks
-from handlers.sinks.eventbridge import EVENTBRIDGE_MAX_ENTRY_BYTES, EventBridgeSink
-from handlers.sinks.failure_queue import SQS_MAX_BYTES, FailureQueue
-from handlers.sinks.idempotency import DEFAULT_WINDOW as DEFAULT_IDEMPOTENCY_WINDOW
+from handlers.sinks.eventbridge import EventBridgeSink
+from handlers.sinks.failure_queue import FailureQueue
 from handlers.sinks.idempotency import wrap_sinks
 from handlers.sinks.sns import SnsSink
 
 SERVICE = "trailwatch"
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
+NAMESPACE = metrics_namespace()
 logger = Logger(service=SERVICE)
 COUNT = "Count"
 
-DEFAULT_CONCURRENCY = 16
 ALERT_CHUNK = 100            # alerts per publish task (a sink may set ``chunk_size``)
 FAILURE_CHUNK = 10           # failure records per task (one SendMessageBatch)
 POLL_SECONDS = 0.05          # how often the waiting thread re-reads the (injected) clock
@@ -99,54 +105,6 @@ LOG_PREVIEW = 256
 
 class DeliveryFailed(RuntimeError):
     """Raised so Lambda retries the invocation (alert ids make the retry safe downstream)."""
-
-
-# Every number the processor reads from its environment, with its default (issue 24: read and
-# checked once, at cold start).
-NUMBERS: dict[str, float] = {
-    "DELIVERY_LAG_THRESHOLD_SECONDS": DEFAULT_LAG_THRESHOLD,
-    "CLOCK_SKEW_TOLERANCE_SECONDS": DEFAULT_SKEW_TOLERANCE,
-    "MAX_DECOMPRESSED_BYTES": DEFAULT_MAX_DECOMPRESSED,
-    "EVENTBRIDGE_MAX_ENTRY_BYTES": EVENTBRIDGE_MAX_ENTRY_BYTES,
-    "FAILURE_QUEUE_MAX_BYTES": SQS_MAX_BYTES,
-    "PUBLISH_CONCURRENCY": DEFAULT_CONCURRENCY,
-    "ALERT_AGGREGATION_THRESHOLD": DEFAULT_AGGREGATION_THRESHOLD,
-    "IDEMPOTENCY_WINDOW_SECONDS": DEFAULT_IDEMPOTENCY_WINDOW,
-}
-
-
-# sizes and concurrency (whole numbers): 0 would reject every payload or publish nothing (review F8)
-POSITIVE = frozenset(("MAX_DECOMPRESSED_BYTES", "EVENTBRIDGE_MAX_ENTRY_BYTES",
-                      "FAILURE_QUEUE_MAX_BYTES", "PUBLISH_CONCURRENCY"))
-
-
-def read_numbers(env: Mapping[str, str]) -> tuple[dict[str, float], dict[str, str]]:
-    """(value of each of :data:`NUMBERS`, {name: error} for the values that were ignored).
-
-    A value that is not a finite, non-negative number (for :data:`POSITIVE`, at least 1) never
-    stops the processor: its default is used, and the error is logged (``setting ignored``) and
-    counted (``ConfigErrors``, alarmed) on every invocation until the environment is fixed."""
-    import math
-    values: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for key, default in NUMBERS.items():
-        raw = env.get(key)
-        values[key] = float(default)
-        if raw in (None, ""):
-            continue
-        try:
-            value = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            value = math.nan
-        if not math.isfinite(value) or value < 0:
-            errors[key] = f"{key}={str(raw)[:64]!r} is not a non-negative number; using {default}"
-            continue
-        if value < 1 and key in POSITIVE:      # used as int(): 0.5 would be 0
-            errors[key] = f"{key}={str(raw)[:64]!r}: a size or concurrency must be at least 1; " \
-                          f"using {default}"
-            continue
-        values[key] = value
-    return values, errors
 
 
 def _short(value: Any) -> Any:
@@ -178,17 +136,22 @@ def aggregate_for(alerts: list[dict[str, Any]], origin: dict[str, set[str]] | No
     return out
 
 
-def app_windows(rules: list[Any], env: Mapping[str, str], client_factory: Callable[[str], Any],
-                sleep: Callable[[float], None], clock: Callable[[], float], log: Any,
+def app_windows(rules: list[Any], settings: ProcessorSettings,
+                client_factory: Callable[[str], Any], sleep: Callable[[float], None],
+                clock: Callable[[], float], log: Any,
                 suppressions: Sequence[Any] = ()) -> Windows | None:
     """The windows stage (handlers/alert_state.py) when any rule has a window or a suppression
     applies: on the ``ALERT_STATE_TABLE_NAME`` table, else per invocation (logged once here)."""
     windows = Windows(rules, MemoryStore(per_invocation=True), suppressions, log, clock)
     if not windows.active:
         return None
-    store = store_from_env(env, client_factory, sleep, log)
+    store = None
+    if settings.alert_state_table:
+        store = store_from_env({STATE_TABLE: settings.alert_state_table}, client_factory, sleep,
+                               log)
     if store is None:
-        log.warning("ALERT_STATE_TABLE_NAME is not set: no dedup windows (every match alerts) "
+        why = "is not usable" if STATE_TABLE in settings.errors else "is not set"
+        log.warning(f"{STATE_TABLE} {why}: no dedup windows (every match alerts) "
                     "and rule thresholds count within one invocation only (CloudWatch Logs "
                     "decides its size); set it to keep them across invocations")
         windows.dedup = False
@@ -200,6 +163,7 @@ def app_windows(rules: list[Any], env: Mapping[str, str], client_factory: Callab
 class App:
     aggregation_threshold = int(DEFAULT_AGGREGATION_THRESHOLD)
     windows: Windows | None = None
+    settings: ProcessorSettings | None = None     # what from_env read (None: built directly)
 
     def __init__(self, pipeline: Pipeline, sinks: list[Any], failure_queue: Any | None,
                  metrics_sink: Any = None, log: Any = None,
@@ -224,58 +188,62 @@ class App:
         self.config_errors: list[str] = []   # environment values ignored at cold start
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None,
+    def from_env(cls, env: Mapping[str, str] | ProcessorSettings | None = None,
                  client_factory: Callable[[str], Any] = default_client_factory,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, **kw: Any) -> App:
-        env = os.environ if env is None else env
-        num, config_errors = read_numbers(env)
-        settings = Settings(
-            lag_threshold=num["DELIVERY_LAG_THRESHOLD_SECONDS"],
-            skew_tolerance=num["CLOCK_SKEW_TOLERANCE_SECONDS"],
-            max_decompressed_bytes=int(num["MAX_DECOMPRESSED_BYTES"]),
-            expected_principals=parse_principals(env.get("EXPECTED_CHANGE_PRINCIPALS")),
+        s = env if isinstance(env, ProcessorSettings) else ProcessorSettings.from_env(env)
+        pipeline_settings = Settings(
+            lag_threshold=s.delivery_lag_threshold,
+            skew_tolerance=s.clock_skew_tolerance,
+            max_decompressed_bytes=s.max_decompressed_bytes,
+            expected_principals=s.expected_principals,
         )
         # Built-in rules always load; a bad or clashing user rule (or an unreadable RULES_FILE)
         # is skipped with an error log and counted in the RuleErrors metric of every invocation.
         # A tamper rule whose resource name cannot be used (issue 24) is skipped the same way.
         rule_errors: list[str] = []
-        rules = builtin_rules(env, rule_errors)
+        rules = builtin_rules(s.tamper, rule_errors)
         suppressions: list[Any] = []
-        if env.get("RULES_FILE"):
+        if s.rules_file:
             tuning: dict[str, Any] = {}
-            rules += load_rules_file(env["RULES_FILE"], errors=rule_errors,
+            rules += load_rules_file(s.rules_file, errors=rule_errors,
                                      taken={r.id for r in rules}, client_factory=client_factory,
                                      tuning=tuning)
             if tuning.get("tuning") or tuning.get("suppressions"):   # issue 20: tuning as data
                 rules, suppressions = load_tuning(rules, tuning, rule_errors)
         log = kw.get("log") if kw.get("log") is not None else logger
         for err in rule_errors:
-            log.error("rule skipped", extra={"rules_file": env.get("RULES_FILE"), "error": err})
-        for key, err in config_errors.items():
+            log.error("rule skipped", extra={"rules_file": s.rules_file or None, "error": err})
+        # A setting that cannot be used (handlers/settings.py) never stops the processor: its
+        # default is used or its component left out, logged here and counted (ConfigErrors,
+        # alarmed) on every invocation until the environment is fixed.
+        for key, err in s.errors.items():
             log.error("setting ignored", extra={"setting": key, "error": err})
         sinks: list[Any] = []
-        if env.get("ALERT_TOPIC_ARN"):
-            sinks.append(SnsSink(env["ALERT_TOPIC_ARN"], client_factory, sleep, clock=monotonic))
-        if env.get("ALERT_BUS_NAME"):
-            sinks.append(EventBridgeSink(env["ALERT_BUS_NAME"], client_factory, sleep,
-                                         max_entry_bytes=int(num["EVENTBRIDGE_MAX_ENTRY_BYTES"]),
+        if s.alert_topic_arn:
+            sinks.append(SnsSink(s.alert_topic_arn, client_factory, sleep, clock=monotonic))
+        if s.alert_bus_name:
+            sinks.append(EventBridgeSink(s.alert_bus_name, client_factory, sleep,
+                                         max_entry_bytes=s.eventbridge_max_entry_bytes,
                                          clock=monotonic))
-        sinks += routing_sinks(env, client_factory, sleep)      # Security Hub, chat
-        sinks = wrap_sinks(sinks, env, client_factory,          # idempotency
-                           window=int(num["IDEMPOTENCY_WINDOW_SECONDS"]))
-        fq = FailureQueue(env["FAILURE_QUEUE_URL"], client_factory, sleep,
-                          max_bytes=int(num["FAILURE_QUEUE_MAX_BYTES"]),
-                          archive_bucket=env.get("FAILURE_ARCHIVE_BUCKET") or None,
+        sinks += routing_sinks(s.security_hub, s.chat_topic_arn,        # Security Hub, chat
+                               client_factory, sleep)
+        sinks = wrap_sinks(sinks, s.idempotency_table, client_factory,  # idempotency
+                           window=s.idempotency_window)
+        fq = FailureQueue(s.failure_queue_url, client_factory, sleep,
+                          max_bytes=s.failure_queue_max_bytes,
+                          archive_bucket=s.failure_archive_bucket,
                           clock=monotonic, wall_clock=clock) \
-            if env.get("FAILURE_QUEUE_URL") else None
-        kw.setdefault("concurrency", int(num["PUBLISH_CONCURRENCY"]))
-        app = cls(Pipeline(rules, settings, clock), sinks, fq, rule_errors=rule_errors,
+            if s.failure_queue_url else None
+        kw.setdefault("concurrency", s.publish_concurrency)
+        app = cls(Pipeline(rules, pipeline_settings, clock), sinks, fq, rule_errors=rule_errors,
                   monotonic=monotonic, **kw)
-        app.aggregation_threshold = int(num["ALERT_AGGREGATION_THRESHOLD"])
-        app.config_errors = list(config_errors.values())
-        app.windows = app_windows(rules, env, client_factory, sleep, clock, log, suppressions)
+        app.settings = s
+        app.aggregation_threshold = s.aggregation_threshold
+        app.config_errors = list(s.errors.values())
+        app.windows = app_windows(rules, s, client_factory, sleep, clock, log, suppressions)
         return app
 
     # ------------------------------------------------------------------------------ handle

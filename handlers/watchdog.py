@@ -6,7 +6,9 @@ very code the CLI uses (:mod:`setup.verify`), emits one metric per check (``Chec
 when a check *changes* to FAIL and a recovery when a failed check returns to PASS. The previous
 statuses live in an SSM parameter, so an unchanged FAIL alerts once, not every 15 minutes.
 
-Environment (contract names, set by template.yaml):
+Environment (contract names, set by template.yaml), read and checked once per cold start by
+:class:`handlers.settings.WatchdogSettings` (the only reader; the functions here take the typed
+settings, or a mapping they read the same way):
 
 ``TRAIL_NAME``                  the trail (name or ARN) to verify; from a member account an
                                 organization trail's name works too (found among the trails
@@ -23,6 +25,16 @@ Environment (contract names, set by template.yaml):
                                 ``readiness.<id>[.<region>]`` with the same alerts and metrics
 ``CHAT_TOPIC_ARN``              optional: the processor's chat topic, checked as ``chat.topic``
                                 (a FIFO or customer-KMS topic cannot reach a chat channel)
+``AWS_REGION``                  the Region for the clients (set by Lambda; else AWS_DEFAULT_REGION)
+
+A value that cannot be used never stops a run: it is logged (``setting ignored``) and reported
+by a ``watchdog.config`` WARN check on every run, and the watchdog carries on without it: a
+malformed MAX_DELIVERY_AGE_SECONDS uses 7200 (more than a year is capped); a TRAIL_LOG_GROUP_NAME,
+VERIFY_ROLE_ARN or ORG_ID of the wrong shape is not used (the trail's log group, this account,
+the organization looked up); an ALERT_TOPIC_ARN that is not an SNS topic ARN logs the notices;
+a WATCHDOG_STATE_PARAMETER that is not a parameter name keeps the statuses in memory; a
+READINESS_REGIONS entry that is not a Region name is left out. A VERIFY_ROLE_ARN that cannot be
+assumed is a ``watchdog.trail`` FAIL (alerted), never an exception on every run.
 
 The artifact bundles ``setup/`` beside ``handlers/`` (Makefile ``build-WatchdogFunction``).
 """
@@ -31,21 +43,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from handlers.alerts import alert_id
+from handlers.settings import MAX_DELIVERY_AGE_LIMIT  # noqa: F401 - MAX_DELIVERY_AGE_SECONDS cap
+from handlers.settings import WatchdogSettings, metrics_namespace
 
 # Not a trailwatch.alert (no record, no identity block): its own versioned message kind, so a
 # consumer of the alert contract never mistakes a watchdog notice for a detection.
 SCHEMA = "trailwatch.watchdog/1"
 
 SERVICE = "trailwatch-watchdog"
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Trailwatch")
+NAMESPACE = metrics_namespace()
 STATUS_VALUE = {"PASS": 0, "WARN": 1, "FAIL": 2}
-MAX_DELIVERY_AGE_LIMIT = 365 * 86400.0   # MAX_DELIVERY_AGE_SECONDS is capped here (review F7)
 
 
 class SsmState:
@@ -87,35 +99,55 @@ def _result(cid: str, status: str, message: str, remediation: str = "") -> Any:
     return CheckResult(cid, status, message, remediation)
 
 
-def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[Any]]:
+def config_notes(settings: WatchdogSettings) -> list[Any]:
+    """One ``watchdog.config`` WARN naming every environment value that was ignored (none: no
+    result), so that a bad value is reported on every run, beside the checks that still ran."""
+    if not settings.errors:
+        return []
+    return [_result("watchdog.config", "WARN", "; ".join(settings.errors.values()),
+                    "fix the function's environment")]
+
+
+def run_verify(settings: WatchdogSettings | Mapping[str, str],
+               clients: Any = None) -> tuple[str, list[Any]]:
     """(trail ARN, results) of the read-only verify checks, as the CLI runs them."""
+    from botocore.exceptions import ClientError
+
     from setup.aws import AwsClients
     from setup.errors import SetupError
     from setup.verify import CHECKS, TRAIL_LEVEL_CHECKS, Context, run_checks
     from setup.wiring.models import Target, default_log_group, default_role_name
     from setup.wiring.state import caller, find_trail, organization_id
 
-    if not env.get("TRAIL_NAME"):
-        return "", [_result("watchdog.trail", "FAIL", "TRAIL_NAME is empty: there is no trail "
-                            "to verify", "set the template's TrailName (the trail's name or ARN)")]
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    clients = clients or AwsClients(region=region)
-    notes: list[Any] = chat_checks(env, clients)      # the stack's own topic: its own account
-    if env.get("VERIFY_ROLE_ARN"):
-        from setup.aws import clients_for_role
-        clients = clients_for_role(clients, env["VERIFY_ROLE_ARN"], clients.default_region)
-    trail_ref = env.get("TRAIL_NAME") or ""
+    s = WatchdogSettings.of(settings)
+    notes: list[Any] = config_notes(s)
+    if not s.trail_name:
+        return "", notes + [_result("watchdog.trail", "FAIL", "TRAIL_NAME is empty: there is no "
+                                    "trail to verify", "set the template's TrailName (the "
+                                    "trail's name or ARN)")]
+    clients = clients or AwsClients(region=s.region)
+    notes += chat_checks(s, clients)      # the stack's own topic: in its own account
+    trail_ref = s.trail_name
     try:
+        if s.verify_role_arn:
+            from setup.aws import clients_for_role
+            clients = clients_for_role(clients, s.verify_role_arn, clients.default_region)
         trail = find_trail(clients, trail_ref)
         who = caller(clients, trail.home_region)
-        org_id = env.get("ORG_ID") or (organization_id(clients, trail.home_region)
-                                        if trail.is_org else None)
+        org_id = s.org_id or (organization_id(clients, trail.home_region)
+                              if trail.is_org else None)
     except SetupError as e:
         return trail_ref, notes + [_result("watchdog.trail", "FAIL", e.message, e.remediation)]
+    except ClientError as e:      # e.g. AssumeRole of VERIFY_ROLE_ARN refused: every run
+        err = e.response.get("Error", {})
+        return trail_ref, notes + [_result(
+            "watchdog.trail", "FAIL",
+            f"{err.get('Code')}: {str(err.get('Message'))[:300]} (calling "
+            f"{e.operation_name})", "check VERIFY_ROLE_ARN (the template's VerifyRoleArn) and "
+            "the watchdog role's permissions")]
     group_arn = trail.log_group_arn or ""
     parts = group_arn.split(":")
-    group = env.get("TRAIL_LOG_GROUP_NAME") or (parts[6] if len(parts) > 6 else
-                                                default_log_group(trail.name))
+    group = s.log_group or (parts[6] if len(parts) > 6 else default_log_group(trail.name))
     role = trail.role_arn.rsplit("/", 1)[1] if trail.role_arn else \
         default_role_name(trail.name, trail.home_region)       # the role the CLI creates
     target = Target(trail=trail, account=who["account"], log_group=group, role_name=role,
@@ -127,46 +159,30 @@ def run_verify(env: Mapping[str, str], clients: Any = None) -> tuple[str, list[A
                              f"this watchdog runs in {who['account']} without VerifyRoleArn, so "
                              "only the trail-level checks ran",
                              "set the template's VerifyRoleArn to a read-only role in that account"))
-    max_age = 7200.0
-    raw_age = env.get("MAX_DELIVERY_AGE_SECONDS") or ""
-    if raw_age:
-        try:
-            max_age = float(raw_age)
-        except ValueError:
-            max_age = -1.0
-        if not 0 < max_age < float("inf"):
-            max_age = 7200.0
-            notes.append(_result("watchdog.config", "WARN",
-                                 f"MAX_DELIVERY_AGE_SECONDS={raw_age[:64]!r} is not a number of "
-                                 "seconds; using 7200", "fix the function's environment"))
-        elif max_age > MAX_DELIVERY_AGE_LIMIT:     # a timedelta overflows past ~8.6e13 s
-            max_age = MAX_DELIVERY_AGE_LIMIT
-            notes.append(_result("watchdog.config", "WARN",
-                                 f"MAX_DELIVERY_AGE_SECONDS={raw_age[:64]!r} is more than a year; "
-                                 f"using {MAX_DELIVERY_AGE_LIMIT:.0f}",
-                                 "fix the function's environment"))
-    ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=max_age))
+    ctx = Context(clients, target, max_delivery_age=dt.timedelta(seconds=s.max_delivery_age))
     return trail.arn, notes + run_checks(ctx, checks)
 
 
-def chat_checks(env: Mapping[str, str], clients: Any) -> list[Any]:
+def chat_checks(settings: WatchdogSettings, clients: Any) -> list[Any]:
     """``chat.topic`` when ``CHAT_TOPIC_ARN`` is set (:mod:`setup.verify.chat`)."""
-    if not env.get("CHAT_TOPIC_ARN"):
+    if not settings.chat_topic_arn:
         return []
     from setup.verify.chat import chat_topic
-    return [chat_topic(clients, env["CHAT_TOPIC_ARN"])]
+    return [chat_topic(clients, settings.chat_topic_arn)]
 
 
-def run_readiness_checks(env: Mapping[str, str], clients: Any = None) -> list[Any]:
+def run_readiness_checks(settings: WatchdogSettings | Mapping[str, str],
+                         clients: Any = None) -> list[Any]:
     """``trailwatch readiness`` (read-only), its findings named per Region so that a state that
     changes in one Region alerts once, for that Region."""
     from setup.aws import AwsClients
     from setup.errors import SetupError
     from setup.verify.readiness import resolve_regions, run_readiness
 
-    clients = clients or AwsClients(region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"))
+    s = WatchdogSettings.of(settings)
+    clients = clients or AwsClients(region=s.region)
     try:
-        results = run_readiness(clients, resolve_regions(clients, env.get("READINESS_REGIONS")))
+        results = run_readiness(clients, resolve_regions(clients, s.readiness_regions))
     except SetupError as e:
         return [_result("readiness.run", "WARN", f"readiness did not run: {e.message}",
                         e.remediation)]
@@ -181,9 +197,11 @@ def run_readiness_checks(env: Mapping[str, str], clients: Any = None) -> list[An
     return results
 
 
-def verify_and_readiness(env: Mapping[str, str]) -> tuple[str, list[Any]]:
-    trail, results = run_verify(env)
-    return trail, results + run_readiness_checks(env)
+def verify_and_readiness(settings: WatchdogSettings | Mapping[str, str]
+                         ) -> tuple[str, list[Any]]:
+    s = WatchdogSettings.of(settings)
+    trail, results = run_verify(s)
+    return trail, results + run_readiness_checks(s)
 
 
 def metric_documents(results: list[Any], now_ms: int) -> list[bytes]:
@@ -233,17 +251,19 @@ def transition_alerts(trail: str, results: list[Any], previous: Mapping[str, str
 
 
 class Watchdog:
-    def __init__(self, env: Mapping[str, str], state: Any, publish: Callable[[dict], None] | None,
-                 emit: Callable[[bytes], None], log: Any = None,
-                 verify: Callable[[Mapping[str, str]], tuple[str, list[Any]]] = run_verify,
+    def __init__(self, settings: WatchdogSettings | Mapping[str, str], state: Any,
+                 publish: Callable[[dict], None] | None, emit: Callable[[bytes], None],
+                 log: Any = None,
+                 verify: Callable[[WatchdogSettings], tuple[str, list[Any]]] = run_verify,
                  clock: Callable[[], float] = time.time) -> None:
-        self.env, self.state, self.publish, self.emit = env, state, publish, emit
+        self.settings = WatchdogSettings.of(settings)
+        self.state, self.publish, self.emit = state, publish, emit
         self.log = log
         self.verify = verify
         self.clock = clock
 
     def run(self, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        trail, results = self.verify(self.env)
+        trail, results = self.verify(self.settings)
         now = self.clock()
         for doc in metric_documents(results, int(now * 1000)):
             self.emit(doc)
@@ -274,20 +294,23 @@ def sns_publisher(topic_arn: str, client: Any) -> Callable[[dict], None]:
     return publish
 
 
-def from_env(env: Mapping[str, str] | None = None) -> Watchdog:
+def from_env(env: Mapping[str, str] | WatchdogSettings | None = None) -> Watchdog:
+    import logging
     import sys
 
     import boto3
-    env = os.environ if env is None else env
-    state: Any = SsmState(env["WATCHDOG_STATE_PARAMETER"], boto3.client("ssm")) \
-        if env.get("WATCHDOG_STATE_PARAMETER") else MemoryState()
-    publish = sns_publisher(env["ALERT_TOPIC_ARN"], boto3.client("sns")) \
-        if env.get("ALERT_TOPIC_ARN") else None
+    s = env if isinstance(env, WatchdogSettings) else WatchdogSettings.from_env(env)
+    for key, err in s.errors.items():         # and a watchdog.config WARN on every run
+        logging.getLogger(__name__).error("setting ignored: %s: %s", key, err)
+    state: Any = SsmState(s.state_parameter, boto3.client("ssm")) \
+        if s.state_parameter else MemoryState()
+    publish = sns_publisher(s.alert_topic_arn, boto3.client("sns")) \
+        if s.alert_topic_arn else None
 
     def emit(line: bytes) -> None:
         sys.stdout.write(line.decode() + "\n")
-    return Watchdog(env, state, publish, emit,
-                    verify=verify_and_readiness if env.get("READINESS_REGIONS") else run_verify)
+    return Watchdog(s, state, publish, emit,
+                    verify=verify_and_readiness if s.readiness_regions else run_verify)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -10,7 +10,10 @@ moto accepts anything; these fakes refuse (and record in ``violations``) what AW
   Resources entry); Detail a JSON object (aws-facts.md section 6).
 * SQS SendMessageBatch: at most 10 entries, Ids as SNS; each body non-empty, only the characters
   SQS allows (``#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF``) and at most
-  the queue's ``MaximumMessageSize`` bytes; the batch total at most 1,048,576 bytes.
+  the queue's ``MaximumMessageSize`` bytes; the batch total at most 1,048,576 bytes. ``QueueUrl``
+  must be a queue URL (``https://<endpoint>/<account>/<queue>``): a queue ARN or a bare name is
+  refused with ``InvalidAddress`` (botocore sqs model, SendMessageBatch errors: "The specified ID
+  is invalid").
 * S3 PutObject: key 1-1,024 UTF-8 bytes, body bytes.
 * CloudTrail DescribeTrails / GetTrailStatus / GetEventSelectors: a trail *name* matches only the
   caller's own trails in the current Region; other Regions' trails and organization trails seen
@@ -39,6 +42,7 @@ SQS_MAX_BATCH = 10
 SQS_MAX_BATCH_BYTES = 1_048_576
 S3_MAX_KEY_BYTES = 1024
 _ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_QUEUE_URL = re.compile(r"https?://[A-Za-z0-9.:-]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?")
 _SQS_BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -188,6 +192,8 @@ class StrictSqs(_Fake):
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]):  # noqa: N803
         op = "SendMessageBatch"
+        if not _QUEUE_URL.fullmatch(str(QueueUrl)):
+            raise self._refuse("InvalidAddress", f"The address {QueueUrl} is not valid", op)
         if not 1 <= len(Entries) <= SQS_MAX_BATCH:
             raise self._refuse("AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
                                f"{len(Entries)} entries", op)

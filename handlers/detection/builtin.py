@@ -4,7 +4,6 @@ the cases in ``cis_cases.json``), the detection pack (``pack.json``) and the tam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,15 +52,15 @@ def pack_rules() -> list[Rule]:
     return [replace(r, source="pack") for r in parse_rules(items, "detection pack")]
 
 
-def builtin_rules(env: Mapping[str, str] | None = None,
-                  errors: list[str] | None = None) -> list[Rule]:
+def builtin_rules(config: Any = None, errors: list[str] | None = None) -> list[Rule]:
     """Every rule that ships with the processor (always loaded, whatever RULES_FILE holds).
 
-    ``env`` is the processor's environment, for built-in rules that watch resources it names;
-    with ``errors``, a tamper rule whose name cannot be used is left out and reported there
-    (without, it raises).
+    ``config`` names the resources the tamper rules watch: the processor's settings
+    (:class:`handlers.settings.ProcessorSettings`), their ``tamper`` names, or a mapping in the
+    environment's format (the CLI); with ``errors``, a tamper rule whose name cannot be used is
+    left out and reported there (without, it raises).
     """
-    return [_with_cis_label(r) for r in cis_rules()] + pack_rules() + tamper_rules(env, errors)
+    return [_with_cis_label(r) for r in cis_rules()] + pack_rules() + tamper_rules(config, errors)
 
 
 def _with_cis_label(rule: Rule) -> Rule:

@@ -1,6 +1,7 @@
 """Tamper rules: changes to the delivery path trailwatch watches over (HIGH, on by default).
 
-The processor watches the resources the template names in its environment:
+The processor watches the resources the template names in its environment (read once, at cold
+start, by :mod:`handlers.settings` into :class:`~handlers.settings.TamperNames`; checked here):
 
 ``TRAIL_NAME``                 the trail, by name or ARN (records naming either match)
 ``TRAIL_LOG_GROUP_NAME``       the trail's log group (and trailwatch's CIS filters/alarms on it)
@@ -22,12 +23,13 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from handlers.detection.patterns import compile_pattern
 from handlers.detection.rules import Rule
+from handlers.settings import TamperNames
 
 CIS_PREFIX = "trailwatch-cis-"          # setup/wiring/cis_alarms.py: names of trailwatch's CIS resources
 MAX_ALARM_NAMES = 100                   # DeleteAlarms accepts at most 100 names
@@ -74,13 +76,28 @@ def default_role_name(trail_name: str, region: str | None = None) -> str:
     return f"{base[: ROLE_NAME_MAX - 9]}-{digest}"
 
 
-def _names(env: Mapping[str, str] | None, errors: list[str] | None = None) -> dict[str, str]:
-    env = env or {}
+def names_of(config: Any) -> TamperNames:
+    """The names to watch: from the processor's settings (or a :class:`TamperNames`), or read
+    from a mapping in the processor's environment format (the CLI and tests pass one)."""
+    if config is None:
+        return TamperNames()
+    if isinstance(config, TamperNames):
+        return config
+    names = getattr(config, "tamper", None)
+    if isinstance(names, TamperNames):
+        return names
+    return TamperNames.from_env(config)
+
+
+def _names(config: Any, errors: list[str] | None = None) -> dict[str, str]:
+    """The usable names, by field of :class:`TamperNames` (``trail``, ``log_group``,
+    ``delivery_role``, ``function``); each checked against its variable's :data:`_SAFE`."""
+    given = names_of(config)
     out: dict[str, str] = {}
 
-    def take(key: str, value: str) -> None:
+    def take(field: str, key: str, value: str) -> None:
         if _SAFE[key].match(value):
-            out[key] = value
+            out[field] = value
             return
         msg = (f"{key}={value[:200]!r} is not a valid name for it: its tamper rule is not "
                "loaded")
@@ -88,21 +105,22 @@ def _names(env: Mapping[str, str] | None, errors: list[str] | None = None) -> di
             raise TamperConfigError(msg)
         errors.append(msg)
 
-    region = env.get("AWS_REGION") or ""
-    trail = env.get("TRAIL_NAME") or ""
+    region = given.region
+    trail = given.trail
     arn = _TRAIL_ARN.match(trail)
     if arn:
         region, trail = arn.groups()
     if trail:
-        take("TRAIL_NAME", trail)
-    for key in ("TRAIL_LOG_GROUP_NAME", "AWS_LAMBDA_FUNCTION_NAME"):
-        if env.get(key):
-            take(key, env[key])
-    role = env.get("DELIVERY_ROLE_NAME") or ""
-    if not role and "TRAIL_NAME" in out:
-        role = default_role_name(out["TRAIL_NAME"], region)
+        take("trail", "TRAIL_NAME", trail)
+    if given.log_group:
+        take("log_group", "TRAIL_LOG_GROUP_NAME", given.log_group)
+    if given.function:
+        take("function", "AWS_LAMBDA_FUNCTION_NAME", given.function)
+    role = given.delivery_role
+    if not role and "trail" in out:
+        role = default_role_name(out["trail"], region)
     if role:
-        take("DELIVERY_ROLE_NAME", role)
+        take("delivery_role", "DELIVERY_ROLE_NAME", role)
     return out
 
 
@@ -264,24 +282,26 @@ def _function(fn: str) -> Spec:
                 f"{who} }}", samples)
 
 
-def specs(env: Mapping[str, str] | None, errors: list[str] | None = None) -> list[Spec]:
-    names = _names(env, errors)
+def specs(config: Any, errors: list[str] | None = None) -> list[Spec]:
+    names = _names(config, errors)
     out: list[Spec] = []
-    if "TRAIL_NAME" in names:
-        out.append(_trail(names["TRAIL_NAME"]))
-    if "TRAIL_LOG_GROUP_NAME" in names:
-        out += _log_group(names["TRAIL_LOG_GROUP_NAME"])
-    if "DELIVERY_ROLE_NAME" in names:
-        out.append(_role(names["DELIVERY_ROLE_NAME"]))
-    if "AWS_LAMBDA_FUNCTION_NAME" in names:
-        out.append(_function(names["AWS_LAMBDA_FUNCTION_NAME"]))
+    if "trail" in names:
+        out.append(_trail(names["trail"]))
+    if "log_group" in names:
+        out += _log_group(names["log_group"])
+    if "delivery_role" in names:
+        out.append(_role(names["delivery_role"]))
+    if "function" in names:
+        out.append(_function(names["function"]))
     return out
 
 
-def tamper_rules(env: Mapping[str, str] | None, errors: list[str] | None = None) -> list[Any]:
-    """The tamper rules for the resources ``env`` names. With ``errors``, a value that cannot
-    be used is reported there and its rule left out; without, it raises TamperConfigError."""
+def tamper_rules(config: Any, errors: list[str] | None = None) -> list[Any]:
+    """The tamper rules for the resources ``config`` names (the processor's settings, their
+    :class:`~handlers.settings.TamperNames`, a mapping in the environment's format, or None).
+    With ``errors``, a value that cannot be used is reported there and its rule left out;
+    without, it raises TamperConfigError."""
     return [Rule(id=s.id, title=s.title, severity="HIGH", pattern=compile_pattern(s.pattern),
                  tests=s.samples(), description=s.description, remediation=s.remediation,
                  tactics=(DEFENSE_EVASION,), techniques=(s.technique,), source="tamper")
-            for s in specs(env, errors)]
+            for s in specs(config, errors)]

@@ -9,18 +9,20 @@ loads only the sinks it uses. ``routing_sinks`` adds the optional Security Hub a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 
-def routing_sinks(env: Mapping[str, str], client_factory: Callable[[str], Any],
+def routing_sinks(security_hub: bool, chat_topic_arn: str | None,
+                  client_factory: Callable[[str], Any],
                   sleep: Callable[[float], None] = time.sleep) -> list[Any]:
-    from handlers.sinks.chat import ENV_TOPIC, ChatSink  # imported only when configured
-    from handlers.sinks.securityhub import SecurityHubSink, enabled
-
+    """The optional sinks the settings turn on (``SECURITY_HUB_FINDINGS=enabled``, a checked
+    ``CHAT_TOPIC_ARN``: :class:`handlers.settings.ProcessorSettings`)."""
     sinks: list[Any] = []
-    if enabled(env):
+    if security_hub:
+        from handlers.sinks.securityhub import SecurityHubSink  # imported only when configured
         sinks.append(SecurityHubSink(client_factory, sleep))
-    if env.get(ENV_TOPIC):
-        sinks.append(ChatSink(env[ENV_TOPIC], client_factory, sleep))
+    if chat_topic_arn:
+        from handlers.sinks.chat import ChatSink
+        sinks.append(ChatSink(chat_topic_arn, client_factory, sleep))
     return sinks

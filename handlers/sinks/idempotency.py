@@ -17,11 +17,9 @@ only where it is missing. The wrapper never loses an alert to protect against a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-ENV_TABLE = "IDEMPOTENCY_TABLE_NAME"
-ENV_WINDOW = "IDEMPOTENCY_WINDOW_SECONDS"
 DEFAULT_WINDOW = 24 * 3600
 IN_PROGRESS_MS = 15 * 60 * 1000     # Lambda's maximum timeout: a crashed claim expires after it
 
@@ -98,14 +96,12 @@ class IdempotentSink:
         return undelivered
 
 
-def wrap_sinks(sinks: list[Any], env: Mapping[str, str], client_factory: Callable[[str], Any],
-               window: int | None = None) -> list[Any]:
-    """``IDEMPOTENCY_TABLE_NAME`` set -> every sink wrapped; otherwise the sinks unchanged.
-    ``window``: the suppression window already read from ``IDEMPOTENCY_WINDOW_SECONDS``."""
-    table = env.get(ENV_TABLE)
+def wrap_sinks(sinks: list[Any], table: str | None, client_factory: Callable[[str], Any],
+               window: int = DEFAULT_WINDOW) -> list[Any]:
+    """A table (``IDEMPOTENCY_TABLE_NAME``, checked by :mod:`handlers.settings`) -> every sink
+    wrapped, suppressing for ``window`` seconds (``IDEMPOTENCY_WINDOW_SECONDS``); no table ->
+    the sinks unchanged."""
     if not table or not sinks:
         return sinks
-    if window is None:
-        window = int(float(env.get(ENV_WINDOW) or DEFAULT_WINDOW))
     client = client_factory("dynamodb")
     return [IdempotentSink(s, persistence_layer(table, client), window) for s in sinks]

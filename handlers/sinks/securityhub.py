@@ -77,10 +77,6 @@ def _region(value: Any, fallback: str) -> str:
         _REGION.fullmatch(value) else fallback
 
 
-def enabled(env: Any) -> bool:
-    return str(env.get(ENV_FLAG, "")).strip().lower() == "enabled"
-
-
 def _s(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else \
         orjson.dumps(value).decode()

@@ -20,7 +20,33 @@ ACCOUNT = "111122223333"
 class Rendered(Env):
     """Env plus the intrinsics the seams need (Fn::Select, as CloudFormation evaluates it)."""
 
+    # What Ref returns for a resource (the CloudFormation resource reference, "Return values"):
+    # an SNS topic's ARN, an SQS queue's URL, the name of an event bus, a DynamoDB table, an S3
+    # bucket or an SSM parameter. Generated names follow CloudFormation's <stack>-<logical id>-
+    # <suffix> (a bucket's in lowercase). The code checks these shapes at cold start.
+    REF_NAME = {"AWS::SNS::Topic": "TopicName", "AWS::SQS::Queue": "QueueName",
+                "AWS::Events::EventBus": "Name", "AWS::DynamoDB::Table": "TableName",
+                "AWS::S3::Bucket": "BucketName", "AWS::SSM::Parameter": "Name"}
+
+    def ref(self, logical_id: str) -> Any:
+        res = self.cfn["Resources"].get(logical_id)
+        if res is None or res["Type"] not in self.REF_NAME:
+            return None
+        kind = res["Type"]
+        given = (res.get("Properties") or {}).get(self.REF_NAME[kind])
+        name = str(self.value(given)) if given is not None else \
+            f"{self.params['AWS::StackName']}-{logical_id}-1A2B3C4D5E6F"
+        if kind == "AWS::SNS::Topic":
+            return f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}"
+        if kind == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"
+        return name.lower() if kind == "AWS::S3::Bucket" else name
+
     def value(self, node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1 and "Ref" in node:
+            ref = self.ref(node["Ref"])
+            if ref is not None:
+                return ref
         if isinstance(node, dict) and len(node) == 1 and "Fn::Select" in node:
             index, items = node["Fn::Select"]
             items = self.value(items)
@@ -275,7 +301,14 @@ def test_every_combination_boots_both_functions_and_names_the_right_things(cfn, 
     assert f'roleName = "{role}"' in tamper["trailwatch-tamper-delivery-role"].pattern.text
     assert penv["TRAIL_LOG_GROUP_NAME"] == e.params["TrailLogGroupName"]
     assert f'"{penv["TRAIL_LOG_GROUP_NAME"]}"' in tamper["trailwatch-tamper-log-group"].pattern.text
+    # Every value the template passes has the shape the code checks at cold start (Refs render
+    # as CloudFormation returns them): nothing ignored, every component configured.
+    assert app.settings.errors == {} and app.config_errors == []
+    assert app.failure_queue is not None and app.failure_queue.archive_bucket
     sinks = {s.name for s in app.sinks}
+    assert {"sns", "eventbridge"} <= sinks
+    assert (app.settings.idempotency_table is not None) == \
+        (params.get("AlertIdempotency") == "enabled")
     assert ("securityhub" in sinks) == (params.get("SecurityHubFindings") == "enabled")
     assert ("chat" in sinks) == bool(params.get("ChatTopicArn"))
 
@@ -286,7 +319,7 @@ def test_every_combination_boots_both_functions_and_names_the_right_things(cfn, 
     assert wenv["CHAT_TOPIC_ARN"] == params.get("ChatTopicArn", "")
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
     dog = watchdog_from_env(wenv)
-    assert dog.env["TRAIL_NAME"] == TRAIL_VALUES[trail]
+    assert dog.settings.trail_name == TRAIL_VALUES[trail] and dog.settings.errors == {}
 
     if params["SourceMode"] == "destination":       # who CloudWatch Logs may deliver for
         from setup.demo.topology import trust_admits
