@@ -347,6 +347,7 @@ def test_a_verify_role_that_cannot_be_assumed_is_a_fail_result_not_an_exception(
     ("ALERT_TOPIC_ARN", "ops", "alert_topic_arn"),
     ("WATCHDOG_STATE_PARAMETER", "state?", "state_parameter"),
     ("READINESS_REGIONS", "us-east-1;eu-west-1", "readiness_regions"),
+    ("CHAT_TOPIC_ARN", "chat-alerts", "chat_topic_arn"),
 ])
 def test_a_watchdog_value_of_the_wrong_shape_is_left_out_and_reported(key, value, field):
     s = WatchdogSettings.from_env({"TRAIL_NAME": "main", key: value})
@@ -372,6 +373,8 @@ def test_watchdog_values_of_the_template_shapes():
         3600.0, env["ALERT_TOPIC_ARN"], env["WATCHDOG_STATE_PARAMETER"], "us-east-1,eu-west-1",
         "eu-west-1")
     assert WatchdogSettings.from_env({"READINESS_REGIONS": "all"}).readiness_regions == "all"
+    fifo = f"arn:aws:sns:us-east-1:{ACCT}:chat.fifo"      # kept: the chat.topic check FAILs it
+    assert WatchdogSettings.from_env({"CHAT_TOPIC_ARN": fifo}).chat_topic_arn == fifo
     assert WatchdogSettings.from_env({"AWS_REGION": "us-west-2",
                                       "AWS_DEFAULT_REGION": "eu-west-1"}).region == "us-west-2"
 
