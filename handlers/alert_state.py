@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,35 +78,50 @@ class StateError(RuntimeError):
     """The state table could not be used for this call."""
 
 
-@dataclass
 class Change:
     """One call's change to one item, a (rule or window group, key, window size): matches added
     to buckets, dedup buckets opened (if nobody holds them), threshold buckets tagged with the
-    invocation, the item's TTL, and buckets whose TTL has passed (``stale_before``) that the
-    store may drop (never one in ``keep``)."""
+    invocation and given the neighbours' counts as this call's matches of them see them (the
+    neighbour's count before the call plus what this call adds to it first: ``seen_before`` /
+    ``seen_after`` hold that addition), the item's TTL, and the first bucket whose TTL has not
+    passed (``stale_before``: the store may drop older ones this call does not touch)."""
 
-    adds: dict[int, int] = field(default_factory=dict)
-    opens: dict[int, str] = field(default_factory=dict)
-    tags: dict[int, str] = field(default_factory=dict)
-    # threshold buckets: the neighbours' counts as this call's matches of the bucket see them
-    # (the neighbour's count before the call plus what this call adds to it first)
-    seen_before: dict[int, int] = field(default_factory=dict)    # bucket -> extra on b - 1
-    seen_after: dict[int, int] = field(default_factory=dict)     # bucket -> extra on b + 1
-    expires: int = 0
-    stale_before: int | None = None
-    keep: frozenset[int] = frozenset()
+    __slots__ = ("adds", "opens", "tags", "seen_before", "seen_after", "expires", "stale_before")
+
+    def __init__(self, adds: dict[int, int] | None = None, opens: dict[int, str] | None = None,
+                 tags: dict[int, str] | None = None, seen_before: dict[int, int] | None = None,
+                 seen_after: dict[int, int] | None = None, expires: int = 0,
+                 stale_before: int | None = None) -> None:
+        self.adds = adds if adds is not None else {}
+        self.opens = opens if opens is not None else {}
+        self.tags = tags if tags is not None else {}
+        self.seen_before = seen_before if seen_before is not None else {}
+        self.seen_after = seen_after if seen_after is not None else {}
+        self.expires = expires
+        self.stale_before = stale_before
 
 
-@dataclass
 class State:
     """An item's buckets as they were just before a call: per bucket its count, the alert id
-    that opened it (dedup) and the tags of the invocations that added to it (thresholds)."""
+    that opened it (dedup), the tags of the invocations that added to it (thresholds), and the
+    neighbours' counts its last matches saw (``before``: b - 1, ``after``: b + 1)."""
 
-    counts: dict[int, int] = field(default_factory=dict)
-    openers: dict[int, str] = field(default_factory=dict)
-    tags: dict[int, frozenset[str]] = field(default_factory=dict)
-    before: dict[int, int] = field(default_factory=dict)   # b - 1's count at b's last match
-    after: dict[int, int] = field(default_factory=dict)    # b + 1's count at b's last match
+    __slots__ = ("counts", "openers", "tags", "before", "after")
+
+    def __init__(self, counts: dict[int, int] | None = None,
+                 openers: dict[int, str] | None = None,
+                 tags: dict[int, frozenset[str]] | None = None,
+                 before: dict[int, int] | None = None, after: dict[int, int] | None = None
+                 ) -> None:
+        self.counts = counts if counts is not None else {}
+        self.openers = openers if openers is not None else {}
+        self.tags = tags if tags is not None else {}
+        self.before = before if before is not None else {}
+        self.after = after if after is not None else {}
+
+    def __repr__(self) -> str:
+        return f"State(counts={self.counts}, openers={self.openers}, tags={self.tags}, " \
+               f"before={self.before}, after={self.after})"
 
     def copy(self) -> State:
         return State(dict(self.counts), dict(self.openers), dict(self.tags),
@@ -134,10 +148,10 @@ class MemoryStore:
             self.items.clear()
 
     def update(self, pk: str, change: Change) -> State:
-        item = self.items.get(pk)
-        if item is None:
-            item = self.items[pk] = State()
-        old = item.copy()
+        old = self.items.get(pk)
+        if old is None:
+            old = State()
+        item = self.items[pk] = old.copy()     # the caller owns (and replays on) ``old``
         for b, extra in change.seen_before.items():
             item.before[b] = old.counts.get(b - 1, 0) + extra
         for b, extra in change.seen_after.items():
@@ -237,7 +251,8 @@ class DynamoStore:
         known = set(self.seen.get(pk, ()))
         for b in change.adds:
             known.update((b - 2, b - 3))
-        stale = sorted(b for b in known if 0 <= b < change.stale_before and b not in change.keep)
+        keep = {b + d for b in change.adds for d in (-1, 0, 1)}
+        stale = sorted(b for b in known if 0 <= b < change.stale_before and b not in keep)
         return stale[-MAX_REMOVED_PER_CALL:]
 
 
@@ -418,10 +433,10 @@ class Windows:
             for i in range(0, len(plans), MAX_BUCKETS_PER_CALL):
                 chunk = plans[i:i + MAX_BUCKETS_PER_CALL]
                 try:
-                    old = self.store.update(pk, self._change(chunk, groups, now))
-                    state = old.copy()
+                    # the store's answer is ours: replayed on in place (tags are only read)
+                    state = self.store.update(pk, self._change(chunk, groups, now))
                     for gkey, rule in chunk:
-                        decided[gkey] = self._replay(rule, gkey, groups[gkey], old, state)
+                        decided[gkey] = self._replay(rule, gkey, groups[gkey], state)
                 except Exception as e:  # noqa: BLE001 - a duplicate beats a loss
                     for gkey, rule in chunk:
                         if gkey not in decided:
@@ -457,11 +472,10 @@ class Windows:
         latest = int((now + MAX_FUTURE_SECONDS) // size)
         change.expires = int((max(latest, *change.adds) + 2) * size + TTL_MARGIN_SECONDS)
         change.stale_before = int((now - TTL_MARGIN_SECONDS) // size) - 2
-        change.keep = frozenset(b + d for b in change.adds for d in (-1, 0, 1))
         return change
 
     def _replay(self, rule: Any, gkey: tuple[str, str, int], group: list[dict[str, Any]],
-                old: State, state: State) -> list[dict[str, Any]]:
+                state: State) -> list[dict[str, Any]]:
         """One group's decision on ``state`` (the item before this call, plus the groups of
         this call decided before it), as the per-group calls made it one after another."""
         _, key, bucket = gkey
@@ -502,7 +516,7 @@ class Windows:
         # a window alerts once: when its pair of counts first reaches N on a match of its own
         # (or of the window before, looking ahead); a retried invocation (its tag already on
         # the bucket it added to) raises its alert again: a duplicate beats a loss
-        retry = str(first["alert_id"])[:TAG_CHARS] in old.tags.get(gkey[2], ())
+        retry = str(first["alert_id"])[:TAG_CHARS] in state.tags.get(gkey[2], ())
         if crossed[bucket] and not retry:
             stats["deduplicated"] += len(group)
             return []
