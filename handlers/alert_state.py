@@ -1,4 +1,4 @@
-"""Thresholds and dedup windows that hold across invocations (issue 20).
+"""Thresholds and dedup windows that hold across invocations.
 
 CloudWatch Logs decides how many events one invocation sees, so "N matches by one principal in W
 minutes" and "one alert per rule and key per W minutes" cannot be decided inside one invocation.
@@ -14,23 +14,43 @@ Windows are epoch-aligned buckets of W minutes of ``eventTime`` (the time of the
 which CloudTrail sets; the processor's clock only when a record has none), so replaying records
 in order (``trailwatch rules backtest``) gives the same alerts as delivering them live.
 
-* Dedup (threshold 0): the first match of a (rule or group, key) in a bucket claims the bucket
-  with a conditional write and alerts; later matches only add to the bucket's count, and the
-  alert that opens the next bucket carries the previous bucket's count. A retried invocation
-  re-claims with the same alert id, so an alert whose delivery failed is raised again (a
-  duplicate beats a loss).
+* Dedup (threshold 0): the first match of a (rule or group, key) in a bucket opens the bucket
+  (its alert id, set if nobody holds it) and alerts; later matches only add to the bucket's
+  count, and the alert that opens the next bucket carries the previous bucket's count. A
+  retried invocation re-opens with the same alert id, so an alert whose delivery failed is
+  raised again (a duplicate beats a loss).
 * Threshold: each invocation adds its matches to the bucket's count; the count of this bucket
   plus the previous one reaching N alerts (so a burst of N within any W minutes is never missed;
-  N spread over up to 2W may alert too), once per bucket (a conditional write). Matches that
-  arrive after the next bucket's (out of order) also add the next bucket's count, and a crossing
-  found so is claimed in the next bucket, so it alerts once whichever half arrives last.
+  N spread over up to 2W may alert too), once per bucket. Matches that arrive after the next
+  bucket's (out of order) also add the next bucket's count, and a crossing found so is raised
+  in the next bucket, so it alerts once whichever half arrives last. A retried invocation that
+  added to a bucket already over N (its tag is on the bucket) raises its alert again.
 
 State lives in DynamoDB when ``ALERT_STATE_TABLE_NAME`` names a table (key ``pk``, TTL on
-``expires_at``; the template creates it on demand). Without one the processor works as before
-and logs so at cold start: every match alerts (no dedup windows) and thresholds count within one
-invocation (a :class:`MemoryStore` emptied per invocation). Every table call is bounded (one
-botocore attempt with 0.5 s connect and 1 s read timeouts, :func:`handlers.clients.state_table_config`;
-a few attempts on throttling here, never past the budget); when the table cannot be used, no alert is suppressed: dedup lets every match
+``expires_at``; the template creates it on demand): one item per (rule or group, key, window
+size), each bucket a few attributes named by its number (``c_<n>`` count, ``o_<n>`` opener,
+``t_<n>`` invocation tags, ``b_<n>``/``a_<n>`` the previous/next bucket's count as the bucket's
+last matches saw it). An invocation makes ONE call per item it has alerts for, whatever the
+number of buckets its matches fall in (one per MAX_BUCKETS_PER_CALL past that): an UpdateItem
+that ADDs the counts and tags, SETs the openers (``if_not_exists``), the neighbour counts and
+the TTL, REMOVEs buckets whose TTL has passed, and returns the item as it was before
+(``ALL_OLD``). That update is atomic, so replaying the invocation's groups in order on the
+returned item decides exactly as the earlier per-bucket calls did one after another, with two
+differences for thresholds, both toward a duplicate: out of order, whether a bucket's alert was
+raised through the previous bucket's look-ahead is read from that bucket's last match (an
+earlier look-ahead followed by matches taking the previous bucket's own pair to N is missed:
+the bucket alerts again); and a retried invocation re-raises a bucket over N it took part in
+whether or not it raised it. The tags grow by 16 characters per invocation adding to a
+threshold bucket; an item past DynamoDB's 400 KB (some 20,000 such invocations for one key
+within two windows) fails its calls, and the key's alerts pass (``StateErrors``) until its
+buckets age out. The backtest's :class:`MemoryStore` applies the same change to a dict (keeping
+every bucket), so replay and table agree.
+
+Without a table the processor works as before and logs so at cold start: every match alerts (no
+dedup windows) and thresholds count within one invocation (a :class:`MemoryStore` emptied per
+invocation). Every table call is bounded (one botocore attempt with 0.5 s connect and 1 s read
+timeouts, :func:`handlers.clients.state_table_config`; a few attempts on throttling here, never
+past the budget); when the table cannot be used, no alert is suppressed: dedup lets every match
 through and thresholds fall back to the invocation's own count, and the error is logged and
 counted (``StateErrors``). Only alerts reach this module: records that match no rule cost nothing.
 """
