@@ -57,6 +57,7 @@ counted (``StateErrors``). Only alerts reach this module: records that match no 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -75,7 +76,8 @@ RETRYABLE = frozenset(("ProvisionedThroughputExceededException", "ThrottlingExce
                        "TransactionConflictException"))
 TTL_MARGIN_SECONDS = 3600
 # Bucket attributes of an item: c_<bucket> count, o_<bucket> dedup opener, t_<bucket> threshold
-# invocation tags (a String Set of the first TAG_CHARS of each invocation's first alert id).
+# invocation tags (a String Set of TAG_CHARS hex digits of a digest of each invocation's first
+# alert id).
 COUNT, OPENER, TAGS = "c_", "o_", "t_"
 # Threshold buckets also keep the neighbours' counts as the bucket's last matches saw them:
 # b_<bucket> (the bucket before), a_<bucket> (the bucket after).
@@ -479,7 +481,7 @@ class Windows:
             size = rule.window_minutes * 60
             change.adds[bucket] = change.adds.get(bucket, 0) + self._batch(rule, groups[gkey])
             if rule.threshold:
-                change.tags[bucket] = str(first["alert_id"])[:TAG_CHARS]
+                change.tags[bucket] = _tag(first["alert_id"])
                 # what this call added to the neighbours before this group (groups decide in
                 # order, each seeing the ones before it)
                 change.seen_before[bucket] = change.adds[bucket - 1] if bucket - 1 in order else 0
@@ -536,7 +538,7 @@ class Windows:
         # a window alerts once: when its pair of counts first reaches N on a match of its own
         # (or of the window before, looking ahead); a retried invocation (its tag already on
         # the bucket it added to) raises its alert again: a duplicate beats a loss
-        retry = str(first["alert_id"])[:TAG_CHARS] in state.tags.get(gkey[2], ())
+        retry = _tag(first["alert_id"]) in state.tags.get(gkey[2], ())
         if crossed[bucket] and not retry:
             stats["deduplicated"] += len(group)
             return []
@@ -572,6 +574,13 @@ class Windows:
         if previous:
             out["previous_window_matches"] = previous
         return out
+
+
+def _tag(alert_id: Any) -> str:
+    """An invocation's tag on a threshold bucket: a short digest of its group's first alert id
+    (alert ids are 32 hex digits in the processor, readable in the backtest)."""
+    return hashlib.blake2b(str(alert_id).encode("utf-8", "surrogatepass"),
+                           digest_size=TAG_CHARS // 2).hexdigest()
 
 
 def _alerted(state: State, bucket: int, limit: int) -> bool:
