@@ -443,51 +443,52 @@ class Windows:
         """What each group keeps, with one store call per item (rule or group, key, window
         size) and this invocation (or per MAX_BUCKETS_PER_CALL buckets of it)."""
         decided: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-        items: dict[str, list[tuple[tuple[str, str, int], Any]]] = {}
+        # per item, its groups in order: (gkey, rule, group, batch, owner) where owner is the
+        # opener's alert id (dedup) or the invocation's tag (threshold)
+        items: dict[str, list[tuple[Any, ...]]] = {}
         for gkey, group in groups.items():
             rule = self.rules[_rule_id(group[0])]
-            if not rule.threshold and not self.dedup:
+            if rule.threshold:
+                batch = sum(int((a.get("threshold") or {}).get("count") or 1) for a in group)
+                owner = _tag(group[0]["alert_id"])
+            elif self.dedup:
+                batch, owner = len(group), str(group[0]["alert_id"])
+            else:
                 decided[gkey] = group           # no table: every match alerts
                 continue
-            name, key, _ = gkey
-            items.setdefault(f"{name}|{key}|{rule.window_minutes * 60}", []).append((gkey, rule))
+            items.setdefault(f"{gkey[0]}|{gkey[1]}|{rule.window_minutes * 60}", []).append(
+                (gkey, rule, group, batch, owner))
         for pk, plans in items.items():
             for i in range(0, len(plans), MAX_BUCKETS_PER_CALL):
                 chunk = plans[i:i + MAX_BUCKETS_PER_CALL]
                 try:
                     # the store's answer is ours: replayed on in place (tags are only read)
-                    state = self.store.update(pk, self._change(chunk, groups, now))
-                    for gkey, rule in chunk:
-                        decided[gkey] = self._replay(rule, gkey, groups[gkey], state)
+                    state = self.store.update(pk, self._change(chunk, now))
+                    for plan in chunk:
+                        decided[plan[0]] = self._replay(*plan, state)
                 except Exception as e:  # noqa: BLE001 - a duplicate beats a loss
-                    for gkey, rule in chunk:
+                    for gkey, rule, group, batch, _ in chunk:
                         if gkey not in decided:
-                            decided[gkey] = self._failed(rule, groups[gkey], e)
+                            decided[gkey] = self._failed(rule, group, batch, e)
         return decided
 
     @staticmethod
-    def _batch(rule: Any, group: list[dict[str, Any]]) -> int:
-        if rule.threshold:
-            return sum(int((a.get("threshold") or {}).get("count") or 1) for a in group)
-        return len(group)
-
-    def _change(self, chunk: list[tuple[tuple[str, str, int], Any]],
-                groups: dict[tuple[str, str, int], list[dict[str, Any]]], now: float) -> Change:
+    def _change(chunk: list[tuple[Any, ...]], now: float) -> Change:
         change = Change()
         size = 0
         order: set[int] = set()                 # buckets of the groups decided so far
-        for gkey, rule in chunk:
-            bucket, first = gkey[2], groups[gkey][0]
+        for gkey, rule, _, batch, owner in chunk:
+            bucket = gkey[2]
             size = rule.window_minutes * 60
-            change.adds[bucket] = change.adds.get(bucket, 0) + self._batch(rule, groups[gkey])
+            change.adds[bucket] = change.adds.get(bucket, 0) + batch
             if rule.threshold:
-                change.tags[bucket] = _tag(first["alert_id"])
+                change.tags[bucket] = owner
                 # what this call added to the neighbours before this group (groups decide in
                 # order, each seeing the ones before it)
                 change.seen_before[bucket] = change.adds[bucket - 1] if bucket - 1 in order else 0
                 change.seen_after[bucket] = change.adds[bucket + 1] if bucket + 1 in order else 0
             else:
-                change.opens[bucket] = str(first["alert_id"])
+                change.opens[bucket] = owner
             order.add(bucket)
         # the item lives as long as the newest bucket it can hold needs (a record may be dated
         # up to MAX_FUTURE_SECONDS ahead); a bucket's own TTL is the old per-bucket item's
@@ -496,19 +497,17 @@ class Windows:
         change.stale_before = int((now - TTL_MARGIN_SECONDS) // size) - 2
         return change
 
-    def _replay(self, rule: Any, gkey: tuple[str, str, int], group: list[dict[str, Any]],
-                state: State) -> list[dict[str, Any]]:
+    def _replay(self, gkey: tuple[str, str, int], rule: Any, group: list[dict[str, Any]],
+                batch: int, owner: str, state: State) -> list[dict[str, Any]]:
         """One group's decision on ``state`` (the item before this call, plus the groups of
         this call decided before it), as the per-group calls made it one after another."""
         _, key, bucket = gkey
         first = group[0]
         stats = self.stats
         counts = state.counts
-        batch = self._batch(rule, group)
         if not rule.threshold:                  # dedup: the first alert id opens the bucket
             counts[bucket] = counts.get(bucket, 0) + batch
-            held = state.openers.setdefault(bucket, str(first["alert_id"]))
-            if held != str(first["alert_id"]):
+            if state.openers.setdefault(bucket, owner) != owner:
                 stats["deduplicated"] += len(group)
                 return []
             alert = dict(first)
@@ -517,7 +516,8 @@ class Windows:
             stats["deduplicated"] += len(group) - 1
             return [alert]
         limit = rule.threshold
-        crossed = {b: _alerted(state, b, limit) for b in (bucket, bucket + 1)}
+        alerted_here, alerted_next = _alerted(state, bucket, limit), \
+            _alerted(state, bucket + 1, limit)
         state.before[bucket] = counts.get(bucket - 1, 0)
         state.after[bucket] = counts.get(bucket + 1, 0)
         count = counts[bucket] = counts.get(bucket, 0) + batch
@@ -538,8 +538,8 @@ class Windows:
         # a window alerts once: when its pair of counts first reaches N on a match of its own
         # (or of the window before, looking ahead); a retried invocation (its tag already on
         # the bucket it added to) raises its alert again: a duplicate beats a loss
-        retry = _tag(first["alert_id"]) in state.tags.get(gkey[2], ())
-        if crossed[bucket] and not retry:
+        if (alerted_next if bucket != gkey[2] else alerted_here) and \
+                owner not in state.tags.get(gkey[2], ()):
             stats["deduplicated"] += len(group)
             return []
         block = dict(first.get("threshold") or {})
@@ -550,7 +550,7 @@ class Windows:
         stats["deduplicated"] += len(group) - 1
         return [alert]
 
-    def _failed(self, rule: Any, group: list[dict[str, Any]], e: Exception
+    def _failed(self, rule: Any, group: list[dict[str, Any]], batch: int, e: Exception
                 ) -> list[dict[str, Any]]:
         self.stats["state_errors"] += 1
         if self.log is not None:
@@ -559,7 +559,7 @@ class Windows:
             self.log.error(f"{what}: alerts pass without cross-invocation windows",
                            extra={"error": str(e)[:300]})
         if rule.threshold:      # the invocation's own count, as without a table
-            return group if self._batch(rule, group) >= rule.threshold else []
+            return group if batch >= rule.threshold else []
         return group            # dedup never costs an alert
 
     @staticmethod
