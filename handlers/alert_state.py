@@ -1,4 +1,4 @@
-"""Thresholds and dedup windows that hold across invocations (issue 20).
+"""Thresholds and dedup windows that hold across invocations.
 
 CloudWatch Logs decides how many events one invocation sees, so "N matches by one principal in W
 minutes" and "one alert per rule and key per W minutes" cannot be decided inside one invocation.
@@ -14,29 +14,50 @@ Windows are epoch-aligned buckets of W minutes of ``eventTime`` (the time of the
 which CloudTrail sets; the processor's clock only when a record has none), so replaying records
 in order (``trailwatch rules backtest``) gives the same alerts as delivering them live.
 
-* Dedup (threshold 0): the first match of a (rule or group, key) in a bucket claims the bucket
-  with a conditional write and alerts; later matches only add to the bucket's count, and the
-  alert that opens the next bucket carries the previous bucket's count. A retried invocation
-  re-claims with the same alert id, so an alert whose delivery failed is raised again (a
-  duplicate beats a loss).
+* Dedup (threshold 0): the first match of a (rule or group, key) in a bucket opens the bucket
+  (its alert id, set if nobody holds it) and alerts; later matches only add to the bucket's
+  count, and the alert that opens the next bucket carries the previous bucket's count. A
+  retried invocation re-opens with the same alert id, so an alert whose delivery failed is
+  raised again (a duplicate beats a loss).
 * Threshold: each invocation adds its matches to the bucket's count; the count of this bucket
   plus the previous one reaching N alerts (so a burst of N within any W minutes is never missed;
-  N spread over up to 2W may alert too), once per bucket (a conditional write). Matches that
-  arrive after the next bucket's (out of order) also add the next bucket's count, and a crossing
-  found so is claimed in the next bucket, so it alerts once whichever half arrives last.
+  N spread over up to 2W may alert too), once per bucket. Matches that arrive after the next
+  bucket's (out of order) also add the next bucket's count, and a crossing found so is raised
+  in the next bucket, so it alerts once whichever half arrives last. A retried invocation that
+  added to a bucket already over N (its tag is on the bucket) raises its alert again.
 
 State lives in DynamoDB when ``ALERT_STATE_TABLE_NAME`` names a table (key ``pk``, TTL on
-``expires_at``; the template creates it on demand). Without one the processor works as before
-and logs so at cold start: every match alerts (no dedup windows) and thresholds count within one
-invocation (a :class:`MemoryStore` emptied per invocation). Every table call is bounded (one
-botocore attempt with 0.5 s connect and 1 s read timeouts, :func:`handlers.clients.state_table_config`;
-a few attempts on throttling here, never past the budget); when the table cannot be used, no alert is suppressed: dedup lets every match
+``expires_at``; the template creates it on demand): one item per (rule or group, key, window
+size), each bucket a few attributes named by its number (``c_<n>`` count, ``o_<n>`` opener,
+``t_<n>`` invocation tags, ``b_<n>``/``a_<n>`` the previous/next bucket's count as the bucket's
+last matches saw it). An invocation makes ONE call per item it has alerts for, whatever the
+number of buckets its matches fall in (one per MAX_BUCKETS_PER_CALL past that): an UpdateItem
+that ADDs the counts and tags, SETs the openers (``if_not_exists``), the neighbour counts and
+the TTL, REMOVEs buckets whose TTL has passed, and returns the item as it was before
+(``ALL_OLD``). That update is atomic, so replaying the invocation's groups in order on the
+returned item decides exactly as the earlier per-bucket calls did one after another, with two
+differences for thresholds, both toward a duplicate: out of order, whether a bucket's alert was
+raised through the previous bucket's look-ahead is read from that bucket's last match (an
+earlier look-ahead followed by matches taking the previous bucket's own pair to N is missed:
+the bucket alerts again); and a retried invocation re-raises a bucket over N it took part in
+whether or not it raised it. The tags grow by 16 characters per invocation adding to a
+threshold bucket; an item past DynamoDB's 400 KB (some 20,000 such invocations for one key
+within two windows) fails its calls, and the key's alerts pass (``StateErrors``) until its
+buckets age out. The backtest's :class:`MemoryStore` applies the same change to a dict (keeping
+every bucket), so replay and table agree.
+
+Without a table the processor works as before and logs so at cold start: every match alerts (no
+dedup windows) and thresholds count within one invocation (a :class:`MemoryStore` emptied per
+invocation). Every table call is bounded (one botocore attempt with 0.5 s connect and 1 s read
+timeouts, :func:`handlers.clients.state_table_config`; a few attempts on throttling here, never
+past the budget); when the table cannot be used, no alert is suppressed: dedup lets every match
 through and thresholds fall back to the invocation's own count, and the error is logged and
 counted (``StateErrors``). Only alerts reach this module: records that match no rule cost nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -54,6 +75,19 @@ RETRYABLE = frozenset(("ProvisionedThroughputExceededException", "ThrottlingExce
                        "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable",
                        "TransactionConflictException"))
 TTL_MARGIN_SECONDS = 3600
+# Bucket attributes of an item: c_<bucket> count, o_<bucket> dedup opener, t_<bucket> threshold
+# invocation tags (a String Set of TAG_CHARS hex digits of a digest of each invocation's first
+# alert id).
+COUNT, OPENER, TAGS = "c_", "o_", "t_"
+# Threshold buckets also keep the neighbours' counts as the bucket's last matches saw them:
+# b_<bucket> (the bucket before), a_<bucket> (the bucket after).
+BEFORE, AFTER = "b_", "a_"
+PREFIXES = (COUNT, OPENER, TAGS, BEFORE, AFTER)
+TAG_CHARS = 16
+# At most this many buckets in one call (DynamoDB's 4 KB expression limit); more buckets of one
+# item in one invocation (a payload spanning dozens of windows) take one call per this many.
+MAX_BUCKETS_PER_CALL = 24
+MAX_REMOVED_PER_CALL = 16
 STATE_BUDGET_SECONDS = 3.0            # per invocation, waiting on the table
 # An eventTime further ahead than this, or before CloudTrail existed, is not the behaviour's time
 # (a forged or corrupt record): it is windowed at the processor's clock instead.
@@ -66,47 +100,105 @@ class StateError(RuntimeError):
     """The state table could not be used for this call."""
 
 
+class Change:
+    """One call's change to one item, a (rule or window group, key, window size): matches added
+    to buckets, dedup buckets opened (if nobody holds them), threshold buckets tagged with the
+    invocation and given the neighbours' counts as this call's matches of them see them (the
+    neighbour's count before the call plus what this call adds to it first: ``seen_before`` /
+    ``seen_after`` hold that addition), the item's TTL, and the first bucket whose TTL has not
+    passed (``stale_before``: the store may drop older ones this call does not touch)."""
+
+    __slots__ = ("adds", "opens", "tags", "seen_before", "seen_after", "expires", "stale_before")
+
+    def __init__(self, adds: dict[int, int] | None = None, opens: dict[int, str] | None = None,
+                 tags: dict[int, str] | None = None, seen_before: dict[int, int] | None = None,
+                 seen_after: dict[int, int] | None = None, expires: int = 0,
+                 stale_before: int | None = None) -> None:
+        self.adds = adds if adds is not None else {}
+        self.opens = opens if opens is not None else {}
+        self.tags = tags if tags is not None else {}
+        self.seen_before = seen_before if seen_before is not None else {}
+        self.seen_after = seen_after if seen_after is not None else {}
+        self.expires = expires
+        self.stale_before = stale_before
+
+
+class State:
+    """An item's buckets as they were just before a call: per bucket its count, the alert id
+    that opened it (dedup), the tags of the invocations that added to it (thresholds), and the
+    neighbours' counts its last matches saw (``before``: b - 1, ``after``: b + 1)."""
+
+    __slots__ = ("counts", "openers", "tags", "before", "after")
+
+    def __init__(self, counts: dict[int, int] | None = None,
+                 openers: dict[int, str] | None = None,
+                 tags: dict[int, frozenset[str]] | None = None,
+                 before: dict[int, int] | None = None, after: dict[int, int] | None = None
+                 ) -> None:
+        self.counts = counts if counts is not None else {}
+        self.openers = openers if openers is not None else {}
+        self.tags = tags if tags is not None else {}
+        self.before = before if before is not None else {}
+        self.after = after if after is not None else {}
+
+    def __repr__(self) -> str:
+        return f"State(counts={self.counts}, openers={self.openers}, tags={self.tags}, " \
+               f"before={self.before}, after={self.after})"
+
+    def copy(self) -> State:
+        return State(dict(self.counts), dict(self.openers), dict(self.tags),
+                     dict(self.before), dict(self.after))
+
+    def buckets(self) -> set[int]:
+        return set(self.counts) | set(self.openers) | set(self.tags) | set(self.before) | \
+            set(self.after)
+
+
 class MemoryStore:
-    """The table's operations on a dict: the backtest (one for the whole replay), and the
-    processor without a table (``per_invocation``: emptied at each invocation, as before)."""
+    """The table's item operation on a dict: the backtest (one for the whole replay), and the
+    processor without a table (``per_invocation``: emptied at each invocation, as before). It
+    keeps every bucket (no TTL here: the replay needs a window's state however late a record)."""
 
     name = "memory"
 
     def __init__(self, per_invocation: bool = False) -> None:
-        self.items: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, State] = {}
         self.per_invocation = per_invocation
 
     def begin(self) -> None:
         if self.per_invocation:
             self.items.clear()
 
-    def add(self, pk: str, n: int, expires: int) -> int:
-        item = self.items.setdefault(pk, {})
-        item["n"] = item.get("n", 0) + n
-        item[TTL_ATTRIBUTE] = max(item.get(TTL_ATTRIBUTE, 0), expires)
-        return item["n"]
-
-    def claim(self, pk: str, attr: str, owner: str, expires: int, n: int = 0) -> tuple[bool, int]:
-        item = self.items.setdefault(pk, {})
-        held = item.get(attr)
-        owned = held is None or held == owner
-        if owned:
-            item[attr] = owner
-        item["n"] = item.get("n", 0) + n
-        item[TTL_ATTRIBUTE] = max(item.get(TTL_ATTRIBUTE, 0), expires)
-        return owned, item["n"]
-
-    def count(self, pk: str) -> int:
-        return int(self.items.get(pk, {}).get("n", 0))
+    def update(self, pk: str, change: Change) -> State:
+        old = self.items.get(pk)
+        if old is None:
+            old = State()
+        item = self.items[pk] = old.copy()     # the caller owns (and replays on) ``old``
+        for b, extra in change.seen_before.items():
+            item.before[b] = old.counts.get(b - 1, 0) + extra
+        for b, extra in change.seen_after.items():
+            item.after[b] = old.counts.get(b + 1, 0) + extra
+        for b, n in change.adds.items():
+            item.counts[b] = item.counts.get(b, 0) + n
+        for b, owner in change.opens.items():
+            item.openers.setdefault(b, owner)
+        for b, tag in change.tags.items():
+            item.tags[b] = item.tags.get(b, frozenset()) | {tag}
+        return old
 
 
 class DynamoStore:
-    """The state table: conditional writes, bounded retries, and a breaker per invocation: after
-    one failed call, or once the invocation has spent ``budget_seconds`` waiting on the table,
-    the rest of the invocation does not call it again (its alerts pass, as on a failure), so a
-    slow table cannot eat the time publishing needs."""
+    """The state table: one UpdateItem per item and call (``ReturnValues=ALL_OLD``), bounded
+    retries, and a breaker per invocation: after one failed call, or once the invocation has
+    spent ``budget_seconds`` waiting on the table, the rest of the invocation does not call it
+    again (its alerts pass, as on a failure), so a slow table cannot eat the time publishing
+    needs. An item holds its buckets in attributes named by bucket number: ``c_<b>`` (count,
+    ``ADD``), ``o_<b>`` (dedup opener, ``SET if_not_exists``), ``t_<b>`` (threshold
+    invocation tags, a String Set, ``ADD``); buckets whose TTL has passed are removed by
+    later calls that know of them (``REMOVE``), and the whole item expires with ``expires_at``."""
 
     name = "dynamodb"
+    SEEN_ITEMS = 4096                     # items whose buckets this container remembers
 
     def __init__(self, table: str, client: Any, sleep: Callable[[float], None] = time.sleep,
                  log: Any = None, budget_seconds: float = STATE_BUDGET_SECONDS,
@@ -120,6 +212,7 @@ class DynamoStore:
         self.monotonic = monotonic
         self.spent = 0.0
         self.broken: str | None = None
+        self.seen: dict[str, set[int]] = {}   # pk -> buckets its item held at our last call
 
     @property
     def client(self) -> Any:
@@ -162,36 +255,96 @@ class DynamoStore:
         self.broken = last[:300]
         raise StateError(self.broken)
 
-    def add(self, pk: str, n: int, expires: int) -> int:
-        out = self._call("update_item", Key={KEY: {"S": pk}},
-                         UpdateExpression="ADD #n :n SET #e = :e",
-                         ExpressionAttributeNames={"#n": "n", "#e": TTL_ATTRIBUTE},
-                         ExpressionAttributeValues={":n": {"N": str(n)}, ":e": {"N": str(expires)}},
-                         ReturnValues="UPDATED_NEW")
-        return _count(out)
+    def update(self, pk: str, change: Change) -> State:
+        remove = self._stale(pk, change)
+        out = self._call("update_item", **update_request(pk, change, remove))
+        old = parse_item((out or {}).get("Attributes") or {})
+        if len(self.seen) >= self.SEEN_ITEMS and pk not in self.seen:
+            self.seen.clear()
+        self.seen[pk] = (old.buckets() | set(change.adds)) - set(remove)
+        return old
 
-    def claim(self, pk: str, attr: str, owner: str, expires: int, n: int = 0) -> tuple[bool, int]:
-        names = {"#a": attr, "#n": "n", "#e": TTL_ATTRIBUTE}
-        values = {":o": {"S": owner}, ":n": {"N": str(n)}, ":e": {"N": str(expires)}}
-        out = self._call("update_item", Key={KEY: {"S": pk}},
-                         UpdateExpression="SET #a = :o, #e = :e ADD #n :n",
-                         ConditionExpression="attribute_not_exists(#a) OR #a = :o",
-                         ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                         ReturnValues="UPDATED_NEW")
-        if out is not None:
-            return True, _count(out)
-        if not n:
-            return False, 0
-        return False, self.add(pk, n, expires)
+    def _stale(self, pk: str, change: Change) -> list[int]:
+        """Buckets to remove in this call: those of the item this container knows of, and the
+        two before each bucket touched, whose TTL has passed (the old one-item-per-bucket
+        layout let TTL delete them then), never one this call reads or writes."""
+        if change.stale_before is None:
+            return []
+        known = set(self.seen.get(pk, ()))
+        for b in change.adds:
+            known.update((b - 2, b - 3))
+        keep = {b + d for b in change.adds for d in (-1, 0, 1)}
+        stale = sorted(b for b in known if 0 <= b < change.stale_before and b not in keep)
+        return stale[-MAX_REMOVED_PER_CALL:]
 
-    def count(self, pk: str) -> int:
-        out = self._call("get_item", Key={KEY: {"S": pk}}, ConsistentRead=True,
-                         ProjectionExpression="#n", ExpressionAttributeNames={"#n": "n"})
-        item = (out or {}).get("Item") or {}
+
+def update_request(pk: str, change: Change, remove: Iterable[int] = ()) -> dict[str, Any]:
+    """The UpdateItem request of one :class:`Change` (DynamoDB Developer Guide, "Using update
+    expressions"): each action keyword once, no attribute the target of two actions, every
+    expression name and value used. Every action reads the item as it was before the update
+    (same page), so ``if_not_exists(c_<b-1>, :z) + :k`` is the neighbour's count before this
+    call (plus ``:k``) even when the call also adds to it. ``ALL_OLD`` returns the item as it
+    was before this update, from which the caller computes everything it needs (the update
+    is atomic)."""
+    names: dict[str, str] = {}
+    placeholder: dict[str, str] = {}
+    values: dict[str, Any] = {":e": {"N": str(change.expires)}}
+
+    def name(attr: str) -> str:
+        if attr not in placeholder:
+            placeholder[attr] = ph = f"#a{len(placeholder)}"
+            names[ph] = attr
+        return placeholder[attr]
+
+    sets, adds = [f"{name(TTL_ATTRIBUTE)} = :e"], []
+    for i, (b, n) in enumerate(sorted(change.adds.items())):
+        values[f":c{i}"] = {"N": str(n)}
+        adds.append(f"{name(COUNT + str(b))} :c{i}")
+        if b in change.opens:
+            o = name(OPENER + str(b))
+            values[f":o{i}"] = {"S": change.opens[b]}
+            sets.append(f"{o} = if_not_exists({o}, :o{i})")
+        if b in change.tags:
+            values[f":t{i}"] = {"SS": [change.tags[b]]}
+            adds.append(f"{name(TAGS + str(b))} :t{i}")
+        for prefix, extras, d in ((BEFORE, change.seen_before, -1),
+                                  (AFTER, change.seen_after, 1)):
+            if b in extras:
+                values[":z"] = {"N": "0"}
+                values[f":{prefix[0]}{i}"] = {"N": str(extras[b])}
+                sets.append(f"{name(prefix + str(b))} = if_not_exists("
+                            f"{name(COUNT + str(b + d))}, :z) + :{prefix[0]}{i}")
+    drops = [name(prefix + str(b)) for b in remove for prefix in PREFIXES]
+    expr = "SET " + ", ".join(sets)
+    if adds:
+        expr += " ADD " + ", ".join(adds)
+    if drops:
+        expr += " REMOVE " + ", ".join(drops)
+    return {"Key": {KEY: {"S": pk}}, "UpdateExpression": expr,
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_OLD"}
+
+
+def parse_item(attrs: Mapping[str, Any]) -> State:
+    """An item's buckets from its DynamoDB attributes; anything else is ignored."""
+    state = State()
+    for name, value in attrs.items():
+        prefix, sep, num = name.partition("_")
+        if not sep or not num.isdigit() or not isinstance(value, dict):
+            continue
+        b = int(num)
+        kind = prefix + "_"
         try:
-            return int(item.get("n", {}).get("N", 0))
+            if kind in (COUNT, BEFORE, AFTER) and "N" in value:
+                {COUNT: state.counts, BEFORE: state.before, AFTER: state.after}[kind][b] = \
+                    int(value["N"])
+            elif kind == OPENER and "S" in value:
+                state.openers[b] = str(value["S"])
+            elif kind == TAGS and "SS" in value:
+                state.tags[b] = frozenset(value["SS"])
         except (TypeError, ValueError):
-            return 0
+            continue
+    return state
 
 
 def _error_code(e: Exception) -> str:
@@ -199,13 +352,6 @@ def _error_code(e: Exception) -> str:
     if isinstance(resp, dict):
         return str((resp.get("Error") or {}).get("Code") or "")
     return ""
-
-
-def _count(out: dict[str, Any] | None) -> int:
-    try:
-        return int(((out or {}).get("Attributes") or {}).get("n", {}).get("N", 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 # ----------------------------------------------------------------------------------- windows
@@ -283,80 +429,138 @@ class Windows:
                 groups[gkey] = group = []
                 out.append(gkey)
             group.append(alert)
+        decided = self._decide(groups, now)
         result: list[dict[str, Any]] = []
         for item in out:
             if item.__class__ is not tuple:
                 result.append(item)
-                continue
-            group = groups[item]
-            rule = self.rules[_rule_id(group[0])]
-            kept = self._decide(rule, item, group)
-            result.extend(kept)
+            else:
+                result.extend(decided[item])
         return result
 
-    def _decide(self, rule: Any, gkey: tuple[str, str, int], group: list[dict[str, Any]]
-                ) -> list[dict[str, Any]]:
-        name, key, bucket = gkey
-        size = rule.window_minutes * 60
-        pk = f"{name}|{key}|{size}|{bucket}"
-        expires = int((bucket + 2) * size + TTL_MARGIN_SECONDS)
-        first = group[0]
-        stats = self.stats
-        try:
+    def _decide(self, groups: dict[tuple[str, str, int], list[dict[str, Any]]], now: float
+                ) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+        """What each group keeps, with one store call per item (rule or group, key, window
+        size) and this invocation (or per MAX_BUCKETS_PER_CALL buckets of it)."""
+        decided: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        # per item, its groups in order: (gkey, rule, group, batch, owner) where owner is the
+        # opener's alert id (dedup) or the invocation's tag (threshold)
+        items: dict[str, list[tuple[Any, ...]]] = {}
+        for gkey, group in groups.items():
+            rule = self.rules[_rule_id(group[0])]
             if rule.threshold:
                 batch = sum(int((a.get("threshold") or {}).get("count") or 1) for a in group)
-                count = self.store.add(pk, batch, expires)
-                total = count
-                if total < rule.threshold:
-                    total += self.store.count(f"{name}|{key}|{size}|{bucket - 1}")
-                if total < rule.threshold:
-                    # the next window may already hold matches delivered before these (review
-                    # F3): this window plus the next reaching N is the next window's crossing,
-                    # claimed there, so it alerts once whichever half arrives last
-                    later = self.store.count(f"{name}|{key}|{size}|{bucket + 1}")
-                    if later and count + later >= rule.threshold:
-                        total = count + later
-                        bucket += 1
-                        pk = f"{name}|{key}|{size}|{bucket}"
-                        expires = int((bucket + 2) * size + TTL_MARGIN_SECONDS)
-                if total < rule.threshold:
-                    stats["below_threshold"] += len(group)
-                    return []
-                owned, _ = self.store.claim(pk, "alerted", str(first["alert_id"]), expires)
-                if not owned:
-                    stats["deduplicated"] += len(group)
-                    return []
-                block = dict(first.get("threshold") or {})
-                block.update(count=total, limit=rule.threshold,
-                             window=f"{rule.window_minutes}m")
-                alert = dict(first)
-                alert["threshold"] = block
-                alert["window"] = self._block(rule, key, bucket, total, None)
-                stats["deduplicated"] += len(group) - 1
-                return [alert]
-            if not self.dedup:
-                return group
-            owned, count = self.store.claim(pk, "opener", str(first["alert_id"]), expires,
-                                            n=len(group))
-            if not owned:
+                owner = _tag(group[0]["alert_id"])
+            elif self.dedup:
+                batch, owner = len(group), str(group[0]["alert_id"])
+            else:
+                decided[gkey] = group           # no table: every match alerts
+                continue
+            items.setdefault(f"{gkey[0]}|{gkey[1]}|{rule.window_minutes * 60}", []).append(
+                (gkey, rule, group, batch, owner))
+        for pk, plans in items.items():
+            for i in range(0, len(plans), MAX_BUCKETS_PER_CALL):
+                chunk = plans[i:i + MAX_BUCKETS_PER_CALL]
+                try:
+                    # the store's answer is ours: replayed on in place (tags are only read)
+                    state = self.store.update(pk, self._change(chunk, now))
+                    for plan in chunk:
+                        decided[plan[0]] = self._replay(*plan, state)
+                except Exception as e:  # noqa: BLE001 - a duplicate beats a loss
+                    for gkey, rule, group, batch, _ in chunk:
+                        if gkey not in decided:
+                            decided[gkey] = self._failed(rule, group, batch, e)
+        return decided
+
+    @staticmethod
+    def _change(chunk: list[tuple[Any, ...]], now: float) -> Change:
+        change = Change()
+        size = 0
+        order: set[int] = set()                 # buckets of the groups decided so far
+        for gkey, rule, _, batch, owner in chunk:
+            bucket = gkey[2]
+            size = rule.window_minutes * 60
+            change.adds[bucket] = change.adds.get(bucket, 0) + batch
+            if rule.threshold:
+                change.tags[bucket] = owner
+                # what this call added to the neighbours before this group (groups decide in
+                # order, each seeing the ones before it)
+                change.seen_before[bucket] = change.adds[bucket - 1] if bucket - 1 in order else 0
+                change.seen_after[bucket] = change.adds[bucket + 1] if bucket + 1 in order else 0
+            else:
+                change.opens[bucket] = owner
+            order.add(bucket)
+        # the item lives as long as the newest bucket it can hold needs (a record may be dated
+        # up to MAX_FUTURE_SECONDS ahead); a bucket's own TTL is the old per-bucket item's
+        latest = int((now + MAX_FUTURE_SECONDS) // size)
+        change.expires = int((max(latest, *change.adds) + 2) * size + TTL_MARGIN_SECONDS)
+        change.stale_before = int((now - TTL_MARGIN_SECONDS) // size) - 2
+        return change
+
+    def _replay(self, gkey: tuple[str, str, int], rule: Any, group: list[dict[str, Any]],
+                batch: int, owner: str, state: State) -> list[dict[str, Any]]:
+        """One group's decision on ``state`` (the item before this call, plus the groups of
+        this call decided before it), as the per-group calls made it one after another."""
+        _, key, bucket = gkey
+        first = group[0]
+        stats = self.stats
+        counts = state.counts
+        if not rule.threshold:                  # dedup: the first alert id opens the bucket
+            counts[bucket] = counts.get(bucket, 0) + batch
+            if state.openers.setdefault(bucket, owner) != owner:
                 stats["deduplicated"] += len(group)
                 return []
-            previous = self.store.count(f"{name}|{key}|{size}|{bucket - 1}")
             alert = dict(first)
-            alert["window"] = self._block(rule, key, bucket, count, previous)
+            alert["window"] = self._block(rule, key, bucket, counts[bucket],
+                                          counts.get(bucket - 1, 0))
             stats["deduplicated"] += len(group) - 1
             return [alert]
-        except Exception as e:  # noqa: BLE001 - a duplicate beats a loss
-            stats["state_errors"] += 1
-            if self.log is not None:
-                what = "alert state table unavailable" if isinstance(e, StateError) else \
-                    f"alert window failed ({type(e).__name__})"
-                self.log.error(f"{what}: alerts pass without cross-invocation windows",
-                               extra={"error": str(e)[:300]})
-            if rule.threshold:      # the invocation's own count, as without a table
-                batch = sum(int((a.get("threshold") or {}).get("count") or 1) for a in group)
-                return group if batch >= rule.threshold else []
-            return group            # dedup never costs an alert
+        limit = rule.threshold
+        alerted_here, alerted_next = _alerted(state, bucket, limit), \
+            _alerted(state, bucket + 1, limit)
+        state.before[bucket] = counts.get(bucket - 1, 0)
+        state.after[bucket] = counts.get(bucket + 1, 0)
+        count = counts[bucket] = counts.get(bucket, 0) + batch
+        total = count
+        if total < limit:
+            total += counts.get(bucket - 1, 0)
+        if total < limit:
+            # the next window may already hold matches delivered before these (review F3):
+            # this window plus the next reaching N is the next window's crossing, so it alerts
+            # once whichever half arrives last
+            later = counts.get(bucket + 1, 0)
+            if later and count + later >= limit:
+                total = count + later
+                bucket += 1
+        if total < limit:
+            stats["below_threshold"] += len(group)
+            return []
+        # a window alerts once: when its pair of counts first reaches N on a match of its own
+        # (or of the window before, looking ahead); a retried invocation (its tag already on
+        # the bucket it added to) raises its alert again: a duplicate beats a loss
+        if (alerted_next if bucket != gkey[2] else alerted_here) and \
+                owner not in state.tags.get(gkey[2], ()):
+            stats["deduplicated"] += len(group)
+            return []
+        block = dict(first.get("threshold") or {})
+        block.update(count=total, limit=limit, window=f"{rule.window_minutes}m")
+        alert = dict(first)
+        alert["threshold"] = block
+        alert["window"] = self._block(rule, key, bucket, total, None)
+        stats["deduplicated"] += len(group) - 1
+        return [alert]
+
+    def _failed(self, rule: Any, group: list[dict[str, Any]], batch: int, e: Exception
+                ) -> list[dict[str, Any]]:
+        self.stats["state_errors"] += 1
+        if self.log is not None:
+            what = "alert state table unavailable" if isinstance(e, StateError) else \
+                f"alert window failed ({type(e).__name__})"
+            self.log.error(f"{what}: alerts pass without cross-invocation windows",
+                           extra={"error": str(e)[:300]})
+        if rule.threshold:      # the invocation's own count, as without a table
+            return group if batch >= rule.threshold else []
+        return group            # dedup never costs an alert
 
     @staticmethod
     def _block(rule: Any, key: str, bucket: int, count: int, previous: int | None
@@ -370,6 +574,31 @@ class Windows:
         if previous:
             out["previous_window_matches"] = previous
         return out
+
+
+def _tag(alert_id: Any) -> str:
+    """An invocation's tag on a threshold bucket: a short digest of its group's first alert id
+    (alert ids are 32 hex digits in the processor, readable in the backtest)."""
+    return hashlib.blake2b(str(alert_id).encode("utf-8", "surrogatepass"),
+                           digest_size=TAG_CHARS // 2).hexdigest()
+
+
+def _alerted(state: State, bucket: int, limit: int) -> bool:
+    """Whether ``bucket``'s threshold alert was raised already, from the counts its matches and
+    its neighbour's saw: a bucket alerts on a match of its own that takes its count plus the
+    previous bucket's to the limit, or on a match of the previous bucket that, its own pair
+    below the limit, takes its count plus this bucket's (non-zero) there. The first is exact
+    (counts only grow, so the bucket's last match saw the most); the second is decided on the
+    previous bucket's last match (an earlier match of it that looked ahead, followed by more
+    that took its own pair to the limit, is missed: the bucket alerts again, a duplicate)."""
+    c = state.counts
+    own = c.get(bucket, 0)
+    if own and own + state.before.get(bucket, 0) >= limit:
+        return True
+    prev = c.get(bucket - 1, 0)
+    ahead = state.after.get(bucket - 1, 0)
+    return bool(prev and prev + state.before.get(bucket - 1, 0) < limit and ahead
+                and prev + ahead >= limit)
 
 
 def _rule_id(alert: dict[str, Any]) -> Any:

@@ -258,19 +258,57 @@ class StrictS3(_Fake):
 class StrictDynamo(_Fake):
     """DynamoDB UpdateItem / GetItem on one table, as the alert state store uses them (issue 20).
 
-    Enforced as DynamoDB documents it (Developer Guide, "Service, account, and table quotas" and
-    "Condition expressions"; TTL "Enabling Time to Live"): the key attribute ``pk`` is a non-empty
-    String of at most 2,048 bytes; expressions name attributes through ``#placeholders`` and values
-    through ``:placeholders`` that must all be supplied; ``ADD`` takes a Number; the TTL attribute
-    must be a Number of epoch seconds (a String is silently never expired by DynamoDB, so it is
-    recorded as a violation here); a failed condition raises ConditionalCheckFailedException and
-    writes nothing. ``fail`` injects faults (throttling, an unreachable endpoint).
+    Enforced as DynamoDB documents it, each rule with its document:
+
+    * Key (Developer Guide, "Constraints in Amazon DynamoDB", partition keys): the key attribute
+      ``pk`` is a non-empty String of at most 2,048 bytes.
+    * Update expressions (Developer Guide, "Using update expressions in DynamoDB"): clauses
+      ``SET``, ``REMOVE``, ``ADD``, ``DELETE``, "each action keyword can appear only once";
+      supported actions ``SET #a = operand [+ operand]`` with operands ``:v``, ``#p`` (an
+      attribute the item must hold) and ``if_not_exists(#p, :v)`` ("if the item does not
+      contain an attribute at the specified path, if_not_exists evaluates to value; otherwise,
+      it evaluates to path"), ``+`` on Numbers only, ``ADD #a :v`` (a Number is added, "DynamoDB uses 0 as
+      the initial value" when the attribute is missing; a set is unioned, created when
+      missing; ADD takes only a Number or a set), ``REMOVE #a`` (removing a missing attribute
+      is no error). "DynamoDB evaluates every action against the item's attribute values as
+      they were before the update" (same page, note).
+    * Overlapping paths: an attribute may be the target of only one action of an expression;
+      DynamoDB refuses "Invalid UpdateExpression: Two document paths overlap with each other"
+      (ValidationException; moto accepted it before 5.1.2, getmoto/moto#5429, #8648).
+    * Expression names and values (Developer Guide, "Expression attribute names" / "values"):
+      every ``#name`` and ``:value`` used must be defined ("An expression attribute value used
+      in expression is not defined") and every one defined must be used ("Value provided in
+      ExpressionAttributeValues unused in expressions"); neither map may be empty.
+    * Attribute values (API Reference, AttributeValueUpdate: "set type attributes must not be
+      empty"): a set value non-empty and without duplicates.
+    * Expression length (Developer Guide, Constraints, expression parameters): at most 4 KB.
+    * Item size (Developer Guide, "DynamoDB item sizes and formats"; Constraints: 400 KB): the
+      sum of attribute names' and values' UTF-8 lengths (a Number counted as 1 byte per two
+      significant digits + 1, a set as its elements) at most 409,600 bytes, else
+      ValidationException "Item size has exceeded the maximum allowed size"; nothing written.
+    * ReturnValues (API Reference, UpdateItem): ``NONE`` (default), ``ALL_OLD`` (the item as
+      it was before the update; no ``Attributes`` when there was none), ``UPDATED_OLD``,
+      ``ALL_NEW``, ``UPDATED_NEW`` (only the attributes the update named); anything else is a
+      ValidationException.
+    * Conditions ("Condition expressions"): ``attribute_not_exists(#a) OR #a = :v``; a failed
+      condition raises ConditionalCheckFailedException and writes nothing.
+    * TTL ("Enabling Time to Live"): the TTL attribute must be a Number of epoch seconds (a
+      String is silently never expired by DynamoDB, so it is recorded as a violation here).
+
+    ``fail`` injects faults (throttling, an unreachable endpoint).
     """
 
     KEY_MAX_BYTES = 2048
-    _SET = re.compile(r"^(#\w+) = (:\w+)$")
-    _ADD = re.compile(r"^(#\w+) (:\w+)$")
+    ITEM_MAX_BYTES = 400 * 1024
+    EXPRESSION_MAX_BYTES = 4096
+    RETURN_VALUES = ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW")
+    _CLAUSE = re.compile(r"\b(SET|REMOVE|ADD|DELETE)\s", re.IGNORECASE)
+    _SET = re.compile(r"^(#\w+)\s*=\s*(.+)$")
+    _OPERAND = re.compile(r"^(?:(:\w+)|(#\w+)|if_not_exists\(\s*(#\w+)\s*,\s*(:\w+)\s*\))$")
+    _ADD = re.compile(r"^(#\w+)\s+(:\w+)$")
+    _REMOVE = re.compile(r"^(#\w+)$")
     _COND = re.compile(r"^attribute_not_exists\((#\w+)\) OR (#\w+) = (:\w+)$")
+    _PLACEHOLDER = re.compile(r"[#:]\w+")
 
     def __init__(self, table: str = "alert-state", ttl_attribute: str = "expires_at",
                  fail: Any = None) -> None:
@@ -289,6 +327,22 @@ class StrictDynamo(_Fake):
             raise self._refuse("ValidationException", "bad key pk", op)
         return pk
 
+    @staticmethod
+    def item_size(item: dict[str, Any]) -> int:
+        def value_size(v: dict[str, Any]) -> int:
+            (kind, x), = v.items()
+            if kind == "S":
+                return utf8_len(x)
+            if kind == "N":
+                digits = x.lstrip("-").replace(".", "").strip("0") or "0"
+                return (len(digits) + 1) // 2 + 1
+            if kind == "SS":
+                return sum(utf8_len(e) for e in x)
+            if kind == "NS":
+                return sum(value_size({"N": e}) for e in x)
+            return len(json.dumps(x))
+        return sum(utf8_len(name) + value_size(v) for name, v in item.items())
+
     def get_item(self, **kw: Any) -> dict[str, Any]:
         self._inject("GetItem", kw)
         self.ops.append("GetItem")
@@ -300,56 +354,149 @@ class StrictDynamo(_Fake):
         self._inject(op, kw)
         self.ops.append(op)
         pk = self._key(op, kw)
-        names, values = kw.get("ExpressionAttributeNames") or {}, \
-            kw.get("ExpressionAttributeValues") or {}
 
-        def name(ph: str) -> str:
-            if ph not in names:
-                raise self._refuse("ValidationException", f"undefined name {ph}", op)
-            return names[ph]
+        def invalid(message: str) -> ClientError:
+            return self._refuse("ValidationException", message, op)
 
-        def value(ph: str) -> dict[str, Any]:
-            if ph not in values:
-                raise self._refuse("ValidationException", f"undefined value {ph}", op)
-            return values[ph]
-
-        sets: list[tuple[str, dict[str, Any]]] = []
-        adds: list[tuple[str, dict[str, Any]]] = []
-        for clause in re.split(r"\s+(?=SET |ADD )", kw.get("UpdateExpression", "").strip()):
-            verb, _, body = clause.partition(" ")
-            for part in (x.strip() for x in body.split(",")):
-                m = (self._SET if verb == "SET" else self._ADD if verb == "ADD" else None)
-                found = m.match(part) if m else None
-                if not found:
-                    raise self._refuse("ValidationException", f"unsupported update {clause!r}",
-                                       op)
-                (sets if verb == "SET" else adds).append((name(found[1]), value(found[2])))
-        item = self.items.get(pk, {"pk": {"S": pk}})
+        names, values = kw.get("ExpressionAttributeNames"), kw.get("ExpressionAttributeValues")
+        if names == {} or values == {}:
+            raise invalid("ExpressionAttributeNames/Values must not be empty")
+        names, values = names or {}, values or {}
+        expr = kw.get("UpdateExpression", "").strip()
         cond = kw.get("ConditionExpression")
+        if len(expr.encode("utf-8")) > self.EXPRESSION_MAX_BYTES:
+            raise invalid("Invalid UpdateExpression: Expression size has exceeded the maximum "
+                          "allowed size")
+        used = set(self._PLACEHOLDER.findall(expr + " " + (cond or "")))
+        for ph in sorted(used):
+            if ph.startswith("#") and ph not in names:
+                raise invalid(f"An expression attribute name used in the document path is not "
+                              f"defined; attribute name: {ph}")
+            if ph.startswith(":") and ph not in values:
+                raise invalid(f"An expression attribute value used in expression is not "
+                              f"defined; attribute value: {ph}")
+        for given, what in ((names, "Names"), (values, "Values")):
+            unused = sorted(set(given) - used)
+            if unused:
+                raise invalid(f"Value provided in ExpressionAttribute{what} unused in "
+                              f"expressions: keys: {{{', '.join(unused)}}}")
+        for v in values.values():
+            kind = next(iter(v)) if isinstance(v, dict) and len(v) == 1 else None
+            if kind in ("SS", "NS") and (not v[kind] or len(set(v[kind])) != len(v[kind])):
+                raise invalid("One or more parameter values were invalid: an AttributeValue "
+                              "may not contain an empty set or duplicates")
+        returns = kw.get("ReturnValues", "NONE")
+        if returns not in self.RETURN_VALUES:
+            raise invalid(f"ReturnValues {returns!r} is not valid for UpdateItem")
+
+        marks = list(self._CLAUSE.finditer(expr))
+        if not marks or marks[0].start() != 0:
+            raise invalid(f"Invalid UpdateExpression: Syntax error; {expr!r}")
+        clauses: dict[str, str] = {}
+        for m, nxt in zip(marks, marks[1:] + [None]):
+            verb = m[1].upper()
+            if verb in clauses:
+                raise invalid(f'Invalid UpdateExpression: The "{verb}" section can only be '
+                              f"used once in an update expression")
+            body = expr[m.end():nxt.start() if nxt else None]
+            clauses[verb] = body.strip()
+        actions: list[tuple[str, str, Any]] = []    # (verb, target attribute, operand)
+        for verb, body in clauses.items():
+            for part in (x.strip() for x in re.split(r",(?![^(]*\))", body)):
+                pattern = {"SET": self._SET, "ADD": self._ADD, "REMOVE": self._REMOVE}.get(verb)
+                found = pattern.match(part) if pattern else None
+                if not found:
+                    raise invalid(f"unsupported update action {verb} {part!r}")
+                target = names[found[1]]
+                if verb == "SET":
+                    operand = []
+                    for term in (t.strip() for t in found[2].split("+")):
+                        o = self._OPERAND.match(term)
+                        if not o:
+                            raise invalid(f"unsupported update action {verb} {part!r}")
+                        operand.append(("value", values[o[1]]) if o[1] else
+                                       ("path", names[o[2]]) if o[2] else
+                                       ("if_not_exists", names[o[3]], values[o[4]]))
+                    if len(operand) > 2:
+                        raise invalid(f"Invalid UpdateExpression: Syntax error; {part!r}")
+                elif verb == "ADD":
+                    operand = values[found[2]]
+                else:
+                    operand = None
+                actions.append((verb, target, operand))
+        targets = [t for _, t, _ in actions]
+        for i, t in enumerate(targets):
+            if t in targets[:i]:
+                raise invalid("Invalid UpdateExpression: Two document paths overlap with each "
+                              f"other; must remove or rewrite one of these paths; path one: "
+                              f"[{t}], path two: [{t}]")
+        before = self.items.get(pk)
+        item = json.loads(json.dumps(before)) if before else {"pk": {"S": pk}}
         if cond:
             m = self._COND.match(cond)
             if not m or m[1] != m[2]:
-                raise self._refuse("ValidationException", f"unsupported condition {cond!r}", op)
-            attr, want = name(m[1]), value(m[3])
+                raise invalid(f"unsupported condition {cond!r}")
+            attr, want = names[m[1]], values[m[3]]
             if attr in item and item[attr] != want:
                 raise _error("ConditionalCheckFailedException",
                              "The conditional request failed", op)
-        item = json.loads(json.dumps(item))
-        changed = []
-        for attr, v in sets:
-            if attr == self.ttl_attribute and "N" not in v:
-                self.violations.append(f"{op}: TTL attribute {attr} is not a Number")
-            item[attr] = v
-            changed.append(attr)
-        for attr, v in adds:
-            if "N" not in v:
-                raise self._refuse("ValidationException", "ADD needs a Number", op)
-            old = int(item.get(attr, {"N": "0"})["N"])
-            item[attr] = {"N": str(old + int(v["N"]))}
-            changed.append(attr)
+        snapshot = json.loads(json.dumps(item))       # every action reads the item before
+        for verb, attr, operand in actions:
+            if verb == "SET":
+                terms = []
+                for term in operand:
+                    if term[0] == "value":
+                        terms.append(term[1])
+                    elif term[0] == "path":
+                        if term[1] not in snapshot:
+                            raise invalid("The provided expression refers to an attribute that "
+                                          "does not exist in the item")
+                        terms.append(snapshot[term[1]])
+                    else:
+                        terms.append(snapshot.get(term[1], term[2]))
+                v = terms[0]
+                if len(terms) == 2:
+                    if "N" not in terms[0] or "N" not in terms[1]:
+                        raise invalid("An operand in the update expression has an incorrect "
+                                      "data type")
+                    v = {"N": str(int(terms[0]["N"]) + int(terms[1]["N"]))}
+                if attr == self.ttl_attribute and "N" not in v:
+                    self.violations.append(f"{op}: TTL attribute {attr} is not a Number")
+                item[attr] = v
+            elif verb == "ADD":
+                old = snapshot.get(attr)
+                if "N" in operand:
+                    if old is not None and "N" not in old:
+                        raise invalid("An operand in the update expression has an incorrect "
+                                      "data type")
+                    total = int((old or {"N": "0"})["N"]) + int(operand["N"])
+                    item[attr] = {"N": str(total)}
+                elif "SS" in operand or "NS" in operand:
+                    kind = "SS" if "SS" in operand else "NS"
+                    if old is not None and kind not in old:
+                        raise invalid("An operand in the update expression has an incorrect "
+                                      "data type")
+                    merged = list((old or {kind: []})[kind])
+                    merged += [e for e in operand[kind] if e not in merged]
+                    item[attr] = {kind: merged}
+                else:
+                    raise invalid("Incorrect operand type for operator or function; operator: "
+                                  "ADD")
+            else:
+                item.pop(attr, None)
+        if self.item_size(item) > self.ITEM_MAX_BYTES:
+            raise invalid("Item size has exceeded the maximum allowed size")
         self.items[pk] = item
-        if kw.get("ReturnValues") == "UPDATED_NEW":
-            return {"Attributes": {a: item[a] for a in changed}}
+        named = set(targets)
+        if returns == "ALL_OLD":
+            return {"Attributes": json.loads(json.dumps(before))} if before else {}
+        if returns == "ALL_NEW":
+            return {"Attributes": json.loads(json.dumps(item))}
+        if returns == "UPDATED_OLD":
+            return {"Attributes": {a: v for a, v in snapshot.items()
+                                   if a in named and before}}
+        if returns == "UPDATED_NEW":
+            return {"Attributes": {a: v for a, v in item.items() if a in named}}
         return {}
 
 
