@@ -371,11 +371,20 @@ def event_seconds(event: Any, now: float) -> float:
     return now
 
 
+_ISO: dict[float, str] = {}      # window boundaries repeat: each formatted once (bounded)
+
+
 def _iso(seconds: float) -> str:
-    try:
-        return datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (ValueError, OverflowError, OSError):
-        return "-"
+    text = _ISO.get(seconds)
+    if text is None:
+        try:
+            text = datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (ValueError, OverflowError, OSError):
+            text = "-"
+        if len(_ISO) >= 1024:
+            _ISO.clear()
+        _ISO[seconds] = text
+    return text
 
 
 class Windows:
