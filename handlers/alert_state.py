@@ -40,10 +40,13 @@ differences for thresholds, both toward a duplicate: out of order, whether a buc
 raised through the previous bucket's look-ahead is read from that bucket's last match (an
 earlier look-ahead followed by matches taking the previous bucket's own pair to N is missed:
 the bucket alerts again); and a retried invocation re-raises a bucket over N it took part in
-whether or not it raised it. The tags grow by 16 characters per invocation adding to a
-threshold bucket; an item past DynamoDB's 400 KB (some 20,000 such invocations for one key
-within two windows) fails its calls, and the key's alerts pass (``StateErrors``) until its
-buckets age out. The backtest's :class:`MemoryStore` applies the same change to a dict (keeping
+whether or not it raised it. A bucket's tags (16 characters per invocation adding to it) live
+until the bucket is an hour and two windows old, so a busy key holds several buckets' worth; a
+container stops tagging a bucket once it holds :data:`MAX_TAGS` (a later invocation's retry on
+that bucket then does not re-raise), which keeps the hottest item far below DynamoDB's 400 KB.
+An item the table refuses anyway (``ValidationException``) is that item's error alone: its
+alerts pass (thresholds count within the invocation, ``StateErrors``) and the invocation's
+other items are still called. The backtest's :class:`MemoryStore` applies the same change to a dict (keeping
 every bucket), so replay and table agree.
 
 Without a table the processor works as before and logs so at cold start: every match alerts (no
@@ -69,6 +72,7 @@ from handlers.detection.thresholds import key_of
 ENV_TABLE = "ALERT_STATE_TABLE_NAME"
 KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
+MAX_TAGS = 64                         # threshold invocation tags a container adds per bucket
 MAX_ATTEMPTS = 3                      # per call, on throttling / 5xx (botocore adds none: see below)
 RETRY_BASE_SECONDS = 0.05
 RETRYABLE = frozenset(("ProvisionedThroughputExceededException", "ThrottlingException",
@@ -213,6 +217,7 @@ class DynamoStore:
         self.spent = 0.0
         self.broken: str | None = None
         self.seen: dict[str, set[int]] = {}   # pk -> buckets its item held at our last call
+        self.full_tags: dict[str, set[int]] = {}   # pk -> buckets with MAX_TAGS tags or more
 
     @property
     def client(self) -> Any:
@@ -244,6 +249,10 @@ class DynamoStore:
                 if code == "ConditionalCheckFailedException":
                     return None
                 last = f"{code or type(e).__name__}: {e}"
+                if code == "ValidationException":
+                    # this item's request (e.g. an item over 400 KB): its alerts pass, the
+                    # other items of the invocation are still called
+                    raise StateError(last[:300]) from None
                 if code not in RETRYABLE or attempt == MAX_ATTEMPTS - 1:
                     break
                 delay = RETRY_BASE_SECONDS * (2 ** attempt)
@@ -257,11 +266,22 @@ class DynamoStore:
 
     def update(self, pk: str, change: Change) -> State:
         remove = self._stale(pk, change)
+        # A threshold bucket holding MAX_TAGS tags already gets no more from this container:
+        # the item stays far below DynamoDB's 400 KB for the hottest key (the cost: a retry of
+        # a later invocation on that bucket does not re-raise an alert whose delivery failed).
+        full = self.full_tags.get(pk)
+        if full:
+            for b in full & change.tags.keys():
+                del change.tags[b]
         out = self._call("update_item", **update_request(pk, change, remove))
         old = parse_item((out or {}).get("Attributes") or {})
         if len(self.seen) >= self.SEEN_ITEMS and pk not in self.seen:
             self.seen.clear()
+            self.full_tags.clear()
         self.seen[pk] = (old.buckets() | set(change.adds)) - set(remove)
+        crowded = {b for b, tags in old.tags.items() if len(tags) >= MAX_TAGS}
+        if crowded or pk in self.full_tags:
+            self.full_tags[pk] = crowded
         return old
 
     def _stale(self, pk: str, change: Change) -> list[int]:

@@ -377,10 +377,15 @@ class shared_bodies:  # noqa: N801 - used as a context manager
     """``with shared_bodies(alerts):`` :func:`fit` serialises each of ``alerts`` once."""
 
     def __init__(self, alerts: Iterable[dict[str, Any]]) -> None:
-        for a in alerts:
-            _BODIES[id(a)] = (a, _dumps(a))
+        self.alerts = alerts
 
     def __enter__(self) -> shared_bodies:
+        try:
+            for a in self.alerts:
+                _BODIES[id(a)] = (a, _dumps(a))
+        except BaseException:
+            _BODIES.clear()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

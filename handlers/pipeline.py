@@ -285,6 +285,11 @@ class Pipeline:
         lg_text = _text(result.log_group)
         ls_text = _text(result.log_stream)
         pending = result.pending if lazy else None
+        # what a placeholder's alert is built from keeps only the envelope and log event fields
+        # the alert reads (delivery_info): not the whole payload (every log event's message)
+        # until the end of the invocation
+        slim_env = {"owner": env.get("owner"), "logGroup": env.get("logGroup"),
+                    "logStream": env.get("logStream")} if lazy else env
 
         for ev in events:
             try:
@@ -378,13 +383,15 @@ class Pipeline:
                         if group is None:
                             groups[gkey] = group = []
                             alerts.append(gkey)   # the group's place: where its first match was
-                        group.append((rule, rec, ev, lag, key, expected))
+                        group.append((rule, rec, ev if pending is None else
+                                      {"id": eid, "timestamp": ts}, lag, key, expected))
                         continue
                     ident = alert_id("rule", rule.id, key)
                     if pending is not None:
                         if facts is None:
                             facts = [None]      # built once for all the record's alerts
-                        pending[ident] = (rule, rec, env, ev, lag, expected, facts)
+                        pending[ident] = (rule, rec, slim_env,
+                                          {"id": eid, "timestamp": ts}, lag, expected, facts)
                         alerts.append(placeholder(rule, rec, ident))
                         continue
                     if facts is None:
@@ -396,7 +403,7 @@ class Pipeline:
         result.records = result.log_events - n_oversize - result.malformed
         result.skewed = n_skewed
         result.no_event_time = n_no_time
-        result.alerts = self._collapse(alerts, groups, env, pending) if groups else alerts
+        result.alerts = self._collapse(alerts, groups, slim_env, pending) if groups else alerts
         return result
 
 

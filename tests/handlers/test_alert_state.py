@@ -785,3 +785,36 @@ def test_the_stores_agree_on_random_deliveries(table):
                              for a in w.apply(list(inv))] for inv in invocations])
         assert results[0] == results[1] == results[2], seed
         assert fake.violations == []
+
+
+# ------------------------------------------------------------------ item size (a busy key)
+
+def test_an_item_the_table_refuses_costs_only_its_own_key_its_window():
+    """A threshold item past 400 KB (StrictDynamo refuses it, ValidationException) must not
+    switch off the dedup windows of the invocation's other keys (found by review: one refused
+    item tripped the breaker and every later key's matches went out as duplicates)."""
+    from handlers.alert_state import _tag
+    (thr,) = rules(threshold=5, window_minutes=10)
+    (ded,) = rules(id="d", window_minutes=10)
+    fake = StrictDynamo(TABLE)
+    win = Windows([thr, ded], DynamoStore(TABLE, fake, sleep=lambda s: None),
+                  clock=lambda: T0 + 600)
+    assert [a["rule"]["id"] for a in win.apply([alert_for(thr, record(0), threshold=1),
+                                                alert_for(ded, record(1, "bob"))])] == ["d"]
+    (pk,) = [pk for pk in fake.items if pk.startswith("r|")]
+    fake.items[pk][f"t_{int(T0 // 600)}"] = {"SS": [_tag(f"inv-{i}") for i in range(25_600)]}
+    out = win.apply([alert_for(thr, record(2), threshold=1), alert_for(ded, record(3, "bob"))])
+    assert out == [] and win.stats["state_errors"] == 1      # bob's window still holds
+
+
+def test_a_bucket_stops_collecting_tags_at_the_cap():
+    from handlers.alert_state import MAX_TAGS
+    (thr,) = rules(threshold=10_000, window_minutes=60)
+    fake = StrictDynamo(TABLE)
+    win = Windows([thr], DynamoStore(TABLE, fake, sleep=lambda s: None), clock=lambda: T0 + 60)
+    for i in range(MAX_TAGS + 20):             # one invocation each, all in one bucket
+        win.apply([alert_for(thr, record(i, seconds=i), threshold=1)])
+    (item,) = fake.items.values()
+    tags = [len(v["SS"]) for k, v in item.items() if k.startswith("t_")]
+    counts = [int(v["N"]) for k, v in item.items() if k.startswith("c_")]
+    assert tags == [MAX_TAGS + 1] and counts == [MAX_TAGS + 20]   # counted, not tagged

@@ -270,3 +270,36 @@ def test_rules_with_the_same_pattern_text_are_evaluated_once_per_record():
     assert index.matches({"errorCode": "AccessDenied"}) == ["a", "b"] and len(calls) == 1
     assert index.matches({"errorCode": "Throttling"}) == ["other"] and len(calls) == 2
     assert index.matches({"eventName": "x"}) == () and len(calls) == 2
+
+
+def test_placeholders_keep_no_payload_alive():
+    """In Kinesis mode up to 100 payloads of up to 16 MiB are decoded in one invocation; what a
+    placeholder is built from must not hold its payload's log events (review: 88 -> 208 MiB peak
+    RSS with a match in each of 100 1-MiB records)."""
+    rec = {"eventVersion": "1.08", "eventID": "e1", "eventName": "GetSecretValue",
+           "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/a"}}
+    env = _envelope([rec, dict(rec, eventID="e2"), dict(rec, eventID="e3")])
+    res = Pipeline(RULES).process_envelope(env, lazy=True)
+    assert res.pending
+    for rule, record, envelope, log_event, *_ in res.pending.values():
+        assert "logEvents" not in envelope and set(log_event) == {"id", "timestamp"}
+        assert envelope == {k: env.get(k) for k in ("owner", "logGroup", "logStream")}
+
+
+def test_window_keys_read_any_field_of_the_record():
+    """A dedup_key field the alert's summary leaves out (eventVersion) keys by its value: the
+    windows read the record, as the invocation's threshold groups and the backtest do."""
+    from handlers.alert_state import MemoryStore, Windows
+    from handlers.detection.rules import parse_rules
+    from handlers.pipeline import build_alerts
+
+    (rule,) = parse_rules({"rules": [{"id": "v", "pattern": '{ $.eventName = "GetSecretValue" }',
+                                      "severity": "LOW", "window_minutes": 60,
+                                      "dedup_key": ["eventVersion"]}]})
+    recs = [{"eventVersion": v, "eventID": f"e{i}", "eventName": "GetSecretValue",
+             "eventTime": "2025-11-20T10:00:00Z"} for i, v in enumerate(["1.08", "1.09", "1.08"])]
+    res = Pipeline([rule], clock=lambda: 1_763_633_000.0).process_envelope(_envelope(recs),
+                                                                            lazy=True)
+    kept = Windows([rule], MemoryStore(), clock=lambda: 1_763_633_000.0).apply(res.alerts)
+    built = build_alerts(kept, res.pending)
+    assert [a["window"]["key"] for a in built] == ["1.08", "1.09"]
