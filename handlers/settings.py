@@ -275,21 +275,31 @@ def _principals(value: Any, errors: dict[str, str]) -> frozenset[str]:
     """``EXPECTED_CHANGE_PRINCIPALS``: comma-separated IAM role ARNs (blank entries ignored). An
     entry that is not a role ARN (a role name, an assumed-role session ARN) could never match
     CloudTrail's session issuer: it is left out and reported."""
-    out: set[str] = set()
-    bad: list[str] = []
-    for p in str(value or "").split(","):
-        p = p.strip()
-        if re.fullmatch(IAM_ROLE_ARN, p):
-            out.add(p)
-        elif p:
-            bad.append(p)
+    good, bad = _split_list(value, IAM_ROLE_ARN)
     if bad:
         errors["EXPECTED_CHANGE_PRINCIPALS"] = \
-            f"EXPECTED_CHANGE_PRINCIPALS: {', '.join(_clip(b) for b in bad[:5])} " \
+            f"EXPECTED_CHANGE_PRINCIPALS: {_listed(bad)} " \
             f"{'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} " \
             "(arn:<partition>:iam::<account>:role/<name>); ignored, so no alert is marked " \
             "expected for them"
-    return frozenset(out)
+    return frozenset(good)
+
+
+def _split_list(value: Any, pattern: str) -> tuple[list[str], list[str]]:
+    """A comma-separated value -> (entries matching ``pattern``, other non-blank entries)."""
+    good: list[str] = []
+    bad: list[str] = []
+    for item in str(value or "").split(","):
+        item = item.strip()
+        if re.fullmatch(pattern, item):
+            good.append(item)
+        elif item:
+            bad.append(item)
+    return good, bad
+
+
+def _listed(bad: list[str]) -> str:
+    return ", ".join(_clip(b) for b in bad[:5])
 
 
 class WatchdogSettings(_Settings):
@@ -375,16 +385,10 @@ def _regions(value: Any, errors: dict[str, str]) -> str | None:
         return None
     if text == "all":
         return "all"
-    good, bad = [], []
-    for r in text.split(","):
-        r = r.strip()
-        if re.fullmatch(REGION, r):
-            good.append(r)
-        elif r:
-            bad.append(r)
+    good, bad = _split_list(text, REGION)
     if bad:
         errors["READINESS_REGIONS"] = \
-            f"READINESS_REGIONS: {', '.join(_clip(b) for b in bad[:5])} " \
+            f"READINESS_REGIONS: {_listed(bad)} " \
             f"{'is not a Region name' if len(bad) == 1 else 'are not Region names'}; " \
             + ("readiness runs for " + ",".join(good) if good else "readiness does not run")
     return ",".join(good) or None

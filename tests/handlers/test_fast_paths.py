@@ -111,12 +111,9 @@ def test_placeholders_built_later_equal_the_alerts_built_at_once(records):
     assert json.dumps(build_alerts(res.alerts, res.pending)) == json.dumps(eager)
 
 
-def test_matches_the_windows_drop_are_never_built(monkeypatch):
-    from handlers.alert_state import MemoryStore
-    from handlers.processor import App
-    from tests.conftest import ListLogger, ListMetrics
-
-    built = []
+def _count_built(monkeypatch) -> list[str]:
+    """The rule ids of the alerts :func:`handlers.alerts.rule_alert` builds from now on."""
+    built: list[str] = []
     real = A.rule_alert
 
     def counting(rule, *a, **k):
@@ -124,6 +121,15 @@ def test_matches_the_windows_drop_are_never_built(monkeypatch):
         return real(rule, *a, **k)
 
     monkeypatch.setattr(A, "rule_alert", counting)
+    return built
+
+
+def test_matches_the_windows_drop_are_never_built(monkeypatch):
+    from handlers.alert_state import MemoryStore
+    from handlers.processor import App
+    from tests.conftest import ListLogger, ListMetrics
+
+    built = _count_built(monkeypatch)
     windowed = Rule(id="denied-daily", title="Denied", severity="LOW",
                     pattern=compile_pattern('{ $.errorCode = "AccessDenied*" }'),
                     window_minutes=1440, description="denied", source="user")
@@ -144,14 +150,7 @@ def test_matches_the_windows_drop_are_never_built(monkeypatch):
 
 
 def test_threshold_alerts_below_n_are_never_built(monkeypatch):
-    built = []
-    real = A.rule_alert
-
-    def counting(rule, *a, **k):
-        built.append(rule.id)
-        return real(rule, *a, **k)
-
-    monkeypatch.setattr(A, "rule_alert", counting)
+    built = _count_built(monkeypatch)
     reads = [{"eventVersion": "1.08", "eventID": f"e{i}", "eventName": "GetSecretValue",
               "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::1:user/u{i}"}}
              for i in range(5)]                     # five principals, one read each: no group
