@@ -65,6 +65,7 @@ POSITIVE = frozenset(("MAX_DECOMPRESSED_BYTES", "EVENTBRIDGE_MAX_ENTRY_BYTES",
 _PARTITION = r"arn:aws[a-z-]*"
 _REGION_RE = r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}"
 # SNS topic names: 1-256 of letters, digits, - and _, a FIFO topic's ending in .fifo (CreateTopic).
+SNS_TOPIC_TEXT = "an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<topic>)"
 SNS_TOPIC_ARN = _PARTITION + r":sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?"
 # PutEventsRequestEntry.EventBusName: NonPartnerEventBusNameOrArn (1-1600 characters),
 # (arn:aws[\w-]*:events:<region>:<account>:event-bus/)?[\.\-_A-Za-z0-9]+
@@ -238,7 +239,7 @@ class ProcessorSettings(_Settings):
             "aggregation_threshold": int(num["ALERT_AGGREGATION_THRESHOLD"]),
             "idempotency_window": int(num["IDEMPOTENCY_WINDOW_SECONDS"]),
         }
-        sns_arn = "an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<topic>)"
+        sns_arn = SNS_TOPIC_TEXT
         v["alert_topic_arn"] = _shaped(env, "ALERT_TOPIC_ARN", SNS_TOPIC_ARN, sns_arn,
                                        "alerts are not published to SNS", errors)
         v["alert_bus_name"] = _shaped(env, "ALERT_BUS_NAME", EVENT_BUS,
@@ -339,14 +340,10 @@ class WatchdogSettings(_Settings):
             errors)
         v["org_id"] = _shaped(env, "ORG_ID", ORG_ID, "an organization id (o-...)",
                               "looking the organization up", errors)
-        v["alert_topic_arn"] = _shaped(
-            env, "ALERT_TOPIC_ARN", SNS_TOPIC_ARN,
-            "an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<topic>)",
-            "notices are only logged", errors)
-        v["chat_topic_arn"] = _shaped(
-            env, "CHAT_TOPIC_ARN", SNS_TOPIC_ARN,
-            "an SNS topic ARN (arn:<partition>:sns:<region>:<account>:<topic>)",
-            "the chat topic is not checked", errors)
+        v["alert_topic_arn"] = _shaped(env, "ALERT_TOPIC_ARN", SNS_TOPIC_ARN, SNS_TOPIC_TEXT,
+                                       "notices are only logged", errors)
+        v["chat_topic_arn"] = _shaped(env, "CHAT_TOPIC_ARN", SNS_TOPIC_ARN, SNS_TOPIC_TEXT,
+                                      "the chat topic is not checked", errors)
         v["state_parameter"] = _shaped(
             env, "WATCHDOG_STATE_PARAMETER", SSM_PARAMETER, "an SSM parameter name",
             "the last statuses are kept in memory only (a cold start alerts again)", errors)
