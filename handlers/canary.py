@@ -30,6 +30,8 @@ sample (eventTime -> processor receipt, seconds) and raises no alert.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,6 +45,8 @@ LEGACY_EVENTS = ("TagResource", "TagLogGroup")
 # tuple: `in` never hashes a JSON value
 CANARY_EVENTS = ("PutMetricFilter",) + LEGACY_EVENTS
 OBSERVED = "canary_observed"
+# The nonces the CLI makes (setup/verify/canary.py new_nonce, "-member" for the member probe)
+_NONCE = re.compile(r"tw-[0-9a-f]{32}(?:-member)?")
 
 
 def canary_filter(nonce: str) -> dict[str, Any]:
@@ -70,8 +74,8 @@ def _metric_filter_nonce(params: Mapping[str, Any]) -> str | None:
     if not isinstance(name, str) or not name.startswith(CANARY_FILTER_PREFIX):
         return None
     nonce = name[len(CANARY_FILTER_PREFIX):]
-    if not nonce:
-        return None
+    if not _NONCE.fullmatch(nonce):       # only what the CLI's new_nonce() makes: no quote or
+        return None                       # operator can reach the filter pattern
     expected = canary_filter(nonce)
     transforms = params.get("metricTransformations")
     if params.get("filterPattern") != expected["filterPattern"] or \
@@ -106,8 +110,11 @@ def canary_nonce(record: Mapping[str, Any], envelope: Mapping[str, Any]) -> str 
             account, name = where
         else:
             account, name = record.get("recipientAccountId"), params.get("logGroupName")
-    if not isinstance(nonce, str) or not nonce:
+    if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
         return None
+    ui = record.get("userIdentity")
+    if isinstance(ui, dict) and ui.get("type") == "Root":
+        return None     # trailwatch never runs as root: root's call is alerted, canary-shaped or not
     group, owner = envelope.get("logGroup"), envelope.get("owner")
     if not group or name != group or (isinstance(owner, str) and account != owner):
         return None

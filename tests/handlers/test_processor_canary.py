@@ -36,9 +36,11 @@ class Log:
     warning = error
 
 
+NONCE = "tw-" + "0123456789abcdef" * 2           # the shape new_nonce() makes
+
 def tag_record(group=GROUP, account=ACCT, tags=None, event="TagResource", **extra):
     params = {"resourceArn": f"arn:aws:logs:us-east-1:{account}:log-group:{group}",
-              "tags": tags if tags is not None else {CANARY_TAG: "tw-abc"}}
+              "tags": tags if tags is not None else {CANARY_TAG: NONCE}}
     if event == "TagLogGroup":
         params = {"logGroupName": group, "tags": params["tags"]}
     return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com", "eventName": event,
@@ -69,7 +71,7 @@ def test_canary_on_own_group_logs_metric_and_no_alert():
     out = app.handle(wrap(envelope([tag_record()])))
     assert out["alerts"] == 0 and out["records"] == 1
     (obs,) = [e for lvl, m, e in log.records if m == "canary_observed"]
-    assert obs["nonce"] == "tw-abc"
+    assert obs["nonce"] == NONCE
     assert obs["delivery_lag_seconds"] == pytest.approx(NOW - 30 - 1763639880.0)
     assert obs["receipt_lag_seconds"] == pytest.approx(30.0)
     lags = [v for doc in emitted for v in doc.get("CanaryLag", [])]
@@ -80,7 +82,7 @@ def test_canary_on_own_group_logs_metric_and_no_alert():
 @pytest.mark.parametrize("record,env", [
     (tag_record(group="CloudTrail/other"), {}),                       # another log group
     (tag_record(account="999999999999"), {}),                         # same name, other account
-    (tag_record(tags={CANARY_TAG: "tw-abc", "owner": "x"}), {}),      # more than the canary tag
+    (tag_record(tags={CANARY_TAG: NONCE, "owner": "x"}), {}),      # more than the canary tag
     (tag_record(tags={"trailwatch:canaryx": "tw"}), {}),              # not the key
     (tag_record(errorCode="AccessDenied"), {}),                       # failed call
     (dict(tag_record(), eventSource="evil.amazonaws.com"), {}),
@@ -97,10 +99,10 @@ def test_canary_shaped_events_elsewhere_are_ordinary(record, env):
 
 def test_legacy_tag_log_group_and_star_arn():
     env = envelope([])
-    assert canary_nonce(tag_record(event="TagLogGroup"), env) == "tw-abc"
+    assert canary_nonce(tag_record(event="TagLogGroup"), env) == NONCE
     rec = tag_record()
     rec["requestParameters"]["resourceArn"] += ":*"
-    assert canary_nonce(rec, env) == "tw-abc"
+    assert canary_nonce(rec, env) == NONCE
     assert canary_nonce({"eventName": "TagResource"}, env) is None
 
 
@@ -108,7 +110,7 @@ def test_legacy_tag_log_group_and_star_arn():
 # The canary's call since issue 24: PutMetricFilter is on the CloudWatch Logs User Guide's list of
 # actions CloudTrail logs; TagResource/TagLogGroup are not.
 
-def filter_record(group=GROUP, account=ACCT, nonce="tw-abc", **params):
+def filter_record(group=GROUP, account=ACCT, nonce=NONCE, **params):
     p = {"logGroupName": group, **canary_filter(nonce), **params}
     return {"eventVersion": "1.09", "eventSource": "logs.amazonaws.com",
             "eventName": "PutMetricFilter", "eventTime": "2025-11-20T11:58:00Z", "eventID": "e2",
@@ -126,7 +128,7 @@ def test_the_canarys_metric_filter_on_its_own_group_is_observed_not_alerted():
     out = app.handle(wrap(envelope([filter_record()])))
     assert out["alerts"] == 0 and out["records"] == 1
     (obs,) = [e for lvl, m, e in log.records if m == "canary_observed"]
-    assert obs["nonce"] == "tw-abc"
+    assert obs["nonce"] == NONCE
 
 
 @pytest.mark.parametrize("record", [
@@ -138,9 +140,9 @@ def test_the_canarys_metric_filter_on_its_own_group_is_observed_not_alerted():
     filter_record(metricTransformations=[{"metricName": "RootUsage",         # another metric
                                           "metricNamespace": "CISBenchmark", "metricValue": "1"}]),
     filter_record(metricTransformations=[                                     # two metrics
-        canary_filter("tw-abc")["metricTransformations"][0],
+        canary_filter(NONCE)["metricTransformations"][0],
         {"metricName": "x", "metricNamespace": "y", "metricValue": "1"}]),
-    filter_record(metricTransformations=[{**canary_filter("tw-abc")["metricTransformations"][0],
+    filter_record(metricTransformations=[{**canary_filter(NONCE)["metricTransformations"][0],
                                           "dimensions": {"who": "$.userIdentity.arn"}}]),
     dict(filter_record(), errorCode="LimitExceededException"),                # failed call
     dict(filter_record(), eventName="DeleteMetricFilter"),                    # the clean-up
@@ -209,3 +211,27 @@ def test_canary_on_another_group_is_never_recognised(group, other):
         return
     rec = tag_record(group=other)
     assert canary_nonce(rec, {"logGroup": group, "owner": ACCT}) is None
+
+
+def test_a_canary_shaped_call_by_root_is_alerted_not_swallowed():
+    """Review: any caller's canary-shaped PutMetricFilter skipped every rule, root usage too."""
+    root = dict(filter_record(), eventType="AwsApiCall",
+                userIdentity={"type": "Root", "arn": f"arn:aws:iam::{ACCT}:root",
+                              "accountId": ACCT, "principalId": ACCT})
+    assert canary_nonce(root, {"logGroup": GROUP, "owner": ACCT}) is None
+    rule = Rule(id="root", title="root", severity="HIGH",
+                pattern=compile_pattern('{ $.userIdentity.type = "Root" }'))
+    app = App(Pipeline([rule], clock=lambda: NOW), [], None, metrics_sink=ListMetrics(),
+              log=Log(), emit=lambda line: None)
+    assert app.handle(wrap(envelope([root])))["alerts"] == 1
+
+
+@pytest.mark.parametrize("nonce", [
+    'tw-x" || $.eventName = "ConsoleLogin',     # a pattern that matches real records
+    "tw-abc", "tw-" + "0" * 31, "tw-" + "0" * 32 + "-other", "TW-" + "0" * 32, "x" * 40,
+])
+def test_only_nonces_the_cli_makes_are_canaries(nonce):
+    env = {"logGroup": GROUP, "owner": ACCT}
+    assert canary_nonce(filter_record(nonce=nonce), env) is None
+    assert canary_nonce(tag_record(tags={CANARY_TAG: nonce}), env) is None
+    assert canary_nonce(filter_record(nonce=NONCE + "-member"), env) == NONCE + "-member"
