@@ -67,7 +67,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers.clients import for_state_table
-from handlers.detection.thresholds import key_of
+from handlers.detection.thresholds import _key_part, key_of
 
 ENV_TABLE = "ALERT_STATE_TABLE_NAME"
 KEY = "pk"
@@ -452,7 +452,7 @@ class Windows:
                 continue
             size = rule.window_minutes * 60
             bucket = int(event_seconds(event, now) // size)
-            gkey = (rule.window_group or rule.id, key_of(rule, event), bucket)
+            gkey = (_window_name(rule, alert), key_of(rule, event), bucket)
             group = groups.get(gkey)
             if group is None:
                 groups[gkey] = group = []
@@ -603,6 +603,20 @@ class Windows:
         if previous:
             out["previous_window_matches"] = previous
         return out
+
+
+def _window_name(rule: Any, alert: dict[str, Any]) -> str:
+    """The window's name: the rule's (or its window group's), and the account whose log group
+    sent the match (the envelope's ``owner``, set by CloudWatch Logs, not by the sender): a
+    record another account sends to an organization-wide destination opens that account's
+    windows only, never the trail's own (review: a member account's forged record for the
+    management account's root opened the day's window and silenced the real one)."""
+    name = rule.window_group or rule.id
+    delivery = alert.get("delivery")
+    owner = delivery.get("owner") if delivery.__class__ is dict else None
+    if owner.__class__ is str and owner:
+        return f"{name}|@{_key_part(owner)}"
+    return name
 
 
 def _tag(alert_id: Any) -> str:

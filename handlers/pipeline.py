@@ -392,7 +392,7 @@ class Pipeline:
                             facts = [None]      # built once for all the record's alerts
                         pending[ident] = (rule, rec, slim_env,
                                           {"id": eid, "timestamp": ts}, lag, expected, facts)
-                        alerts.append(placeholder(rule, rec, ident))
+                        alerts.append(placeholder(rule, rec, ident, slim_env["owner"]))
                         continue
                     if facts is None:
                         facts = RecordFacts(rec, env, ev, lag)
@@ -427,7 +427,7 @@ class Pipeline:
             ident = A.alert_id("rule", rule.id, key)
             if pending is not None:
                 pending[ident] = (rule, rec, env, ev, lag, expected, [None])
-                alert = placeholder(rule, rec, ident)
+                alert = placeholder(rule, rec, ident, env.get("owner"))
             else:
                 alert = A.rule_alert(rule, rec, env, ev, lag, ident=ident, expected_change=expected)
             alert["threshold"] = threshold_block(
@@ -437,11 +437,14 @@ class Pipeline:
         return out
 
 
-def placeholder(rule: Rule, record: dict[str, Any], ident: str) -> dict[str, Any]:
-    """A rule match before its alert is built: what the windows stage reads (kind, id, rule and
-    the record itself as ``event``: suppressions, keys and times are read from the record, as the
-    pipeline's own threshold groups read them). Never published: :func:`build_alerts` replaces it."""
-    return {"kind": "rule_match", "alert_id": ident, "rule": rule.doc, "event": record}
+def placeholder(rule: Rule, record: dict[str, Any], ident: str,
+                owner: Any = None) -> dict[str, Any]:
+    """A rule match before its alert is built: what the windows stage reads (kind, id, rule, the
+    record itself as ``event``: suppressions, keys and times are read from the record, as the
+    pipeline's own threshold groups read them; and the sending account, ``delivery.owner``, as
+    on the alert). Never published: :func:`build_alerts` replaces it."""
+    return {"kind": "rule_match", "alert_id": ident, "rule": rule.doc, "event": record,
+            "delivery": {"owner": owner}}
 
 
 # What the windows stage adds to an alert, carried from a placeholder to the alert built from it.

@@ -818,3 +818,42 @@ def test_a_bucket_stops_collecting_tags_at_the_cap():
     tags = [len(v["SS"]) for k, v in item.items() if k.startswith("t_")]
     counts = [int(v["N"]) for k, v in item.items() if k.startswith("c_")]
     assert tags == [MAX_TAGS + 1] and counts == [MAX_TAGS + 20]   # counted, not tagged
+
+
+# ------------------------------------------------- organization-wide destinations (review H1)
+
+def test_a_record_another_account_sends_never_opens_the_trail_accounts_windows():
+    """With an organization-wide destination any member account can subscribe a log group of
+    its own and write forged CloudTrail JSON there. A forged root call for the management
+    account must not open the day's CIS window that the real root call then falls into: windows
+    are per sending account (the envelope's owner, which CloudWatch Logs sets)."""
+    from handlers.detection.builtin import builtin_rules
+    from handlers.pipeline import Pipeline
+
+    mgmt, member, now = "111122223333", "999988887777", T0 + 7200
+
+    def root_call(event_id):
+        return {"eventVersion": "1.09", "eventSource": "iam.amazonaws.com",
+                "eventName": "CreateUser", "eventTime": "2025-11-20T11:58:00Z",
+                "eventID": event_id, "awsRegion": "us-east-1", "eventType": "AwsApiCall",
+                "recipientAccountId": mgmt, "requestParameters": {"userName": "x"},
+                "userIdentity": {"type": "Root", "arn": f"arn:aws:iam::{mgmt}:root",
+                                 "accountId": mgmt}}
+
+    def invocation(record, group, owner):
+        env = {"messageType": "DATA_MESSAGE", "owner": owner, "logGroup": group,
+               "logStream": "s", "subscriptionFilters": ["f"],
+               "logEvents": [{"id": "1", "timestamp": int((now - 30) * 1000),
+                              "message": json.dumps(record)}]}
+        data = base64.b64encode(gzip.compress(json.dumps(env).encode())).decode()
+        return {"awslogs": {"data": data}}
+
+    rules_ = builtin_rules({})
+    app = App(Pipeline(rules_, clock=lambda: now), [], None, metrics_sink=ListMetrics(),
+              log=ListLogger(), emit=lambda line: None)
+    app.windows = Windows(rules_, MemoryStore(), (), ListLogger(), lambda: now)
+    forged = app.handle(invocation(root_call("forged-1"), "sandbox/anything", member))
+    real = app.handle(invocation(root_call("real-1"), "CloudTrail/org-trail", mgmt))
+    assert forged["alerts"] >= 1 and real["alerts"] == forged["alerts"]
+    again = app.handle(invocation(root_call("real-2"), "CloudTrail/org-trail", mgmt))
+    assert again["alerts"] == 0 and again["alerts_windowed"] >= 1   # its own window still holds
