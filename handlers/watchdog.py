@@ -28,8 +28,8 @@ settings, or a mapping they read the same way):
 ``AWS_REGION``                  the Region for the clients (set by Lambda; else AWS_DEFAULT_REGION)
 
 A value that cannot be used never stops a run: it is logged (``setting ignored``) and reported
-by a ``watchdog.config`` WARN check on every run, and the watchdog carries on without it: a
-malformed MAX_DELIVERY_AGE_SECONDS uses 7200 (more than a year is capped); a TRAIL_LOG_GROUP_NAME,
+by a ``watchdog.config`` FAIL check on every run (notified once, as every new FAIL is), and the
+watchdog carries on without it: a malformed MAX_DELIVERY_AGE_SECONDS uses 7200 (more than a year is capped); a TRAIL_LOG_GROUP_NAME,
 VERIFY_ROLE_ARN or ORG_ID of the wrong shape is not used (the trail's log group, this account,
 the organization looked up); an ALERT_TOPIC_ARN that is not an SNS topic ARN logs the notices;
 a WATCHDOG_STATE_PARAMETER that is not a parameter name keeps the statuses in memory; a
@@ -100,11 +100,12 @@ def _result(cid: str, status: str, message: str, remediation: str = "") -> Any:
 
 
 def config_notes(settings: WatchdogSettings) -> list[Any]:
-    """One ``watchdog.config`` WARN naming every environment value that was ignored (none: no
-    result), so that a bad value is reported on every run, beside the checks that still ran."""
+    """One ``watchdog.config`` FAIL naming every environment value that was ignored (none: no
+    result), so that a bad value is reported on every run, beside the checks that still ran,
+    and alerted once on the ops topic when it appears (a FAIL is what the watchdog notifies)."""
     if not settings.errors:
         return []
-    return [_result("watchdog.config", "WARN", "; ".join(settings.errors.values()),
+    return [_result("watchdog.config", "FAIL", "; ".join(settings.errors.values()),
                     "fix the function's environment")]
 
 
@@ -121,12 +122,12 @@ def run_verify(settings: WatchdogSettings | Mapping[str, str],
 
     s = WatchdogSettings.of(settings)
     notes: list[Any] = config_notes(s)
+    clients = clients or AwsClients(region=s.region)
+    notes += chat_checks(s, clients)      # the stack's own topic: in its own account
     if not s.trail_name:
         return "", notes + [_result("watchdog.trail", "FAIL", "TRAIL_NAME is empty: there is no "
                                     "trail to verify", "set the template's TrailName (the "
                                     "trail's name or ARN)")]
-    clients = clients or AwsClients(region=s.region)
-    notes += chat_checks(s, clients)      # the stack's own topic: in its own account
     trail_ref = s.trail_name
     try:
         if s.verify_role_arn:
@@ -300,7 +301,7 @@ def from_env(env: Mapping[str, str] | WatchdogSettings | None = None) -> Watchdo
 
     import boto3
     s = env if isinstance(env, WatchdogSettings) else WatchdogSettings.from_env(env)
-    for key, err in s.errors.items():         # and a watchdog.config WARN on every run
+    for key, err in s.errors.items():         # and a watchdog.config FAIL on every run
         logging.getLogger(__name__).error("setting ignored: %s: %s", key, err)
     state: Any = SsmState(s.state_parameter, boto3.client("ssm")) \
         if s.state_parameter else MemoryState()

@@ -12,12 +12,14 @@ and, for an encrypted topic, who manages its key (``kms:DescribeKey``). What it 
   delivery for FIFO topics", https://docs.aws.amazon.com/sns/latest/dg/fifo-message-delivery.html).
   The template's ``ChatTopicArn`` refuses a ``.fifo`` ARN at deploy time; this catches a topic
   set elsewhere (``verify --chat-topic``).
-* **Customer managed key: FAIL.** "Before you can use SSE, you must configure AWS KMS key policies
+* **Customer managed key: WARN.** "Before you can use SSE, you must configure AWS KMS key policies
   to allow encryption of topics and encryption and decryption of messages" (Amazon SNS Developer
   Guide, "Key management", Configuring AWS KMS permissions,
   https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html): the publisher needs the key.
   template.yaml grants the processor ``sns:Publish`` on the topic and no key, so its publishes
-  are refused (``KMSAccessDenied``, which the chat sink counts as a rejected alert).
+  are refused (``KMSAccessDenied``, which the chat sink counts as a rejected alert) unless the
+  key's own policy grants the processor's role (the watchdog cannot read key policies: a WARN,
+  not a FAIL that would page for a key set up correctly).
 * **AWS managed key (``alias/aws/sns``): WARN.** An AWS managed key is usable through its service
   by the account's principals, so the processor can publish. Whether chat applications deliver
   from an encrypted topic is *not confirmed*: no AWS page found says either way (an older AWS
@@ -98,9 +100,10 @@ def chat_topic(clients: Any, topic_arn: str) -> CheckResult:
     details["kms_key_manager"] = manager
     if manager == "CUSTOMER":
         return CheckResult(
-            CHECK_ID, FAIL, f"the chat topic {topic_arn} is encrypted with the customer managed "
-            f"key {key}: the template grants the processor no use of it, so SNS refuses its "
-            "publishes (KMSAccessDenied) and no alert reaches the channel",
+            CHECK_ID, WARN, f"the chat topic {topic_arn} is encrypted with the customer managed "
+            f"key {key}: the template grants the processor no use of it, so unless the key's "
+            "policy grants the processor's role kms:GenerateDataKey* and kms:Decrypt, SNS "
+            "refuses its publishes (KMSAccessDenied) and no alert reaches the channel",
             f"aws sns set-topic-attributes --topic-arn {topic_arn} --attribute-name "
             f"KmsMasterKeyId --attribute-value {AWS_MANAGED_SNS_KEY}{where}",
             details=details)

@@ -283,7 +283,7 @@ def fake_verify(settings):
 def test_a_malformed_state_parameter_no_longer_crashes_every_run(monkeypatch):
     """d534756: WATCHDOG_STATE_PARAMETER that SSM cannot take raised ValidationException on
     every scheduled run (only ParameterNotFound was expected): no check ever reported. Now the
-    statuses are kept in memory and the run reports watchdog.config WARN."""
+    statuses are kept in memory and the run reports watchdog.config FAIL."""
     import boto3
 
     from handlers import watchdog
@@ -295,7 +295,7 @@ def test_a_malformed_state_parameter_no_longer_crashes_every_run(monkeypatch):
     out = dog.run({"time": "t1"})
     assert out["checks"] == {"trail.logging": "FAIL"} and out["alerts"] == 1
     assert isinstance(dog.state, watchdog.MemoryState) and ssm.values == {}
-    assert list(dog.settings.errors) == ["WATCHDOG_STATE_PARAMETER"]    # watchdog.config WARN
+    assert list(dog.settings.errors) == ["WATCHDOG_STATE_PARAMETER"]    # watchdog.config FAIL
 
 
 class Sts:
@@ -315,7 +315,7 @@ def _clients(error: str):
 def test_a_verify_role_name_instead_of_an_arn_no_longer_crashes_every_run():
     """d534756: VERIFY_ROLE_ARN=<a role name> went to sts:AssumeRole, which refuses it (a
     ValidationError; botocore refuses a value under 20 characters before sending), and the run
-    raised, every time. Now it is not used (watchdog.config WARN) and the checks run here."""
+    raised, every time. Now it is not used (watchdog.config FAIL) and the checks run here."""
     from handlers.watchdog import run_verify
     from tests.strict_fakes import CloudTrailWorld, FakeAwsClients
     world = CloudTrailWorld()                               # no trail: watchdog.trail FAIL
@@ -323,7 +323,7 @@ def test_a_verify_role_name_instead_of_an_arn_no_longer_crashes_every_run():
                              cloudtrail=lambda r: world.client(ACCT, r))
     _, results = run_verify({"TRAIL_NAME": "main",
                              "VERIFY_ROLE_ARN": "trailwatch-verify-role-in-audit"}, clients)
-    assert [(r.id, r.status) for r in results] == [("watchdog.config", "WARN"),
+    assert [(r.id, r.status) for r in results] == [("watchdog.config", "FAIL"),
                                                    ("watchdog.trail", "FAIL")]
     assert "VERIFY_ROLE_ARN" in results[0].message and "main" in results[1].message
 
@@ -354,7 +354,7 @@ def test_a_watchdog_value_of_the_wrong_shape_is_left_out_and_reported(key, value
     assert getattr(s, field) is None and list(s.errors) == [key]
     from handlers.watchdog import config_notes
     (note,) = config_notes(s)
-    assert (note.id, note.status) == ("watchdog.config", "WARN") and key in note.message
+    assert (note.id, note.status) == ("watchdog.config", "FAIL") and key in note.message
 
 
 def test_watchdog_values_of_the_template_shapes():

@@ -167,23 +167,23 @@ def test_watchdog_in_the_audit_account_finds_the_org_trail_by_its_default_name(a
     assert status["trail.logging"] == "PASS"
 
 
-def test_a_malformed_max_delivery_age_is_a_warn_result_not_a_crash(aws):
+def test_a_malformed_max_delivery_age_is_a_config_result_not_a_crash(aws):
     """Issue 24: float(MAX_DELIVERY_AGE_SECONDS) raised on every scheduled run (5bb8a96)."""
     _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION,
                              "MAX_DELIVERY_AGE_SECONDS": "2h"})
     (cfg,) = [r for r in results if r.id == "watchdog.config"]
-    assert cfg.status == "WARN" and "MAX_DELIVERY_AGE_SECONDS" in cfg.message
+    assert cfg.status == "FAIL" and "MAX_DELIVERY_AGE_SECONDS" in cfg.message
     assert "trail.logging" in {r.id for r in results}
 
 
 @pytest.mark.parametrize("value", ["1e14", "1e300"])
-def test_a_huge_max_delivery_age_is_capped_with_a_warn_not_an_overflow(aws, value):
+def test_a_huge_max_delivery_age_is_capped_and_reported_not_an_overflow(aws, value):
     """Review F7: 1e14 passed 0 < x < inf, then timedelta raised OverflowError on every run."""
     from handlers.watchdog import MAX_DELIVERY_AGE_LIMIT
     _, results = run_verify({"TRAIL_NAME": "main", "AWS_REGION": REGION,
                              "MAX_DELIVERY_AGE_SECONDS": value})
     (cfg,) = [r for r in results if r.id == "watchdog.config"]
-    assert cfg.status == "WARN" and f"using {MAX_DELIVERY_AGE_LIMIT:.0f}" in cfg.message
+    assert cfg.status == "FAIL" and f"using {MAX_DELIVERY_AGE_LIMIT:.0f}" in cfg.message
     assert "trail.logging" in {r.id for r in results}
 
 

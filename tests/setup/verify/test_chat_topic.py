@@ -92,10 +92,12 @@ def test_a_fifo_topic_fails_with_a_command_that_makes_a_standard_one(aws):
     assert r.remediation.startswith(f"aws sns create-topic --name chat --region {REGION}")
 
 
-def test_a_customer_managed_key_fails_with_the_switch_to_the_aws_managed_key(aws):
+def test_a_customer_managed_key_warns_with_the_switch_to_the_aws_managed_key(aws):
     topic = _topics(aws)["cmk"]
     r = chat_topic(aws, topic)
-    assert r.status == "FAIL" and "customer managed" in r.message
+    # WARN, not FAIL: the key's policy may grant the processor's role, which the watchdog cannot
+    # read (review: a FAIL would page for a key set up correctly)
+    assert r.status == "WARN" and "customer managed" in r.message and "key's policy" in r.message
     assert r.remediation == (f"aws sns set-topic-attributes --topic-arn {topic} --attribute-name "
                              f"KmsMasterKeyId --attribute-value alias/aws/sns --region {REGION}")
     assert r.details["kms_key_manager"] == "CUSTOMER"
@@ -173,7 +175,9 @@ def test_the_check_fails_exactly_where_aws_refuses_the_chat_path(aws, kind):
     except ClientError:
         refused = True
     assert refused is (kind in ("fifo", "cmk"))
-    assert (chat_topic(aws, topic).status == "FAIL") is refused
+    status = chat_topic(aws, topic).status
+    assert status != ("PASS" if refused else "FAIL")        # refused: never PASS; else never FAIL
+    assert (status == "FAIL") is (kind == "fifo")
 
 
 def test_the_watchdog_runs_the_check_for_its_chat_topic(aws):
@@ -186,6 +190,9 @@ def test_the_watchdog_runs_the_check_for_its_chat_topic(aws):
     assert by_id["watchdog.trail"].status == "FAIL"      # the trail's own failure still reported
     _, results = run_verify({"TRAIL_NAME": "missing", "AWS_REGION": REGION}, aws)
     assert "chat.topic" not in {r.id for r in results}
+    # no trail configured: the chat topic is still checked (review: it returned before)
+    _, results = run_verify({"AWS_REGION": REGION, "CHAT_TOPIC_ARN": topic}, aws)
+    assert {r.id: r.status for r in results} == {"chat.topic": "FAIL", "watchdog.trail": "FAIL"}
 
 
 def test_verify_checks_a_chat_topic_given_on_the_command_line(aws):
