@@ -83,6 +83,8 @@ DYNAMODB_TABLE = (r"(?:" + _PARTITION + r":dynamodb:[a-z0-9-]+:\d{12}:table/)?"
                   r"[A-Za-z0-9_.-]{3,255}")
 # IAM role ARNs (optional path), as the template's ExpectedChangePrincipals and VerifyRoleArn.
 IAM_ROLE_ARN = _PARTITION + r":iam::\d{12}:role/[\w+=,.@/-]{1,576}"
+# what handlers/expected.py compares: an assumed role's issuer (a role ARN) or an IAM user's ARN
+IAM_PRINCIPAL_ARN = _PARTITION + r":iam::\d{12}:(?:role|user)/[\w+=,.@/-]{1,576}"
 # CloudWatch Logs log group names: 1-512 of [.-_/#A-Za-z0-9].
 LOG_GROUP = r"[.\-_/#A-Za-z0-9]{1,512}"
 # Organizations: o-<10 to 32 lowercase letters or digits>.
@@ -273,14 +275,15 @@ class ProcessorSettings(_Settings):
 
 
 def _principals(value: Any, errors: dict[str, str]) -> frozenset[str]:
-    """``EXPECTED_CHANGE_PRINCIPALS``: comma-separated IAM role ARNs (blank entries ignored). An
-    entry that is not a role ARN (a role name, an assumed-role session ARN) could never match
-    CloudTrail's session issuer: it is left out and reported."""
-    good, bad = _split_list(value, IAM_ROLE_ARN)
+    """``EXPECTED_CHANGE_PRINCIPALS``: comma-separated IAM role ARNs, or IAM user ARNs for a CLI
+    run as a user (blank entries ignored). An entry that is neither (a role name, an assumed-role
+    session ARN) could never match CloudTrail's session issuer or user: it is left out and
+    reported."""
+    good, bad = _split_list(value, IAM_PRINCIPAL_ARN)
     if bad:
         errors["EXPECTED_CHANGE_PRINCIPALS"] = \
             f"EXPECTED_CHANGE_PRINCIPALS: {_listed(bad)} " \
-            f"{'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} " \
+            f"{'is not an' if len(bad) == 1 else 'are not'} IAM role or user ARN(s) " \
             "(arn:<partition>:iam::<account>:role/<name>); ignored, so no alert is marked " \
             "expected for them"
     return frozenset(good)

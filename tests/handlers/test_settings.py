@@ -83,6 +83,15 @@ def test_an_expected_principal_that_can_never_match_is_reported(value):
     assert value[:40] in ignored(log)["EXPECTED_CHANGE_PRINCIPALS"]
 
 
+def test_an_iam_user_arn_is_an_expected_principal():
+    """trailwatch run as an IAM user (the demo's secops user): its ARN is what expected.py
+    compares for a user, so it is kept (a review found the role-only check dropped it)."""
+    user = f"arn:aws:iam::{ACCT}:user/secops"
+    app, log, _ = boot({"EXPECTED_CHANGE_PRINCIPALS": user})
+    assert app.pipeline.settings.expected_principals == frozenset({user})
+    assert "EXPECTED_CHANGE_PRINCIPALS" not in ignored(log)
+
+
 # Each resource value the template passes, of a shape the component could never use: the
 # component is left out at cold start, logged and counted, instead of failing per call.
 BAD_SHAPES = [
