@@ -783,3 +783,60 @@ class StrictSecurityHub(_Fake):
                     self.findings[f["Id"]] = f
         return {"FailedCount": len(failed), "SuccessCount": len(Findings) - len(failed),
                 "FailedFindings": failed}
+
+
+# ------------------------------------------------------------------------------ CloudWatch Logs
+
+MAX_METRIC_FILTERS_PER_LOG_GROUP = 100
+
+
+class StrictMetricFilterLogs:
+    """A CloudWatch Logs client (moto's) with the metric filter quota AWS enforces and moto does
+    not: "The maximum number of metric filters that can be associated with a log group is 100"
+    (CloudWatch Logs API Reference, PutMetricFilter); a new filter past it fails
+    ``LimitExceededException`` ("You have reached the maximum number of resources that can be
+    created"). Putting a filter of an existing name updates it and is not refused.
+
+    ``fail(op, request)`` may return an exception to raise *before* the call (AWS refused it:
+    nothing changed), and ``after(op, request)`` one to raise *after* the inner call took
+    effect (the response was lost, e.g. a read timeout). Everything else goes to ``inner``.
+    """
+
+    def __init__(self, inner: Any, fail: Any = None, after: Any = None) -> None:
+        self.inner, self.fail, self.after = inner, fail, after
+        self.ops: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _call(self, op: str, method: Any, request: dict[str, Any]) -> Any:
+        self.ops.append(op)
+        if self.fail is not None and (err := self.fail(op, request)) is not None:
+            raise err
+        out = method(**request)
+        if self.after is not None and (err := self.after(op, request)) is not None:
+            raise err
+        return out
+
+    def put_metric_filter(self, **request: Any) -> Any:
+        group, name = request["logGroupName"], request["filterName"]
+        names = {f["filterName"] for f in self._all(group)}
+        if name not in names and len(names) >= MAX_METRIC_FILTERS_PER_LOG_GROUP:
+            self.ops.append("PutMetricFilter")
+            raise _error("LimitExceededException", "Resource limit exceeded.", "PutMetricFilter")
+        return self._call("PutMetricFilter", self.inner.put_metric_filter, request)
+
+    def delete_metric_filter(self, **request: Any) -> Any:
+        return self._call("DeleteMetricFilter", self.inner.delete_metric_filter, request)
+
+    def describe_metric_filters(self, **request: Any) -> Any:
+        return self._call("DescribeMetricFilters", self.inner.describe_metric_filters, request)
+
+    def _all(self, group: str) -> list[dict[str, Any]]:
+        out, kwargs = [], {"logGroupName": group}
+        while True:
+            page = self.inner.describe_metric_filters(**kwargs)
+            out += page.get("metricFilters", [])
+            if not page.get("nextToken"):
+                return out
+            kwargs["nextToken"] = page["nextToken"]

@@ -12,6 +12,13 @@ the log group in the home region
 arrives, and reports eventTime -> delivered -> found and the stream it arrived in
 (check ``canary.delivered``).
 
+The filter is deleted in a ``finally`` once the put may have taken effect. One it cannot delete is
+recorded on the probe and named, with its ``aws logs delete-metric-filter`` command, in
+``canary.delivered``'s message, remediation and ``details["left_behind"]`` (the check is then at
+least WARN). Before putting, the canary deletes filters earlier runs left on the log group, only
+those of exactly its own shape (:func:`is_leftover_canary_filter`). A log group at the quota of
+100 metric filters (``LimitExceededException``) is a FAIL that says so; nothing else is deleted.
+
 If the group's subscription filter targets a Lambda function in the same account, it then looks in
 that function's log group for the processor's ``canary_observed`` line carrying the same nonce and
 reports the processor's receipt lag (check ``canary.processed``). Kinesis, Firehose and
@@ -35,6 +42,7 @@ import argparse
 import datetime as dt
 import json
 import re
+import shlex
 import sys
 import time
 import uuid
@@ -42,9 +50,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from handlers.canary import CANARY_FILTER_PREFIX, canary_filter
+from handlers.canary import CANARY_FILTER_PREFIX, CANARY_METRIC, canary_filter
 from setup.aws import AwsClients, clients_for_role
 from setup.errors import error_code, error_message
 from setup.verify import FAIL, PASS, WARN, CheckResult
@@ -69,6 +77,13 @@ FIRST_INTERVAL, MAX_INTERVAL, BACKOFF = 5.0, 30.0, 1.5
 LOOKBACK_SECONDS = 120                  # records of the call can carry a slightly earlier eventTime
 ERROR_SETTLE_SECONDS = 120.0            # a delivery error already present before apply: grace
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+# "The maximum number of metric filters that can be associated with a log group is 100"
+# (CloudWatch Logs API Reference, PutMetricFilter; past it the call fails LimitExceededException).
+MAX_METRIC_FILTERS = 100
+DELETE_ATTEMPTS = 2                     # a connection error on the delete is tried once more
+# The name of a filter this canary puts: new_nonce() (tw- and 32 hex), -member for the member probe
+_CANARY_FILTER_NAME = re.compile(
+    "^" + re.escape(CANARY_FILTER_PREFIX) + r"(tw-[0-9a-f]{32}(?:-member)?)$")
 
 
 def _now() -> float:
@@ -194,6 +209,23 @@ def is_canary_record(record: dict[str, Any], nonce: str) -> bool:
     return isinstance(params, dict) and params.get("filterName") == CANARY_FILTER_PREFIX + nonce
 
 
+def is_leftover_canary_filter(mf: dict[str, Any]) -> bool:
+    """A metric filter (DescribeMetricFilters' shape) that is exactly one this canary puts: its
+    name (:data:`_CANARY_FILTER_NAME`), pattern and single metric, as :func:`canary_filter`
+    makes them. Only such a filter is ever deleted as an earlier run's leftover."""
+    m = _CANARY_FILTER_NAME.match(str(mf.get("filterName", "")))
+    if not m:
+        return False
+    expected = canary_filter(m.group(1))
+    transforms = mf.get("metricTransformations")
+    if mf.get("filterPattern") != expected["filterPattern"] or not isinstance(transforms, list) \
+            or len(transforms) != 1 or not isinstance(transforms[0], dict):
+        return False
+    t = transforms[0]
+    return all(t.get(k) == v for k, v in CANARY_METRIC.items()) and not t.get("dimensions") \
+        and t.get("defaultValue") is None and t.get("unit") in (None, "None")
+
+
 @dataclass
 class Found:
     record: dict[str, Any]
@@ -209,6 +241,8 @@ class Probe:
     nonce: str
     called: float
     call_error: str = ""       # the call itself failed in a way that means no record
+    call_remediation: str = ""  # what to do about call_error when it is not a permission
+    left_behind: list[dict[str, Any]] = field(default_factory=list)  # filters not deleted
     found: Found | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -234,22 +268,85 @@ class Canary:
         self.logs = clients.client("logs", target.region)
 
     # -------------------------------------------------------------- the call
+    def _delete_command(self, group: str, name: str) -> str:
+        return (f"aws logs delete-metric-filter --log-group-name {shlex.quote(group)} "
+                f"--filter-name {shlex.quote(name)} --region {self.target.region}")
+
+    def _delete(self, logs: Any, group: str, name: str, probe: Probe, where: str = "") -> None:
+        """Delete one canary filter; on failure record it on the probe (never raise)."""
+        error = ""
+        for _ in range(DELETE_ATTEMPTS):
+            try:
+                logs.delete_metric_filter(logGroupName=group, filterName=name)
+                return
+            except ClientError as e:
+                if error_code(e) == "ResourceNotFoundException":
+                    return                              # already gone
+                error = f"{error_code(e)}: {error_message(e)}"
+                break                                   # refused: asking again will not help
+            except BotoCoreError as e:                  # connection / timeout: try once more
+                error = f"{type(e).__name__}: {e}"
+        left = {"filter_name": name, "log_group": group, "error": error,
+                "delete_command": self._delete_command(group, name)}
+        if where:
+            left["account"] = where
+        probe.left_behind.append(left)
+        self.progress(f"canary: could not delete the metric filter {name} from {group} "
+                      f"({error}); delete it by hand: {left['delete_command']}")
+
+    def _sweep(self, group: str, probe: Probe) -> None:
+        """Delete canary filters earlier runs left on ``group``: only those of exactly the
+        canary's shape (:func:`is_leftover_canary_filter`); any other filter is never touched."""
+        kwargs: dict[str, Any] = {"logGroupName": group, "filterNamePrefix": CANARY_FILTER_PREFIX}
+        leftovers: list[str] = []
+        try:
+            for _ in range(20):
+                page = self.logs.describe_metric_filters(**kwargs)
+                leftovers += [f["filterName"] for f in page.get("metricFilters", [])
+                              if is_leftover_canary_filter(f)]
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except (ClientError, BotoCoreError) as e:      # the canary itself still runs
+            probe.extra["earlier_filters_not_checked"] = (
+                f"{error_code(e)}: {error_message(e)}" if isinstance(e, ClientError)
+                else f"{type(e).__name__}: {e}")
+            return
+        for name in leftovers:
+            before = len(probe.left_behind)
+            self._delete(self.logs, group, name, probe)
+            if len(probe.left_behind) == before:
+                probe.extra.setdefault("removed_earlier_filters", []).append(name)
+
     def call(self) -> Probe:
         group = self.target.log_group
         probe = Probe(f"account {self.target.account}", self.nonce, self.clock())
         spec = canary_filter(self.nonce)
+        self._sweep(group, probe)
+        refused = False
         try:
             self.logs.put_metric_filter(logGroupName=group, **spec)
         except ClientError as e:
+            refused = True                      # AWS refused: no filter was made
             probe.call_error = f"{error_code(e)}: {error_message(e)}"
-            return probe
-        try:
-            self.logs.delete_metric_filter(logGroupName=group, filterName=spec["filterName"])
-        except ClientError as e:
-            self.progress(f"canary: could not delete the metric filter {spec['filterName']} from "
-                          f"{group} ({error_code(e)}); delete it by hand: aws logs "
-                          f"delete-metric-filter --log-group-name {group} --filter-name "
-                          f"{spec['filterName']} --region {self.target.region}")
+            if error_code(e) == "LimitExceededException":
+                probe.call_error = (
+                    f"the log group {group} already has the maximum number of metric filters "
+                    f"(CloudWatch Logs allows {MAX_METRIC_FILTERS} per log group), so the "
+                    f"canary could not put its filter ({probe.call_error})")
+                probe.call_remediation = (
+                    f"{group} is at the CloudWatch Logs quota of {MAX_METRIC_FILTERS} metric "
+                    f"filters per log group: remove one that is no longer used (list them: "
+                    f"aws logs describe-metric-filters --log-group-name {shlex.quote(group)} "
+                    f"--region {self.target.region}), or run `trailwatch verify` without "
+                    "--canary; trailwatch never deletes a filter that is not its own canary")
+        except BotoCoreError as e:              # the filter may exist (e.g. a read timeout)
+            probe.call_error = f"{type(e).__name__}: {e}"
+            probe.call_remediation = ("check the network path to CloudWatch Logs in "
+                                      f"{self.target.region} and run the canary again")
+        finally:
+            if not refused:
+                self._delete(self.logs, group, spec["filterName"], probe)
         return probe
 
     def member_call(self) -> Probe:
@@ -264,12 +361,21 @@ class Canary:
             probe.call_error = f"cannot assume {self.member_role_arn}: {error_code(e)}"
             return probe
         # A log group that does not exist: nothing changes; CloudTrail records the call anyway.
+        # Should it exist after all, the filter is deleted again like the main probe's.
+        logs = mc.client("logs", region)
+        group, spec = f"{CANARY_FILTER_PREFIX}{nonce}", canary_filter(nonce)
+        made = True
         try:
-            mc.client("logs", region).put_metric_filter(
-                logGroupName=f"{CANARY_FILTER_PREFIX}{nonce}", **canary_filter(nonce))
+            logs.put_metric_filter(logGroupName=group, **spec)
         except ClientError as e:
+            made = False
             if error_code(e) not in ("ResourceNotFoundException", "AccessDeniedException"):
                 probe.call_error = f"{error_code(e)}: {error_message(e)}"
+        except BotoCoreError as e:
+            probe.call_error = f"{type(e).__name__}: {e}"
+        finally:
+            if made:
+                self._delete(logs, group, spec["filterName"], probe, where=probe.label)
         return probe
 
     # -------------------------------------------------------------- polling
@@ -358,14 +464,32 @@ class Canary:
         return status.get("LatestCloudWatchLogsDeliveryError") or ""
 
     def delivered_result(self, probes: list[Probe]) -> CheckResult:
-        details = {"timeout_seconds": self.timeout, "probes": [self.timings(p) for p in probes]}
+        details: dict[str, Any] = {"timeout_seconds": self.timeout,
+                                   "probes": [self.timings(p) for p in probes]}
+        left = [entry for p in probes for entry in p.left_behind]
+        removed = [n for p in probes for n in p.extra.get("removed_earlier_filters", [])]
+        if removed:
+            details["removed_earlier_filters"] = removed
+        unchecked = [p.extra["earlier_filters_not_checked"] for p in probes
+                     if "earlier_filters_not_checked" in p.extra]
+        if unchecked:
+            details["earlier_filters_not_checked"] = unchecked[0]
+        left_note, left_fix = "", ""
+        if left:
+            details["left_behind"] = left
+            left_note = ("; metric filter(s) left behind, not deleted: " + ", ".join(
+                f"{e['filter_name']} on {e['log_group']} ({e['error']})" for e in left))
+            left_fix = ("; delete what was left behind: " + "; ".join(
+                e["delete_command"] + (f" (in {e['account']})" if e.get("account") else "")
+                for e in left) + " (allow logs:DeleteMetricFilter)")
         bad_call = [p for p in probes if p.call_error]
         if bad_call:
             p = bad_call[0]
+            fix = p.call_remediation or (
+                "allow logs:PutMetricFilter and logs:DeleteMetricFilter on "
+                f"{self.target.log_group_arn_bare} (and sts:AssumeRole for --canary-member-role)")
             return CheckResult("canary.delivered", FAIL, f"the canary call in {p.label} failed: "
-                               f"{p.call_error}", "allow logs:PutMetricFilter and "
-                               f"logs:DeleteMetricFilter on {self.target.log_group_arn_bare} (and "
-                               "sts:AssumeRole for --canary-member-role)", details=details)
+                               f"{p.call_error}{left_note}", fix + left_fix, details=details)
         missing = [p for p in probes if not p.found]
         if missing:
             err = self._delivery_error()
@@ -380,17 +504,20 @@ class Canary:
                 "canary.delivered", FAIL,
                 f"no CloudTrail record of the canary call from {what} reached "
                 f"{self.target.log_group} within {self.timeout:.0f} s (expected stream {stream}*)"
-                + (f"; CloudTrail reports: {err}" if err else ""),
+                + (f"; CloudTrail reports: {err}" if err else "") + left_note,
                 "check trail.logging, trail.management_events, role.stream_policy and "
                 "delivery.error above" + ("; the role's policy needs the o-<orgid>_* stream "
                                           "resource for member accounts" if member else "")
-                + "; or raise --canary-timeout", details=details)
+                + "; or raise --canary-timeout" + left_fix, details=details)
         parts = []
         for p in probes:
             t = self.timings(p)
             parts.append(f"{p.label}: eventTime {t['event_time']} -> delivered "
                          f"+{t['delivery_lag_seconds']} s -> found {t['found_after_seconds']} s "
                          f"after the call, stream {t['stream']}")
+        if left:
+            return CheckResult("canary.delivered", WARN, "; ".join(parts) + left_note,
+                               left_fix[2:], details=details)
         return CheckResult("canary.delivered", PASS, "; ".join(parts), details=details)
 
     # -------------------------------------------------------------- processor

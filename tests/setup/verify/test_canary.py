@@ -10,6 +10,7 @@ import time
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from setup.verify import canary
@@ -416,3 +417,192 @@ def test_the_main_probe_does_not_take_the_member_probes_record(aws):
     from setup.verify.canary import is_canary_record
     assert is_canary_record(canary_record("tw-1", time.time()), "tw-1")
     assert not is_canary_record(canary_record("tw-1-member", time.time()), "tw-1")
+
+
+# ----------------------------------------------------------------------------------- leftovers
+
+def _other_filter(name: str, pattern: str = '{ $.eventName = "ConsoleLogin" }', **metric) -> dict:
+    return {"logGroupName": GROUP, "filterName": name, "filterPattern": pattern,
+            "metricTransformations": [{"metricName": "Other", "metricNamespace": "Team",
+                                       "metricValue": "1", **metric}]}
+
+
+def _filters(group: str = GROUP) -> dict[str, dict]:
+    logs = boto3.client("logs", region_name=REGION)
+    out, kwargs = {}, {"logGroupName": group}
+    while True:
+        page = logs.describe_metric_filters(**kwargs)
+        out.update({f["filterName"]: f for f in page["metricFilters"]})
+        if not page.get("nextToken"):
+            return out
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def _canary(ft: FakeTime, nonce: str, fail=None, after=None, **kw) -> Canary:
+    from tests.strict_fakes import StrictMetricFilterLogs
+    c = Canary(AwsClients(region=REGION), target(), clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce, **kw)
+    c.logs = StrictMetricFilterLogs(c.logs, fail=fail, after=after)
+    return c
+
+
+def _refuse(op_name: str, exc):
+    return lambda op, request: exc if op == op_name else None
+
+
+def test_a_log_group_at_the_metric_filter_quota_is_not_blamed_on_permissions(aws):
+    """Review B. Observed on 635e2be: 100 filters of other teams on the group -> PutMetricFilter
+    LimitExceededException -> FAIL "allow logs:PutMetricFilter and logs:DeleteMetricFilter"."""
+    logs = boto3.client("logs", region_name=REGION)
+    for i in range(100):
+        logs.put_metric_filter(**_other_filter(f"team-{i:03d}"))
+    ft = FakeTime()
+    c = _canary(ft, "tw-" + "a" * 32, timeout=60)
+    delivered, _ = c.run()
+    assert delivered.status == "FAIL"
+    assert f"log group {GROUP} already has the maximum number of metric filters" in \
+        delivered.message and "LimitExceededException" in delivered.message
+    assert f"aws logs describe-metric-filters --log-group-name {GROUP} --region {REGION}" in \
+        delivered.remediation
+    assert "without --canary" in delivered.remediation
+    assert f"{GROUP} is at the CloudWatch Logs quota of 100 metric filters per log group" in \
+        delivered.remediation
+    assert "allow logs:PutMetricFilter" not in delivered.remediation
+    assert sorted(_filters()) == [f"team-{i:03d}" for i in range(100)]     # nothing deleted
+    assert sum(ft.sleeps) == 0                                             # no pointless wait
+
+
+def test_a_refused_delete_is_reported_in_the_result_and_warns(aws):
+    """Review B. Observed on 635e2be: DeleteMetricFilter refused -> the filter stays and the only
+    report is a progress line (nothing with --no-progress or off a terminal); PASS."""
+    nonce = "tw-" + "b" * 32
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}},
+                         "DeleteMetricFilter")
+    c = _canary(ft, nonce, fail=_refuse("DeleteMetricFilter", denied))
+    delivered, _ = c.run()
+    name = f"trailwatch-canary-{nonce}"
+    assert name in _filters()                                   # really left behind
+    assert delivered.status == "WARN", delivered.message
+    [left] = delivered.details["left_behind"]
+    assert left["filter_name"] == name and left["log_group"] == GROUP
+    assert left["delete_command"] == (f"aws logs delete-metric-filter --log-group-name {GROUP} "
+                                      f"--filter-name {name} --region {REGION}")
+    assert "AccessDeniedException" in left["error"]
+    assert left["delete_command"] in delivered.remediation and name in delivered.message
+
+
+def test_a_failed_delivery_with_a_filter_left_behind_stays_fail_and_names_it(aws):
+    nonce = "tw-" + "d" * 32
+    ft = FakeTime()
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}},
+                         "DeleteMetricFilter")
+    c = _canary(ft, nonce, fail=_refuse("DeleteMetricFilter", denied), timeout=30)
+    delivered, _ = c.run()
+    assert delivered.status == "FAIL" and "within 30 s" in delivered.message
+    assert delivered.details["left_behind"][0]["filter_name"] == f"trailwatch-canary-{nonce}"
+    assert "aws logs delete-metric-filter" in delivered.remediation
+
+
+def test_a_non_client_error_after_the_put_still_deletes_the_filter(aws):
+    """Review B. The put took effect but its response was lost (a read timeout, not a
+    ClientError): on 635e2be the error escaped run() and the filter stayed."""
+    from botocore.exceptions import ReadTimeoutError
+    ft = FakeTime()
+    lost = ReadTimeoutError(endpoint_url=f"https://logs.{REGION}.amazonaws.com")
+    c = _canary(ft, "tw-" + "c" * 32, after=_refuse("PutMetricFilter", lost), timeout=30)
+    delivered, _ = c.run()
+    assert _filters() == {}
+    assert delivered.status == "FAIL" and "ReadTimeoutError" in delivered.message
+    assert "left_behind" not in delivered.details
+
+
+def test_a_connection_error_on_the_delete_is_retried_then_reported_not_raised(aws):
+    """Review B: EndpointConnectionError on DeleteMetricFilter escaped run() on 635e2be."""
+    from botocore.exceptions import EndpointConnectionError
+    nonce = "tw-" + "e" * 32
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    down = EndpointConnectionError(endpoint_url=f"https://logs.{REGION}.amazonaws.com")
+    once = {"n": 0}
+
+    def first_delete_fails(op, request):
+        if op == "DeleteMetricFilter":
+            once["n"] += 1
+            return down if once["n"] == 1 else None
+        return None
+    delivered, _ = _canary(ft, nonce, fail=first_delete_fails).run()
+    assert _filters() == {} and delivered.status == "PASS", delivered.message
+
+    nonce2 = "tw-" + "f" * 32
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce2, ft.t)))
+    delivered, _ = _canary(ft, nonce2, fail=_refuse("DeleteMetricFilter", down)).run()
+    assert list(_filters()) == [f"trailwatch-canary-{nonce2}"]
+    assert delivered.status == "WARN"
+    assert "EndpointConnectionError" in delivered.details["left_behind"][0]["error"]
+
+
+def test_earlier_leftovers_of_exactly_the_canary_shape_are_removed_and_nothing_else(aws):
+    logs = boto3.client("logs", region_name=REGION)
+    old, old_member = "tw-" + "1" * 32, "tw-" + "2" * 32 + "-member"
+    for n in (old, old_member):
+        logs.put_metric_filter(logGroupName=GROUP, **canary_filter(n))
+    keep = {
+        # canary name, another team's pattern
+        "trailwatch-canary-tw-" + "3" * 32: _other_filter("x"),
+        # canary-like name that new_nonce() never makes (not 32 hex)
+        "trailwatch-canary-tw-deadbeef": {**canary_filter("tw-deadbeef")},
+        "trailwatch-canary-tw-" + "4" * 32 + "-extra": canary_filter("tw-" + "4" * 32 + "-extra"),
+        # the canary's pattern but a metric with dimensions / a default value
+        "trailwatch-canary-tw-" + "5" * 32: {**canary_filter("tw-" + "5" * 32),
+                                            "metricTransformations": [
+                                                {"metricName": "TrailwatchCanary",
+                                                 "metricNamespace": "Trailwatch/Canary",
+                                                 "metricValue": "1", "defaultValue": 0.0}]},
+        "trailwatch-canary-tw-" + "6" * 32: {**canary_filter("tw-" + "6" * 32),
+                                            "metricTransformations": [
+                                                {"metricName": "Other",
+                                                 "metricNamespace": "Trailwatch/Canary",
+                                                 "metricValue": "1"}]},
+        # the pattern of another nonce than the name's
+        "trailwatch-canary-tw-" + "7" * 32: {**canary_filter("tw-" + "8" * 32)},
+        "team-filter": _other_filter("team-filter"),
+    }
+    for name, spec in keep.items():
+        logs.put_metric_filter(**{**spec, "logGroupName": GROUP, "filterName": name})
+    nonce = "tw-" + "9" * 32
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    c = _canary(ft, nonce)
+    delivered, _ = c.run()
+    assert delivered.status == "PASS", delivered.message
+    assert sorted(_filters()) == sorted(keep)
+    assert sorted(delivered.details["removed_earlier_filters"]) == sorted(
+        f"trailwatch-canary-{n}" for n in (old, old_member))
+    assert c.logs.ops.index("DescribeMetricFilters") < c.logs.ops.index("PutMetricFilter")
+
+
+def test_the_member_probe_deletes_its_filter_if_the_group_exists_after_all(aws):
+    """The member probe puts on a log group that should not exist; if it does, the filter made
+    there is deleted again like the main probe's (635e2be left it)."""
+    nonce = "tw-" + "0" * 32
+    member_group = f"trailwatch-canary-{nonce}-member"
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=member_group)
+    ft = FakeTime()
+    c = Canary(AwsClients(region=REGION), target(), timeout=10, clock=ft.clock, sleep=ft.sleep,
+               progress=lambda m: None, nonce=nonce,
+               member_role_arn=f"arn:aws:iam::{ACCT}:role/OrganizationAccountAccessRole")
+    c.run()
+    assert _filters(member_group) == {}
+
+
+def test_a_refused_listing_of_earlier_filters_is_reported_and_the_canary_still_runs(aws):
+    nonce = "tw-" + "ab" * 16
+    ft = FakeTime()
+    put(GROUP, STREAM, int((ft.t + 30) * 1000), json.dumps(canary_record(nonce, ft.t)))
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}},
+                         "DescribeMetricFilters")
+    delivered, _ = _canary(ft, nonce, fail=_refuse("DescribeMetricFilters", denied)).run()
+    assert delivered.status == "PASS" and _filters() == {}
+    assert delivered.details["earlier_filters_not_checked"].startswith("AccessDeniedException")
