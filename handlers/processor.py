@@ -38,13 +38,13 @@ names):
 The only ways an invocation fails: the failure destination cannot be written (direct mode: the
 whole invocation is retried; Kinesis: those records are reported in ``batchItemFailures``), or
 alerts could not be delivered before the deadline (same). Alert ids make both retries safe.
-Never a reason to fail (issue 24): a sink that refuses an alert for good (``AlertsRejected``), a
+Never a reason to fail: a sink that refuses an alert for good (``AlertsRejected``), a
 rule that cannot be configured (``RuleErrors``: a bad rule or RULES_FILE, a tamper name above
 that is not a valid name for its resource), a value in the environment that cannot be used
 (``ConfigErrors``: a number that is not one, or below 1 for a size or concurrency, falls back to
 its default; an ARN, URL or name above of the wrong shape leaves its component out: the SNS or
 EventBridge sink, the failure queue or its archive, chat, idempotency or the alert-state table;
-an ``EXPECTED_CHANGE_PRINCIPALS`` entry that is not a role ARN is dropped; a
+an ``EXPECTED_CHANGE_PRINCIPALS`` entry that is not an IAM role or user ARN is dropped; a
 ``SECURITY_HUB_FINDINGS`` other than enabled/disabled leaves Security Hub off); each is logged
 (``rule skipped`` / ``setting ignored``) and alarmed instead, on every invocation.
 """
@@ -202,7 +202,7 @@ class App:
         )
         # Built-in rules always load; a bad or clashing user rule (or an unreadable RULES_FILE)
         # is skipped with an error log and counted in the RuleErrors metric of every invocation.
-        # A tamper rule whose resource name cannot be used (issue 24) is skipped the same way.
+        # A tamper rule whose resource name cannot be used is skipped the same way.
         rule_errors: list[str] = []
         rules = builtin_rules(s.tamper, rule_errors)
         suppressions: list[Any] = []
@@ -211,7 +211,7 @@ class App:
             rules += load_rules_file(s.rules_file, errors=rule_errors,
                                      taken={r.id for r in rules}, client_factory=client_factory,
                                      tuning=tuning)
-            if tuning.get("tuning") or tuning.get("suppressions"):   # issue 20: tuning as data
+            if tuning.get("tuning") or tuning.get("suppressions"):   # tuning as data
                 rules, suppressions = load_tuning(rules, tuning, rule_errors)
         log = kw.get("log") if kw.get("log") is not None else logger
         for err in rule_errors:

@@ -18,7 +18,7 @@ from handlers.detection.tamper import tamper_rules
 CIS_CASES_FILE = Path(__file__).with_name("cis_cases.json")
 PACK_FILE = Path(__file__).with_name("pack.json")
 
-# How a CIS match becomes an alert (issue 20; the metric filters stay verbatim). The controls are
+# How a CIS match becomes an alert (the metric filters stay verbatim). The controls are
 # compliance signals: one alert per control and principal per UTC day (the first match, then a
 # count). The window is never shared across controls or principals: several controls can be
 # triggered by anyone (4.6 a failed console sign-in needs no credentials, 4.1 AccessDenied any
@@ -45,7 +45,7 @@ def cis_rules() -> list[Rule]:
 def pack_rules() -> list[Rule]:
     """The detection pack (``handlers/detection/pack.json``, shipped in the Lambda artifact): ATT&CK-mapped rules beyond CIS."""
     doc = orjson.loads(PACK_FILE.read_bytes())
-    # ``defaults`` (issue 20): the dedup window of every rule that does not set its own
+    # ``defaults``: the dedup window of every rule that does not set its own
     defaults = doc.get("defaults") or {}
     items = [{**defaults, **item} if "window_minutes" not in item else item
              for item in doc["rules"]]

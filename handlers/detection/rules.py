@@ -14,7 +14,7 @@ built-in rules. Optional ``threshold: N`` alerts once per principal with N match
 (:mod:`handlers.detection.thresholds`); ``processor_only: true`` acknowledges syntax a metric filter may not
 accept (``trailwatch rules lint``).
 
-Windows (issue 20, :mod:`handlers.alert_state`): ``window_minutes: W`` makes ``threshold`` count
+Windows (:mod:`handlers.alert_state`): ``window_minutes: W`` makes ``threshold`` count
 across invocations within W minutes, and without a threshold alerts once per ``dedup_key`` per W
 minutes, then counts. ``dedup_key`` is ``"principal"`` (default) or record fields (a string or a
 list: ``["recipientAccountId"]``); rules with the same ``window_group`` share one window per key.

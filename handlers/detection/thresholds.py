@@ -116,7 +116,7 @@ def _match_key(alert: dict[str, Any]) -> Any:
 
 
 def key_of(rule: Any, event: Any) -> str:
-    """The value of a rule's ``dedup_key`` for a record (issue 20): ``principal`` is
+    """The value of a rule's ``dedup_key`` for a record: ``principal`` is
     :func:`principal_of` (for a threshold rule :func:`role_principal_of`: an assumed role's
     sessions count together); other entries are record field paths (``-`` when missing)."""
     fields = getattr(rule, "dedup_key", None) or ("principal",)

@@ -1,4 +1,4 @@
-"""Tuning as data (issue 20): per-rule overrides and suppressions, in the rules file.
+"""Tuning as data: per-rule overrides and suppressions, in the rules file.
 
 A rules file (``RULES_FILE``, ``trailwatch rules backtest --rules-file``) may carry, beside its
 ``rules``::

@@ -133,7 +133,7 @@ class ChatSink(_RetryingSink):
     # An optional sink: an SNS refusal no retry cures (botocore sns PublishBatch errors: the
     # topic deleted or not ours, its KMS key disabled/missing/denied, a parameter it cannot
     # take) is permanent, so it never fails the invocation and re-publishes to the primary
-    # sinks. Throttling and internal errors stay transient (issue 24).
+    # sinks. Throttling and internal errors stay transient.
     permanent_call_errors = frozenset({
         "NotFound", "AuthorizationError", "InvalidParameter", "ParameterValueInvalid",
         "InvalidSecurity", "KMSDisabled", "KMSInvalidState", "KMSNotFound", "KMSOptInRequired",

@@ -9,7 +9,7 @@ event) updates the finding instead of adding one.
 Limits enforced here (moto does not): at most 100 findings and 6 MB per request, 240 KB per finding;
 Title 256 and Description 1,024 characters; Remediation text 512; at most 50 ``ProductFields`` with
 keys of at most 128 and values of at most 2,048 characters; at most 32 ``Resources``.
-Errors are classified (issue 24). Permanent, never retried, logged and counted by the processor
+Errors are classified. Permanent, never retried, logged and counted by the processor
 (``AlertsRejected``) without failing the invocation: ``InvalidAccessException`` (Security Hub is
 not enabled in this Region, or the account may not import) and ``InvalidInputException`` /
 ``AccessDeniedException`` on the call, and ``FailedFindings`` with ``InvalidInput``. Any other

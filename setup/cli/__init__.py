@@ -383,7 +383,7 @@ REGISTRARS += [_register_subscribe, _register_rules, _register_replay, _register
 
 
 def _register_log_sources(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
-    """`trailwatch flow-logs plan|apply|verify|remove` and `trailwatch readiness` (issue 21)."""
+    """`trailwatch flow-logs plan|apply|verify|remove` and `trailwatch readiness`."""
     from setup.cli import flowlogs, readiness
     flowlogs.register(sub, parents)
     readiness.register(sub, parents)

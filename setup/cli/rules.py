@@ -150,7 +150,7 @@ def register(sub: Any) -> None:
 # ----------------------------------------------------------------------------------- helpers
 
 # The names the template's processor watches by default (template.yaml TrailName,
-# TrailLogGroupName, DeliveryRoleName): the tamper rules a backtest runs (issue 20).
+# TrailLogGroupName, DeliveryRoleName): the tamper rules a backtest runs.
 TAMPER_DEFAULTS = {"TRAIL_NAME": "org-trail", "TRAIL_LOG_GROUP_NAME": "CloudTrail/org-trail",
                    "DELIVERY_ROLE_NAME": "trailwatch-cwl-org-trail"}
 
@@ -416,7 +416,7 @@ def backtest(rules: list[Rule], paths: list[str], batch_size: int = DEFAULT_BATC
     Records are replayed in eventTime order (within each file) through what the processor
     applies: thresholds per batch of ``batch_size`` records, then the suppressions, dedup windows
     and cross-invocation thresholds of handlers/alert_state.py, with the state table simulated
-    in memory for the whole replay (issue 20)."""
+    in memory for the whole replay."""
     index = build_index(rules)
     by_id = {r.id: r for r in rules}
     limits = {rid: n for rid, n in thresholds_of(rules).items() if not by_id[rid].window_minutes}
