@@ -11,7 +11,7 @@ kept in ``errors`` (name -> message): a number falls back to its default, a reso
 of the wrong shape disables the component that would have used it (a wrong shape would otherwise
 fail deep inside that component, on every invocation). The processor logs each one (``setting
 ignored``) and counts them in its ``ConfigErrors`` metric (alarmed) on every invocation; the
-watchdog logs them and reports a ``watchdog.config`` WARN check on every run.
+watchdog logs them and reports a ``watchdog.config`` FAIL check on every run.
 
 The tamper rules' names (``TRAIL_NAME``, ``TRAIL_LOG_GROUP_NAME``, ``DELIVERY_ROLE_NAME``,
 ``AWS_LAMBDA_FUNCTION_NAME``) are carried as given (:class:`TamperNames`): the tamper rules check
