@@ -19,9 +19,7 @@ from typing import Any
 
 import orjson
 
-MAX_VALUES = 100
-
-
+MAX_VALUES = 100     # values per metric array (the EMF limit)
 MAX_METRICS = 100    # metric definitions per directive (the EMF limit)
 
 

@@ -367,6 +367,8 @@ class Pipeline:
                 key = A.event_key(rec, eid)
                 facts = None
                 expected = None
+                # lazy: the log event as a placeholder's alert reads it (not its message)
+                lev = ev if pending is None else {"id": eid, "timestamp": ts}
                 for rule in hits:
                     # (rule, event key) is what the alert id hashes: a redelivered event gets no
                     # second alert, and the id is computed only for alerts that are built.
@@ -383,15 +385,13 @@ class Pipeline:
                         if group is None:
                             groups[gkey] = group = []
                             alerts.append(gkey)   # the group's place: where its first match was
-                        group.append((rule, rec, ev if pending is None else
-                                      {"id": eid, "timestamp": ts}, lag, key, expected))
+                        group.append((rule, rec, lev, lag, key, expected))
                         continue
                     ident = alert_id("rule", rule.id, key)
                     if pending is not None:
                         if facts is None:
                             facts = [None]      # built once for all the record's alerts
-                        pending[ident] = (rule, rec, slim_env,
-                                          {"id": eid, "timestamp": ts}, lag, expected, facts)
+                        pending[ident] = (rule, rec, slim_env, lev, lag, expected, facts)
                         alerts.append(placeholder(rule, rec, ident, slim_env["owner"]))
                         continue
                     if facts is None:
