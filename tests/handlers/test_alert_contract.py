@@ -16,7 +16,7 @@ from handlers.pipeline import Pipeline, iter_cases
 from handlers.processor import App
 from handlers.detection.rules import Rule
 from handlers.detection.builtin import builtin_rules
-from tests.conftest import CORPUS, EVENTS, ListLogger, ListMetrics, load_event
+from tests.conftest import CORPUS, EVENTS, Collect, ListLogger, ListMetrics, load_event
 
 SCHEMA = json.loads(A.SCHEMA_FILE.read_text())
 VALIDATOR = Draft202012Validator(SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
@@ -176,24 +176,21 @@ def test_hostile_records_still_give_valid_alerts(rec, expected):
 def test_every_alert_from_every_sample_event_validates():
     """Runs each events/*.json invocation through the processor and validates what it publishes."""
     seen_kinds = set()
+    for alert in published_by_every_sample_event():
+        valid(alert)
+        seen_kinds.add(alert["kind"])
+    assert seen_kinds == {"rule_match", "oversize_event", "delivery_delayed"}
+
+
+def published_by_every_sample_event(context=None):
+    """Every alert the processor publishes for each events/*.json invocation, in order."""
     for path in sorted(EVENTS.glob("*.json")):
-        published: list[dict] = []
-
-        class Capture:
-            name = "capture"
-
-            def publish(self, alerts):
-                published.extend(alerts)
-                return []
-
+        sink = Collect()
         app = App.from_env({}, clock=lambda: 1_763_640_000.0, metrics_sink=ListMetrics(),
                            log=ListLogger(), emit=lambda line: None)
-        app.sinks = [Capture()]
-        app.handle(load_event(path.stem))
-        for alert in published:
-            valid(alert)
-            seen_kinds.add(alert["kind"])
-    assert seen_kinds == {"rule_match", "oversize_event", "delivery_delayed"}
+        app.sinks = [sink]
+        app.handle(load_event(path.stem), context)
+        yield from sink.alerts
 
 
 def corpus_alerts(corpus):
@@ -236,22 +233,8 @@ def test_every_alert_kind_validates_as_published_in_lambda():
     {"request_id": ...}: the published alerts broke the contract. Same events as the test above,
     but with a Lambda context, as in production."""
     seen_kinds = set()
-    for path in sorted(EVENTS.glob("*.json")):
-        published: list[dict] = []
-
-        class Capture:
-            name = "capture"
-
-            def publish(self, alerts):
-                published.extend(alerts)
-                return []
-
-        app = App.from_env({}, clock=lambda: 1_763_640_000.0, metrics_sink=ListMetrics(),
-                           log=ListLogger(), emit=lambda line: None)
-        app.sinks = [Capture()]
-        app.handle(load_event(path.stem), LambdaContext())
-        for alert in published:
-            doc = valid(alert)
-            seen_kinds.add(doc["kind"])
-            assert doc["delivery"]["request_id"] == LambdaContext.aws_request_id
+    for alert in published_by_every_sample_event(LambdaContext()):
+        doc = valid(alert)
+        seen_kinds.add(doc["kind"])
+        assert doc["delivery"]["request_id"] == LambdaContext.aws_request_id
     assert seen_kinds == {"rule_match", "oversize_event", "delivery_delayed"}
