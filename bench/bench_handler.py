@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -438,18 +439,23 @@ def verdict(ok: bool) -> str:
 def print_instructions(counts, how: str, alerts: dict[tuple[str, int], int]) -> list[str]:
     """The instruction table; returns the target lines (judged on instructions)."""
     print(f"\nCPU instructions per log event ({how}; segment of K calls minus an empty one):")
+    return ratio_table([(w, n, counts[(w, n, "floor")], counts[(w, n, "handler")])
+                        for w in WORKLOADS for n in SIZES], alerts,
+                       lambda v: f"{v / 1000:>7.1f}k", "instructions")
+
+
+def ratio_table(rows: list[tuple[str, int, float, float]], alerts: dict[tuple[str, int], int],
+                cell: Callable[[float], str], measure: str) -> list[str]:
+    """Print (workload, events, floor, handler) rows with their ratio; return the target lines."""
     print(f"{'workload':>9}  {'events':>6}  {'floor':>8}  {'handler':>8}  {'ratio':>6}  "
           f"{'alerts':>6}")
     lines = []
-    for w in WORKLOADS:
-        for n in SIZES:
-            f, h = counts[(w, n, "floor")], counts[(w, n, "handler")]
-            print(f"{w:>9}  {n:>6}  {f / 1000:>7.1f}k  {h / 1000:>7.1f}k  {h / f:>5.2f}x  "
-                  f"{alerts[(w, n)]:>6}")
-            target = TARGETS.get((w, n))
-            if target is not None:
-                lines.append(f"  {w} traffic, {n} events: handler <= {target}x the floor "
-                             f"(instructions): {h / f:.2f}x  {verdict(h / f <= target)}")
+    for w, n, f, h in rows:
+        print(f"{w:>9}  {n:>6}  {cell(f)}  {cell(h)}  {h / f:>5.2f}x  {alerts[(w, n)]:>6}")
+        target = TARGETS.get((w, n))
+        if target is not None:
+            lines.append(f"  {w} traffic, {n} events: handler <= {target}x the floor "
+                         f"({measure}): {h / f:.2f}x  {verdict(h / f <= target)}")
     return lines
 
 
@@ -469,17 +475,8 @@ def main(argv: list[str]) -> int:
         med = wall_times(payloads, {"floor": floor, "handler": run})
         print(f"\nWall time, median us per log event ({ROUNDS} rounds, interleaved; on a shared "
               f"machine this varies by 10-20 % from run to run):")
-        print(f"{'workload':>9}  {'events':>6}  {'floor':>8}  {'handler':>8}  {'ratio':>6}  "
-              f"{'alerts':>6}")
-        wall_lines = []
-        for (w, n), m in med.items():
-            ratio = m["handler"] / m["floor"]
-            print(f"{w:>9}  {n:>6}  {m['floor']:>8.2f}  {m['handler']:>8.2f}  {ratio:>5.2f}x  "
-                  f"{alerts[(w, n)]:>6}")
-            target = TARGETS.get((w, n))
-            if target is not None:
-                wall_lines.append(f"  {w} traffic, {n} events: handler <= {target}x the floor "
-                                  f"(wall time, noisy): {ratio:.2f}x  {verdict(ratio <= target)}")
+        wall_lines = ratio_table([(w, n, m["floor"], m["handler"]) for (w, n), m in med.items()],
+                                 alerts, lambda v: f"{v:>8.2f}", "wall time, noisy")
     counts, how = instruction_counts()
     if counts is None:
         print(f"\nCPU instructions: {how}")
